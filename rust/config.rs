@@ -1,0 +1,117 @@
+//! The settings of one stream: built once (validated in Python, again here) and handed to every
+//! stage, so that a setting such as `image_size` walks straight from the constructor to the stage
+//! that uses it.
+
+use std::str::FromStr;
+
+/// How an image is brought to a square `image_size × image_size`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ResizeMode {
+    /// Resize both sides to the target, ignoring the aspect ratio (big_vision's `resize`).
+    Squash,
+    /// Take the central square (side = the shorter side), then resize (torchvision's
+    /// `Resize(s) + CenterCrop(s)`).
+    CenterCrop,
+    /// torchvision's `RandomResizedCrop(s, scale=(0.08, 1), ratio=(3/4, 4/3))`, seeded per sample.
+    RandomResizedCrop,
+}
+
+impl FromStr for ResizeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "squash" => Ok(ResizeMode::Squash),
+            "center_crop" => Ok(ResizeMode::CenterCrop),
+            "random_resized_crop" => Ok(ResizeMode::RandomResizedCrop),
+            _ => Err(format!("resize must be 'squash', 'center_crop' or 'random_resized_crop', not {s:?}")),
+        }
+    }
+}
+
+/// Memory layout of the `images` array of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `[B, H, W, 3]`
+    Nhwc,
+    /// `[B, 3, H, W]`
+    Nchw,
+}
+
+impl FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "NHWC" => Ok(Layout::Nhwc),
+            "NCHW" => Ok(Layout::Nchw),
+            _ => Err(format!("layout must be 'NHWC' or 'NCHW', not {s:?}")),
+        }
+    }
+}
+
+/// Pillow's default decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`).
+pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Shard paths, already resolved, in reading order.
+    pub shards: Vec<String>,
+    pub batch_size: usize,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    pub layout: Layout,
+    /// Samples held in the shuffle buffer (0 or 1: no sample shuffle).
+    pub shuffle_buffer: usize,
+    /// Seed for the sample shuffle and random crops (mix the epoch and worker in beforehand).
+    pub seed: u64,
+    /// Decode threads.
+    pub num_threads: usize,
+    /// Images with more pixels than this are skipped (`skipped_too_large`).
+    pub max_pixels: u64,
+    /// Tar members larger than this are skipped.
+    pub max_member_bytes: u64,
+    /// Drop the last, short batch.
+    pub drop_last: bool,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            shards: Vec::new(),
+            batch_size: 256,
+            image_size: 224,
+            resize: ResizeMode::Squash,
+            layout: Layout::Nhwc,
+            shuffle_buffer: 0,
+            seed: 0,
+            num_threads: 1,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_member_bytes: crate::tar::DEFAULT_MAX_MEMBER_BYTES,
+            drop_last: false,
+            prefetch: 2,
+        }
+    }
+}
+
+impl Config {
+    /// Check every setting; the message names the setting and what it accepts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("batch_size must be at least 1".into());
+        }
+        if !(8..=8192).contains(&self.image_size) {
+            return Err(format!("image_size must be between 8 and 8192, not {}", self.image_size));
+        }
+        if self.num_threads == 0 || self.num_threads > 1024 {
+            return Err(format!("num_threads must be between 1 and 1024, not {}", self.num_threads));
+        }
+        if self.max_pixels == 0 {
+            return Err("max_pixels must be positive".into());
+        }
+        if self.prefetch == 0 {
+            return Err("prefetch must be at least 1".into());
+        }
+        Ok(())
+    }
+}

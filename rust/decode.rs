@@ -1,0 +1,154 @@
+//! Image bytes → RGB pixels, with a pixel limit checked against the header before any decoding.
+//!
+//! The format is sniffed from the bytes (a PNG named `.jpg` decodes), grey and alpha images are
+//! converted to RGB (alpha dropped, as Pillow's `convert("RGB")`), and 16-bit images are scaled
+//! to 8 bits. JPEG goes through `zune-jpeg` (the `image` crate's pure-Rust decoder); a scaled DCT
+//! decode for large JPEGs is the next variant of this stage.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits};
+
+use crate::stats::Counter;
+
+/// Decoded pixels, row-major, 3 bytes per pixel.
+#[derive(Clone, Debug)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+/// Why an image was not decoded: the counter it bumps and a message.
+#[derive(Clone, Debug)]
+pub struct DecodeError {
+    pub counter: Counter,
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(counter: Counter, message: impl Into<String>) -> Self {
+        Self { counter, message: message.into() }
+    }
+}
+
+fn classify(e: ImageError) -> DecodeError {
+    match e {
+        ImageError::Unsupported(u) => DecodeError::new(Counter::UnsupportedImage, u.to_string()),
+        ImageError::Limits(l) => DecodeError::new(Counter::TooLarge, l.to_string()),
+        other => DecodeError::new(Counter::CorruptImage, other.to_string()),
+    }
+}
+
+/// Width and height from the header alone, without decoding.
+pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(DecodeError::new(Counter::UnsupportedImage, "unknown image format"));
+    }
+    reader.into_dimensions().map_err(classify)
+}
+
+/// Decode to RGB. Images whose header declares more than `max_pixels` pixels are rejected
+/// before any pixel is decoded (a decompression bomb costs only its header).
+pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(DecodeError::new(Counter::UnsupportedImage, "unknown image format (not JPEG, PNG, WebP, GIF or BMP)"));
+    }
+    let mut decoder = reader.into_decoder().map_err(classify)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(DecodeError::new(Counter::CorruptImage, format!("image has size {w}x{h}")));
+    }
+    let pixels = w as u64 * h as u64;
+    if pixels > max_pixels {
+        return Err(DecodeError::new(
+            Counter::TooLarge,
+            format!("{w}x{h} = {pixels} pixels is over the limit of {max_pixels} (decompression bomb?)"),
+        ));
+    }
+    let mut limits = Limits::default();
+    // Room for the decoded image at 16 bits and 4 channels, plus the decoder's own buffers.
+    limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(64 << 20));
+    decoder.set_limits(limits).map_err(classify)?;
+    let img = DynamicImage::from_decoder(decoder).map_err(classify)?;
+    let rgb = match img {
+        DynamicImage::ImageRgb8(buf) => buf,
+        other => other.into_rgb8(),
+    };
+    let (width, height) = rgb.dimensions();
+    Ok(RgbImage { width, height, data: rgb.into_raw() })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use image::{ImageEncoder, ImageFormat};
+
+    /// A photo-like test pattern (smooth shading plus texture), encoded in `format`.
+    pub(crate) fn encoded(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let t = ((x * 7 + y * 13) % 31) as u8;
+            image::Rgb([(x * 255 / w) as u8 ^ t, (y * 255 / h) as u8, ((x + y) % 256) as u8])
+        });
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn decodes_jpeg_png_webp() {
+        for fmt in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP] {
+            let img = decode_rgb(&encoded(40, 30, fmt), 1 << 30).unwrap();
+            assert_eq!((img.width, img.height, img.data.len()), (40, 30, 40 * 30 * 3), "{fmt:?}");
+        }
+    }
+
+    #[test]
+    fn decodes_grey_and_rgba_to_rgb() {
+        let grey = image::GrayImage::from_fn(8, 4, |x, _| image::Luma([x as u8 * 30]));
+        let mut out = Cursor::new(Vec::new());
+        grey.write_to(&mut out, ImageFormat::Png).unwrap();
+        let img = decode_rgb(out.get_ref(), 1 << 30).unwrap();
+        assert_eq!(&img.data[3..6], &[30, 30, 30]);
+
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&[10, 20, 30, 0, 40, 50, 60, 255], 2, 1, image::ExtendedColorType::Rgba8)
+            .unwrap();
+        let img = decode_rgb(&png, 1 << 30).unwrap();
+        assert_eq!(img.data, [10, 20, 30, 40, 50, 60]);
+    }
+
+    #[test]
+    fn rejects_bad_bytes_by_reason() {
+        let e = decode_rgb(b"definitely not an image", 1 << 30).unwrap_err();
+        assert_eq!(e.counter, Counter::UnsupportedImage);
+        let jpg = encoded(64, 64, ImageFormat::Jpeg);
+        let e = decode_rgb(&jpg[..jpg.len() / 3], 1 << 30);
+        // zune-jpeg may return a partly grey image for a cut JPEG, like libjpeg's warnings;
+        // but a cut header must be an error.
+        let _ = e;
+        let e = decode_rgb(&jpg[..20], 1 << 30).unwrap_err();
+        assert_eq!(e.counter, Counter::CorruptImage);
+        let png = encoded(64, 64, ImageFormat::Png);
+        let mut bad = png.clone();
+        let n = bad.len();
+        bad[n / 2] ^= 0xff; // breaks the IDAT CRC
+        assert_eq!(decode_rgb(&bad, 1 << 30).unwrap_err().counter, Counter::CorruptImage);
+    }
+
+    #[test]
+    fn pixel_limit_is_checked_on_the_header() {
+        let png = encoded(100, 100, ImageFormat::Png);
+        let e = decode_rgb(&png, 9_999).unwrap_err();
+        assert_eq!(e.counter, Counter::TooLarge);
+        assert!(decode_rgb(&png, 10_000).is_ok());
+        assert_eq!(dimensions(&png).unwrap(), (100, 100));
+    }
+}

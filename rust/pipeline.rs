@@ -1,0 +1,343 @@
+//! Runs the stages on threads with bounded channels, in a deterministic order.
+//!
+//! ```text
+//! reader thread:   shards → tar → sample → shuffle buffer ──(bounded)──┐
+//! batcher thread:  chunks of samples → decode+resize on a pool of       │
+//!                  `num_threads` (order kept) → batch ──(prefetch)──► next_batch()
+//! ```
+//! For a fixed config (shards, seed, batch size) the batches are the same on every run, whatever
+//! the number of threads: the shuffle runs on one thread, and the parallel decode keeps the
+//! order of its input. Dropping the [`Pipeline`] closes the channels, which stops both threads;
+//! `Drop` joins them, so no thread outlives its stream.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::prelude::*;
+
+use crate::batch::{assemble, Batch};
+use crate::config::Config;
+use crate::decode::{decode_rgb, DecodeError};
+use crate::resize::{crop_box, resize_into};
+use crate::rng::{seed_for, SplitMix64};
+use crate::sample::{to_sample, Sample};
+use crate::source::open_shard;
+use crate::stats::{Counter, Stats};
+use crate::tar::read_samples;
+
+/// A running stream of batches.
+pub struct Pipeline {
+    rx: Option<Receiver<Batch>>,
+    stats: Arc<Stats>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Validate `cfg` and start the reader and batcher threads.
+    pub fn start(cfg: Config) -> Result<Self, String> {
+        cfg.validate()?;
+        let cfg = Arc::new(cfg);
+        let stats = Arc::new(Stats::new());
+        let (sample_tx, sample_rx) = bounded::<Sample>((cfg.batch_size * 2).max(64));
+        let (batch_tx, batch_rx) = bounded::<Batch>(cfg.prefetch);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.num_threads)
+            .thread_name(|i| format!("webli-decode-{i}"))
+            .build()
+            .map_err(|e| format!("cannot start {} decode threads: {e}", cfg.num_threads))?;
+        let reader = {
+            let (cfg, stats) = (cfg.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("webli-reader".into())
+                .spawn(move || read_loop(&cfg, &stats, sample_tx))
+                .map_err(|e| e.to_string())?
+        };
+        let batcher = {
+            let (cfg, stats) = (cfg.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("webli-batcher".into())
+                .spawn(move || batch_loop(&cfg, &stats, pool, sample_rx, batch_tx))
+                .map_err(|e| e.to_string())?
+        };
+        Ok(Self { rx: Some(batch_rx), stats, threads: vec![reader, batcher] })
+    }
+
+    /// The next batch, or `None` at the end of the stream. Blocks until one is ready.
+    pub fn next_batch(&mut self) -> Option<Batch> {
+        self.rx.as_ref()?.recv().ok()
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.rx.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Read every shard in order and send its samples through the shuffle buffer.
+fn read_loop(cfg: &Config, stats: &Stats, tx: Sender<Sample>) {
+    let mut shuffler = Shuffler::new(cfg.shuffle_buffer, cfg.seed);
+    for shard in &cfg.shards {
+        let name: Arc<str> = Arc::from(shard.as_str());
+        let reader = match open_shard(shard) {
+            Ok(r) => r,
+            Err(e) => {
+                stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
+                continue;
+            }
+        };
+        stats.incr(Counter::ShardsOpened);
+        let mut alive = true;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
+                if let Some(sample) = to_sample(raw, &name, stats) {
+                    if let Some(out) = shuffler.push(sample) {
+                        alive = tx.send(out).is_ok();
+                    }
+                }
+                alive
+            })
+        }));
+        if result.is_err() {
+            stats.problem(Counter::Panic, shard, "", "panic while reading the shard");
+        }
+        if !alive {
+            return;
+        }
+    }
+    for sample in shuffler.drain() {
+        if tx.send(sample).is_err() {
+            return;
+        }
+    }
+}
+
+/// A bounded shuffle buffer (webdataset's `shuffle(n)`): once full, each new sample swaps out a
+/// random one. Capacity 0 or 1 passes samples straight through.
+struct Shuffler {
+    buf: Vec<Sample>,
+    cap: usize,
+    rng: SplitMix64,
+}
+
+impl Shuffler {
+    fn new(cap: usize, seed: u64) -> Self {
+        Self { buf: Vec::with_capacity(cap.min(1 << 16)), cap, rng: SplitMix64::new(seed ^ 0x5348_5546) }
+    }
+
+    fn push(&mut self, s: Sample) -> Option<Sample> {
+        if self.cap <= 1 {
+            return Some(s);
+        }
+        self.buf.push(s);
+        if self.buf.len() < self.cap {
+            return None;
+        }
+        let i = self.rng.below(self.buf.len() as u64) as usize;
+        Some(self.buf.swap_remove(i))
+    }
+
+    fn drain(mut self) -> impl Iterator<Item = Sample> {
+        std::iter::from_fn(move || {
+            if self.buf.is_empty() {
+                return None;
+            }
+            let i = self.rng.below(self.buf.len() as u64) as usize;
+            Some(self.buf.swap_remove(i))
+        })
+    }
+}
+
+/// Decode and resize one sample to a `size × size × 3` tile. A panic in a decoder is caught here
+/// and reported as this sample's error, so one bad image never takes the stream down.
+pub fn prepare_image(sample: &Sample, cfg: &Config) -> Result<Vec<u8>, DecodeError> {
+    let run = || -> Result<Vec<u8>, DecodeError> {
+        let img = decode_rgb(&sample.image, cfg.max_pixels)?;
+        let crop = crop_box(cfg.resize, img.width, img.height, seed_for(cfg.seed, &sample.key));
+        let s = cfg.image_size as usize;
+        let mut tile = vec![0u8; s * s * 3];
+        resize_into(&img, crop, cfg.image_size, &mut tile)
+            .map_err(|m| DecodeError { counter: Counter::CorruptImage, message: format!("resize failed: {m}") })?;
+        Ok(tile)
+    };
+    catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        Err(DecodeError { counter: Counter::Panic, message: format!("panic in decode/resize: {msg}") })
+    })
+}
+
+fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sample>, tx: Sender<Batch>) {
+    let mut pending: Vec<(Sample, Vec<u8>)> = Vec::with_capacity(cfg.batch_size * 2);
+    let min_chunk = cfg.num_threads * 4;
+    let send = |items: Vec<(Sample, Vec<u8>)>| -> bool {
+        let batch = assemble(items, cfg.image_size, cfg.layout);
+        let n = batch.len() as u64;
+        let ok = tx.send(batch).is_ok();
+        if ok {
+            stats.add(Counter::SamplesYielded, n);
+            stats.incr(Counter::BatchesYielded);
+        }
+        ok
+    };
+    let mut open = true;
+    while open {
+        let want = cfg.batch_size.saturating_sub(pending.len()).max(min_chunk);
+        let mut chunk = Vec::with_capacity(want);
+        match rx.recv() {
+            Ok(s) => chunk.push(s),
+            Err(_) => open = false,
+        }
+        while open && chunk.len() < want {
+            match rx.recv() {
+                Ok(s) => chunk.push(s),
+                Err(_) => open = false,
+            }
+        }
+        let results: Vec<Result<Vec<u8>, DecodeError>> =
+            pool.install(|| chunk.par_iter().map(|s| prepare_image(s, cfg)).collect());
+        for (sample, result) in chunk.into_iter().zip(results) {
+            match result {
+                Ok(tile) => pending.push((sample, tile)),
+                Err(e) => stats.problem(e.counter, &sample.shard, &sample.key, e.message),
+            }
+        }
+        while pending.len() >= cfg.batch_size {
+            let rest = pending.split_off(cfg.batch_size);
+            if !send(std::mem::replace(&mut pending, rest)) {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() && !cfg.drop_last {
+        send(pending);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ResizeMode;
+    use crate::decode::tests::encoded;
+    use crate::tar::tests::make_tar;
+    use image::ImageFormat;
+
+    fn write_shards(dir: &std::path::Path, shards: usize, per: usize) -> Vec<String> {
+        let jpg = encoded(64, 48, ImageFormat::Jpeg);
+        (0..shards)
+            .map(|s| {
+                let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+                for i in 0..per {
+                    let k = format!("{s:03}{i:04}");
+                    members.push((format!("{k}.jpg"), jpg.clone()));
+                    members.push((format!("{k}.txt"), format!("caption {k}").into_bytes()));
+                    members.push((format!("{k}.json"), format!("{{\"i\": {i}}}").into_bytes()));
+                }
+                // A corrupt image and a sample without a caption in every shard.
+                members.push((format!("{s:03}bad.jpg"), b"\xff\xd8garbage".to_vec()));
+                members.push((format!("{s:03}bad.txt"), b"x".to_vec()));
+                members.push((format!("{s:03}nocap.jpg"), jpg.clone()));
+                let refs: Vec<(&str, &[u8])> = members.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+                let path = dir.join(format!("s-{s}.tar"));
+                std::fs::write(&path, make_tar(&refs)).unwrap();
+                path.to_string_lossy().into_owned()
+            })
+            .collect()
+    }
+
+    fn run(cfg: Config) -> (Vec<Batch>, Arc<Stats>) {
+        let mut p = Pipeline::start(cfg).unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = p.next_batch() {
+            out.push(b);
+        }
+        let stats = p.stats().clone();
+        (out, stats)
+    }
+
+    #[test]
+    fn streams_every_good_sample_once_and_counts_the_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = write_shards(dir.path(), 3, 10);
+        let cfg = Config { shards, batch_size: 7, image_size: 16, num_threads: 2, ..Config::default() };
+        let (batches, stats) = run(cfg);
+        let keys: Vec<String> = batches.iter().flat_map(|b| b.keys.clone()).collect();
+        assert_eq!(keys.len(), 30);
+        let mut uniq = keys.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), 30);
+        assert_eq!(batches.iter().map(|b| b.len()).collect::<Vec<_>>(), [7, 7, 7, 7, 2]);
+        assert_eq!(batches[0].images.len(), 7 * 16 * 16 * 3);
+        assert_eq!(stats.get(Counter::SamplesYielded), 30);
+        assert_eq!(stats.get(Counter::SamplesRead), 36);
+        assert_eq!(stats.get(Counter::CorruptImage) + stats.get(Counter::UnsupportedImage), 3);
+        assert_eq!(stats.get(Counter::MissingCaption), 3);
+        assert_eq!(stats.get(Counter::ShardsOpened), 3);
+    }
+
+    #[test]
+    fn order_is_deterministic_and_independent_of_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = write_shards(dir.path(), 2, 20);
+        let keys = |threads: usize, seed: u64| {
+            let cfg = Config {
+                shards: shards.clone(),
+                batch_size: 5,
+                image_size: 8,
+                num_threads: threads,
+                shuffle_buffer: 16,
+                seed,
+                resize: ResizeMode::RandomResizedCrop,
+                drop_last: true,
+                ..Config::default()
+            };
+            let (b, _) = run(cfg);
+            (b.iter().flat_map(|b| b.keys.clone()).collect::<Vec<_>>(), b.into_iter().flat_map(|b| b.images).collect::<Vec<_>>())
+        };
+        let (k1, i1) = keys(1, 7);
+        let (k2, i2) = keys(3, 7);
+        assert_eq!(k1, k2);
+        assert_eq!(i1, i2);
+        assert_eq!(k1.len(), 40);
+        let (k3, _) = keys(2, 8);
+        assert_ne!(k1, k3, "another seed shuffles differently");
+        let mut s1 = k1.clone();
+        s1.sort();
+        let mut s3 = k3.clone();
+        s3.sort();
+        assert_eq!(s1, s3);
+    }
+
+    #[test]
+    fn dropping_midway_stops_the_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = write_shards(dir.path(), 4, 50);
+        let cfg = Config { shards, batch_size: 4, image_size: 8, prefetch: 1, ..Config::default() };
+        let mut p = Pipeline::start(cfg).unwrap();
+        assert!(p.next_batch().is_some());
+        drop(p); // joins both threads; a hang here fails the test by timeout
+    }
+
+    #[test]
+    fn unreadable_shard_is_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shards = write_shards(dir.path(), 1, 3);
+        shards.insert(0, dir.path().join("gone.tar").to_string_lossy().into_owned());
+        let (batches, stats) = run(Config { shards, batch_size: 10, image_size: 8, ..Config::default() });
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 3);
+        assert_eq!(stats.get(Counter::UnreadableShard), 1);
+    }
+}

@@ -1,0 +1,157 @@
+//! Raw members → a sample: key, image bytes, caption, parsed metadata.
+//!
+//! The rules (also in the README):
+//! - image: the first member with extension `jpg`, `jpeg`, `png`, `webp`, `gif`, `bmp` (also as
+//!   the last part of a dotted extension, e.g. `seg.jpg`); none → skipped (`missing_image`), zero
+//!   bytes → skipped (`empty_image`). The format is detected from the bytes, not the name, so a
+//!   PNG named `.jpg` still decodes.
+//! - caption: the `txt` member (or `text`, `caption`), trimmed; else the `caption` field of the
+//!   `json`; neither → skipped (`missing_caption`). Invalid UTF-8 is repaired (U+FFFD) and counted.
+//! - meta: the `json` member parsed; one that does not parse or is not an object is replaced by
+//!   `{}` and counted (`bad_json`): the pair itself is still good.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::stats::{Counter, Stats};
+use crate::tar::RawSample;
+
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "gif", "bmp"];
+const TEXT_EXTENSIONS: [&str; 3] = ["txt", "text", "caption"];
+
+/// One image–text pair, not yet decoded.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub key: String,
+    /// The shard the sample came from.
+    pub shard: Arc<str>,
+    pub image: Vec<u8>,
+    pub text: String,
+    pub meta: Map<String, Value>,
+}
+
+fn last_ext(ext: &str) -> &str {
+    ext.rsplit('.').next().unwrap_or(ext)
+}
+
+/// Turn raw members into a [`Sample`], or count why not (`None`).
+pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option<Sample> {
+    let shard: &str = shard_name;
+    let key = raw.key;
+    let mut image: Option<Vec<u8>> = None;
+    let mut text: Option<Vec<u8>> = None;
+    let mut json: Option<Vec<u8>> = None;
+    for (ext, bytes) in raw.members {
+        let last = last_ext(&ext);
+        if image.is_none() && IMAGE_EXTENSIONS.contains(&last) {
+            image = Some(bytes);
+        } else if text.is_none() && TEXT_EXTENSIONS.contains(&last) {
+            text = Some(bytes);
+        } else if json.is_none() && last == "json" {
+            json = Some(bytes);
+        }
+    }
+    let meta = match json {
+        None => Map::new(),
+        Some(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => m,
+            Ok(other) => {
+                stats.problem(Counter::BadJson, shard, &key, format!("json is not an object: {}", kind(&other)));
+                Map::new()
+            }
+            Err(e) => {
+                stats.problem(Counter::BadJson, shard, &key, format!("json does not parse: {e}"));
+                Map::new()
+            }
+        },
+    };
+    let Some(image) = image else {
+        stats.problem(Counter::MissingImage, shard, &key, "no image member (jpg, jpeg, png, webp, gif, bmp)");
+        return None;
+    };
+    if image.is_empty() {
+        stats.problem(Counter::EmptyImage, shard, &key, "image member has zero bytes");
+        return None;
+    }
+    let text = match text {
+        Some(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                stats.problem(Counter::InvalidUtf8Caption, shard, &key, "caption is not valid UTF-8; invalid bytes replaced");
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            }
+        },
+        None => match meta.get("caption") {
+            Some(Value::String(s)) => s.clone(),
+            _ => {
+                stats.problem(Counter::MissingCaption, shard, &key, "no txt member and no 'caption' in json");
+                return None;
+            }
+        },
+    };
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        stats.problem(Counter::MissingCaption, shard, &key, "caption is empty");
+        return None;
+    }
+    Some(Sample { key, shard: shard_name.clone(), image, text, meta })
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(key: &str, members: &[(&str, &[u8])]) -> RawSample {
+        RawSample {
+            key: key.into(),
+            members: members.iter().map(|(e, b)| (e.to_string(), b.to_vec())).collect(),
+            skipped: false,
+        }
+    }
+
+    #[test]
+    fn builds_a_sample() {
+        let st = Stats::new();
+        let s = to_sample(raw("k", &[("jpg", b"I"), ("txt", b" a cat \n"), ("json", br#"{"lang":"en"}"#)]), &"s".into(), &st).unwrap();
+        assert_eq!(s.text, "a cat");
+        assert_eq!(s.meta["lang"], "en");
+        assert_eq!(s.image, b"I");
+    }
+
+    #[test]
+    fn caption_falls_back_to_json() {
+        let st = Stats::new();
+        let s = to_sample(raw("k", &[("webp", b"I"), ("json", br#"{"caption":"hola"}"#)]), &"s".into(), &st).unwrap();
+        assert_eq!(s.text, "hola");
+    }
+
+    #[test]
+    fn counts_each_reason() {
+        let st = Stats::new();
+        assert!(to_sample(raw("a", &[("txt", b"x")]), &"s".into(), &st).is_none());
+        assert!(to_sample(raw("b", &[("jpg", b"")]), &"s".into(), &st).is_none());
+        assert!(to_sample(raw("c", &[("png", b"I")]), &"s".into(), &st).is_none());
+        assert!(to_sample(raw("d", &[("png", b"I"), ("txt", b"  ")]), &"s".into(), &st).is_none());
+        let s = to_sample(raw("e", &[("png", b"I"), ("txt", b"ok\xff"), ("json", b"{nope")]), &"s".into(), &st).unwrap();
+        assert_eq!(s.text, "ok\u{fffd}");
+        assert!(s.meta.is_empty());
+        assert_eq!(st.get(Counter::MissingImage), 1);
+        assert_eq!(st.get(Counter::EmptyImage), 1);
+        assert_eq!(st.get(Counter::MissingCaption), 2);
+        assert_eq!(st.get(Counter::InvalidUtf8Caption), 1);
+        assert_eq!(st.get(Counter::BadJson), 1);
+        assert_eq!(st.problems()[0].key, "a");
+    }
+}

@@ -1,0 +1,171 @@
+//! Shard specs → shard paths → byte streams.
+//!
+//! A spec is a path, a glob (`data/*.tar`) or a brace pattern (`data/shard-{000000..000009}.tar`,
+//! `data/{train,extra}-0.tar`), as webdataset and img2dataset name their shards. Brace expansion
+//! is written by hand: it is a few dozen lines, and the crates that do it either pull in a parser
+//! framework or do not keep the zero padding of numeric ranges that shard names rely on.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+/// Why a shard spec could not be resolved. Its `Display` names the problem and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// A brace pattern that does not parse.
+    BadPattern { spec: String, why: String },
+    /// A path (after expansion) that does not exist.
+    Missing { path: String },
+    /// A glob that matched no file.
+    NoMatch { spec: String },
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceError::BadPattern { spec, why } => write!(
+                f,
+                "bad shard pattern {spec:?}: {why} (use e.g. 'shard-{{000000..000009}}.tar' or '{{a,b}}.tar')"
+            ),
+            SourceError::Missing { path } => write!(f, "shard not found: {path:?} (check the path, or the range of the brace pattern)"),
+            SourceError::NoMatch { spec } => write!(f, "no shard matches the glob {spec:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Expand every `{a,b,c}` list and `{000..123}` numeric range of `pattern`, left to right.
+/// Ranges keep the width of a zero-padded start (`{08..10}` → `08 09 10`) and may count down.
+pub fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
+    let Some(open) = pattern.find('{') else {
+        if pattern.contains('}') {
+            return Err("'}' without '{'".into());
+        }
+        return Ok(vec![pattern.to_string()]);
+    };
+    let close = pattern[open..]
+        .find('}')
+        .map(|i| open + i)
+        .ok_or_else(|| "'{' without '}'".to_string())?;
+    let body = &pattern[open + 1..close];
+    if body.contains('{') {
+        return Err("nested braces are not supported".into());
+    }
+    let prefix = &pattern[..open];
+    let rest = expand_braces(&pattern[close + 1..])?;
+    let alternatives: Vec<String> = if let Some((a, b)) = body.split_once("..") {
+        let (start, end): (u64, u64) = match (a.parse(), b.parse()) {
+            (Ok(s), Ok(e)) => (s, e),
+            _ => return Err(format!("range {{{body}}} must be two non-negative integers")),
+        };
+        let width = if a.len() > 1 && a.starts_with('0') { a.len() } else { 0 };
+        let count = start.abs_diff(end) + 1;
+        if count > 100_000_000 {
+            return Err(format!("range {{{body}}} has {count} items"));
+        }
+        let values: Box<dyn Iterator<Item = u64>> =
+            if start <= end { Box::new(start..=end) } else { Box::new((end..=start).rev()) };
+        values.map(|v| format!("{v:0width$}")).collect()
+    } else if body.contains(',') {
+        body.split(',').map(str::to_string).collect()
+    } else {
+        return Err(format!("{{{body}}} is neither a list 'a,b' nor a range 'start..end'"));
+    };
+    let mut out = Vec::with_capacity(alternatives.len() * rest.len());
+    for alt in &alternatives {
+        for r in &rest {
+            out.push(format!("{prefix}{alt}{r}"));
+        }
+    }
+    Ok(out)
+}
+
+fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Resolve shard specs to a list of existing shard paths, in the order given (globs sorted).
+///
+/// Every path must exist: a training run that silently skips a missing shard has lost data.
+pub fn resolve_shards(specs: &[String]) -> Result<Vec<String>, SourceError> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let expanded = expand_braces(spec)
+            .map_err(|why| SourceError::BadPattern { spec: spec.clone(), why })?;
+        for path in expanded {
+            if is_glob(&path) {
+                let mut matched: Vec<String> = glob::glob(&path)
+                    .map_err(|e| SourceError::BadPattern { spec: spec.clone(), why: e.to_string() })?
+                    .filter_map(Result::ok)
+                    .filter(|p| p.is_file())
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                if matched.is_empty() {
+                    return Err(SourceError::NoMatch { spec: path });
+                }
+                matched.sort();
+                out.extend(matched);
+            } else if Path::new(&path).is_file() {
+                out.push(path);
+            } else {
+                return Err(SourceError::Missing { path });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Open a shard for streaming. Local files only for now; remote URLs are a later stage.
+pub fn open_shard(path: &str) -> std::io::Result<Box<dyn Read + Send>> {
+    let file = File::open(path)?;
+    Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_numeric_ranges_with_padding() {
+        let v = expand_braces("s-{000008..000011}.tar").unwrap();
+        assert_eq!(v, ["s-000008.tar", "s-000009.tar", "s-000010.tar", "s-000011.tar"]);
+        assert_eq!(expand_braces("{3..1}").unwrap(), ["3", "2", "1"]);
+        assert_eq!(expand_braces("{9..10}").unwrap(), ["9", "10"]);
+    }
+
+    #[test]
+    fn expands_lists_and_products() {
+        let v = expand_braces("{a,b}/x-{0..1}.tar").unwrap();
+        assert_eq!(v, ["a/x-0.tar", "a/x-1.tar", "b/x-0.tar", "b/x-1.tar"]);
+        assert_eq!(expand_braces("plain.tar").unwrap(), ["plain.tar"]);
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        assert!(expand_braces("a-{0..x}.tar").is_err());
+        assert!(expand_braces("a-{0..3.tar").is_err());
+        assert!(expand_braces("a-{abc}.tar").is_err());
+        assert!(expand_braces("a-{{0..1}}.tar").is_err());
+        assert!(expand_braces("a-}.tar").is_err());
+    }
+
+    #[test]
+    fn resolves_and_reports_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("s-{i:02}.tar")), b"").unwrap();
+        }
+        let d = dir.path().to_string_lossy();
+        let got = resolve_shards(&[format!("{d}/s-{{00..02}}.tar")]).unwrap();
+        assert_eq!(got.len(), 3);
+        let got = resolve_shards(&[format!("{d}/s-*.tar")]).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(got[0].ends_with("s-00.tar") && got[2].ends_with("s-02.tar"));
+        let err = resolve_shards(&[format!("{d}/s-{{00..03}}.tar")]).unwrap_err();
+        assert!(matches!(err, SourceError::Missing { ref path } if path.ends_with("s-03.tar")));
+        assert!(err.to_string().contains("s-03.tar"));
+        let err = resolve_shards(&[format!("{d}/none-*.tar")]).unwrap_err();
+        assert!(matches!(err, SourceError::NoMatch { .. }));
+    }
+}

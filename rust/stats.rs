@@ -1,0 +1,188 @@
+//! Counters for everything the pipeline reads, yields and drops, by reason.
+//!
+//! Bad input never crashes the stream and is never dropped silently: every skipped or repaired
+//! sample bumps one counter here, and the first few problems are kept with their shard, key and
+//! message so a user can see *which* sample was bad and why.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// One counter of the pipeline. The names (see [`Counter::name`]) are the keys of
+/// `WebLIStream.stats()` in Python.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum Counter {
+    /// Shards opened for reading.
+    ShardsOpened,
+    /// Samples (members grouped by key) read from shards.
+    SamplesRead,
+    /// Samples delivered in batches.
+    SamplesYielded,
+    /// Batches delivered.
+    BatchesYielded,
+    // --- samples skipped, by reason ---
+    /// A sample with no image member (`jpg`, `jpeg`, `png`, `webp`, ...).
+    MissingImage,
+    /// A sample with neither a `txt` member nor a `caption` in its `json`.
+    MissingCaption,
+    /// A zero-byte image member.
+    EmptyImage,
+    /// Image bytes the decoder rejects (truncated, bad CRC, garbage).
+    CorruptImage,
+    /// Image bytes in a format the decoder does not know.
+    UnsupportedImage,
+    /// An image whose header declares more pixels than `max_pixels` (decompression bomb).
+    TooLarge,
+    /// A tar member larger than the member size limit.
+    MemberTooLarge,
+    /// A panic inside the decoder or resizer, caught for that sample alone.
+    Panic,
+    // --- shard-level problems (the rest of the shard is lost, earlier samples are kept) ---
+    /// The shard ended in the middle of a member or header.
+    TruncatedTar,
+    /// The shard has a header that is not a valid tar header.
+    CorruptTar,
+    /// The shard could not be opened or read.
+    UnreadableShard,
+    // --- samples repaired and kept ---
+    /// `json` that does not parse, or is not an object: the sample is kept with `meta = {}`.
+    BadJson,
+    /// A caption that is not valid UTF-8: kept, invalid bytes replaced by U+FFFD.
+    InvalidUtf8Caption,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 17] = [
+        Counter::ShardsOpened,
+        Counter::SamplesRead,
+        Counter::SamplesYielded,
+        Counter::BatchesYielded,
+        Counter::MissingImage,
+        Counter::MissingCaption,
+        Counter::EmptyImage,
+        Counter::CorruptImage,
+        Counter::UnsupportedImage,
+        Counter::TooLarge,
+        Counter::MemberTooLarge,
+        Counter::Panic,
+        Counter::TruncatedTar,
+        Counter::CorruptTar,
+        Counter::UnreadableShard,
+        Counter::BadJson,
+        Counter::InvalidUtf8Caption,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::ShardsOpened => "shards_opened",
+            Counter::SamplesRead => "samples_read",
+            Counter::SamplesYielded => "samples_yielded",
+            Counter::BatchesYielded => "batches_yielded",
+            Counter::MissingImage => "skipped_missing_image",
+            Counter::MissingCaption => "skipped_missing_caption",
+            Counter::EmptyImage => "skipped_empty_image",
+            Counter::CorruptImage => "skipped_corrupt_image",
+            Counter::UnsupportedImage => "skipped_unsupported_image",
+            Counter::TooLarge => "skipped_too_large",
+            Counter::MemberTooLarge => "skipped_member_too_large",
+            Counter::Panic => "skipped_panic",
+            Counter::TruncatedTar => "shard_truncated",
+            Counter::CorruptTar => "shard_corrupt",
+            Counter::UnreadableShard => "shard_unreadable",
+            Counter::BadJson => "repaired_bad_json",
+            Counter::InvalidUtf8Caption => "repaired_invalid_utf8_caption",
+        }
+    }
+}
+
+/// One recorded problem: which shard and sample, the counter it bumped, and the message.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub counter: Counter,
+    pub shard: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// How many problems are kept with their details (the counters count all of them).
+pub const MAX_PROBLEMS: usize = 100;
+
+/// Thread-safe counters, shared by all stages of one pipeline.
+#[derive(Debug, Default)]
+pub struct Stats {
+    counts: [AtomicU64; Counter::ALL.len()],
+    problems: Mutex<Vec<Problem>>,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&self, counter: Counter, n: u64) {
+        self.counts[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    /// Count a problem and keep its details (the first [`MAX_PROBLEMS`] only).
+    pub fn problem(&self, counter: Counter, shard: &str, key: &str, message: impl Into<String>) {
+        self.incr(counter);
+        let mut problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        if problems.len() < MAX_PROBLEMS {
+            problems.push(Problem {
+                counter,
+                shard: shard.to_string(),
+                key: key.to_string(),
+                message: message.into(),
+            });
+        }
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.counts[counter as usize].load(Ordering::Relaxed)
+    }
+
+    /// All counters as `(name, value)`, in a fixed order.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        Counter::ALL.iter().map(|&c| (c.name(), self.get(c))).collect()
+    }
+
+    pub fn problems(&self) -> Vec<Problem> {
+        self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_keeps_problems() {
+        let s = Stats::new();
+        s.incr(Counter::SamplesRead);
+        s.add(Counter::SamplesRead, 2);
+        for i in 0..(MAX_PROBLEMS + 5) {
+            s.problem(Counter::CorruptImage, "a.tar", &format!("k{i}"), "bad");
+        }
+        assert_eq!(s.get(Counter::SamplesRead), 3);
+        assert_eq!(s.get(Counter::CorruptImage), (MAX_PROBLEMS + 5) as u64);
+        assert_eq!(s.problems().len(), MAX_PROBLEMS);
+        let snap = s.snapshot();
+        assert_eq!(snap.len(), Counter::ALL.len());
+        assert!(snap.contains(&("skipped_corrupt_image", (MAX_PROBLEMS + 5) as u64)));
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "Counter::ALL must follow the enum order");
+        }
+    }
+}
