@@ -66,7 +66,11 @@ impl Pipeline {
 
     /// The next batch, or `None` at the end of the stream. Blocks until one is ready.
     pub fn next_batch(&mut self) -> Option<Batch> {
-        self.rx.as_ref()?.recv().ok()
+        let batch = self.rx.as_ref()?.recv().ok()?;
+        // Counted on delivery, not when prepared: prefetched batches never consumed don't count.
+        self.stats.add(Counter::SamplesYielded, batch.len() as u64);
+        self.stats.incr(Counter::BatchesYielded);
+        Some(batch)
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -183,14 +187,7 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
     let mut pending: Vec<(Sample, Vec<u8>)> = Vec::with_capacity(cfg.batch_size * 2);
     let min_chunk = cfg.num_threads * 4;
     let send = |items: Vec<(Sample, Vec<u8>)>| -> bool {
-        let batch = assemble(items, cfg.image_size, cfg.layout);
-        let n = batch.len() as u64;
-        let ok = tx.send(batch).is_ok();
-        if ok {
-            stats.add(Counter::SamplesYielded, n);
-            stats.incr(Counter::BatchesYielded);
-        }
-        ok
+        tx.send(assemble(items, cfg.image_size, cfg.layout)).is_ok()
     };
     let mut open = true;
     while open {

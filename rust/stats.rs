@@ -136,7 +136,7 @@ impl Stats {
                 counter,
                 shard: shard.to_string(),
                 key: key.to_string(),
-                message: message.into(),
+                message: message.into().trim().to_string(),
             });
         }
     }

@@ -1,0 +1,51 @@
+"""Types of the native module `webli_io._core` (built from rust/python.rs)."""
+
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+STAT_NAMES: List[str]
+DEFAULT_MAX_PIXELS: int
+
+class Stream(Iterator[Dict[str, Any]]):
+    """The native stream over resolved shard paths; see `webli_io.WebLIStream`."""
+
+    def __init__(
+        self,
+        shards: Sequence[str],
+        *,
+        batch_size: int = 256,
+        image_size: int = 224,
+        resize: str = "squash",
+        layout: str = "NHWC",
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        num_threads: int = 1,
+        max_pixels: int = ...,
+        max_member_bytes: int = ...,
+        drop_last: bool = False,
+        prefetch: int = 2,
+    ) -> None: ...
+    def __iter__(self) -> "Stream": ...
+    def __next__(self) -> Dict[str, Any]: ...
+    def stats(self) -> Dict[str, int]: ...
+    def problems(self) -> List[Dict[str, str]]: ...
+    def close(self) -> None: ...
+
+def expand_shards(specs: Sequence[str]) -> List[str]:
+    """Resolve paths, globs and brace patterns to existing shard paths.
+
+    Raises FileNotFoundError for a missing path or an empty glob, ValueError for a bad pattern.
+    """
+
+def decode_resize(
+    data: bytes,
+    image_size: int = 224,
+    resize: str = "squash",
+    seed: int = 0,
+    key: str = "",
+    max_pixels: int = ...,
+) -> npt.NDArray[np.uint8]:
+    """Decode and resize one image as the stream does: `[S, S, 3]` uint8; ValueError if skipped."""

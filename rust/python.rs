@@ -1,0 +1,219 @@
+//! The PyO3 bindings: the only file that knows Python. It converts arguments to a
+//! [`Config`], runs the pipeline with the GIL released, and hands each batch over as a dict
+//! whose `images` array takes ownership of the Rust buffer (no copy).
+
+use std::sync::Arc;
+
+use numpy::{PyArray1, PyArrayMethods};
+use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use serde_json::{Map, Value};
+
+use crate::batch::Batch;
+use crate::config::{Config, Layout, ResizeMode, DEFAULT_MAX_PIXELS};
+use crate::pipeline::{prepare_image, Pipeline};
+use crate::sample::Sample;
+use crate::source::{resolve_shards, SourceError};
+use crate::stats::{Counter, Stats};
+use crate::tar::DEFAULT_MAX_MEMBER_BYTES;
+
+fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
+            }
+        }
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Array(a) => {
+            let list = PyList::empty(py);
+            for x in a {
+                list.append(json_to_py(py, x)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(m) => map_to_py(py, m)?.into_any(),
+    })
+}
+
+fn map_to_py<'py>(py: Python<'py>, m: &Map<String, Value>) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in m {
+        d.set_item(k, json_to_py(py, v)?)?;
+    }
+    Ok(d)
+}
+
+fn batch_to_py<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDict>> {
+    let shape = batch.shape();
+    let d = PyDict::new(py);
+    let images = PyArray1::from_vec(py, batch.images).reshape(shape)?;
+    d.set_item("images", images)?;
+    d.set_item("texts", batch.texts)?;
+    d.set_item("keys", batch.keys)?;
+    let metas = PyList::empty(py);
+    for m in &batch.metas {
+        metas.append(map_to_py(py, m)?)?;
+    }
+    d.set_item("meta", metas)?;
+    let shards: Vec<&str> = batch.shards.iter().map(|s| &**s).collect();
+    d.set_item("shards", shards)?;
+    Ok(d)
+}
+
+fn stats_to_py<'py>(py: Python<'py>, stats: &Stats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, v) in stats.snapshot() {
+        d.set_item(name, v)?;
+    }
+    Ok(d)
+}
+
+/// The native stream over a list of shard paths (see `webli_io.WebLIStream` for the public API).
+#[pyclass(module = "webli_io._core", name = "Stream")]
+struct PyStream {
+    pipeline: Option<Pipeline>,
+    stats: Arc<Stats>,
+}
+
+#[pymethods]
+impl PyStream {
+    #[new]
+    #[pyo3(signature = (
+        shards, *, batch_size=256, image_size=224, resize="squash", layout="NHWC",
+        shuffle_buffer=0, seed=0, num_threads=1, max_pixels=DEFAULT_MAX_PIXELS,
+        max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, drop_last=false, prefetch=2
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        shards: Vec<String>,
+        batch_size: usize,
+        image_size: u32,
+        resize: &str,
+        layout: &str,
+        shuffle_buffer: usize,
+        seed: u64,
+        num_threads: usize,
+        max_pixels: u64,
+        max_member_bytes: u64,
+        drop_last: bool,
+        prefetch: usize,
+    ) -> PyResult<Self> {
+        let cfg = Config {
+            shards,
+            batch_size,
+            image_size,
+            resize: resize.parse::<ResizeMode>().map_err(PyValueError::new_err)?,
+            layout: layout.parse::<Layout>().map_err(PyValueError::new_err)?,
+            shuffle_buffer,
+            seed,
+            num_threads,
+            max_pixels,
+            max_member_bytes,
+            drop_last,
+            prefetch,
+        };
+        let pipeline = Pipeline::start(cfg).map_err(PyValueError::new_err)?;
+        let stats = pipeline.stats().clone();
+        Ok(Self { pipeline: Some(pipeline), stats })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(pipeline) = self.pipeline.as_mut() else { return Ok(None) };
+        match py.detach(|| pipeline.next_batch()) {
+            Some(batch) => Ok(Some(batch_to_py(py, batch)?)),
+            None => {
+                // End of stream: join the threads now rather than at garbage collection.
+                let p = self.pipeline.take();
+                py.detach(move || drop(p));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Counters of this stream so far, by name.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_to_py(py, &self.stats)
+    }
+
+    /// The first problems met (skipped or repaired samples, bad shards), with shard, key, reason.
+    fn problems<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for p in self.stats.problems() {
+            let d = PyDict::new(py);
+            d.set_item("reason", p.counter.name())?;
+            d.set_item("shard", p.shard)?;
+            d.set_item("key", p.key)?;
+            d.set_item("message", p.message)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// Stop the threads and free the buffers now.
+    fn close(&mut self, py: Python<'_>) {
+        let p = self.pipeline.take();
+        py.detach(move || drop(p));
+    }
+}
+
+/// Resolve shard specs (paths, globs, brace patterns) to existing shard paths.
+#[pyfunction]
+fn expand_shards(py: Python<'_>, specs: Vec<String>) -> PyResult<Vec<String>> {
+    py.detach(|| resolve_shards(&specs)).map_err(|e| match e {
+        SourceError::BadPattern { .. } => PyValueError::new_err(e.to_string()),
+        SourceError::Missing { .. } | SourceError::NoMatch { .. } => PyFileNotFoundError::new_err(e.to_string()),
+    })
+}
+
+/// Decode and resize one encoded image exactly as the stream does; returns `[S, S, 3]` uint8.
+/// Raises ValueError naming the reason (e.g. `skipped_corrupt_image`) for an image it would skip.
+#[pyfunction]
+#[pyo3(signature = (data, image_size=224, resize="squash", seed=0, key="", max_pixels=DEFAULT_MAX_PIXELS))]
+fn decode_resize<'py>(
+    py: Python<'py>,
+    data: Vec<u8>,
+    image_size: u32,
+    resize: &str,
+    seed: u64,
+    key: &str,
+    max_pixels: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let cfg = Config {
+        image_size,
+        resize: resize.parse::<ResizeMode>().map_err(PyValueError::new_err)?,
+        seed,
+        max_pixels,
+        ..Config::default()
+    };
+    cfg.validate().map_err(PyValueError::new_err)?;
+    let sample = Sample { key: key.into(), shard: "".into(), image: data, text: String::new(), meta: Map::new() };
+    let tile = py
+        .detach(|| prepare_image(&sample, &cfg))
+        .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
+    let s = image_size as usize;
+    Ok(PyArray1::from_vec(py, tile).reshape([s, s, 3])?.into_any())
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStream>()?;
+    m.add_function(wrap_pyfunction!(expand_shards, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_resize, m)?)?;
+    let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+    m.add("STAT_NAMES", names)?;
+    m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
