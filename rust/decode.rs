@@ -40,6 +40,25 @@ fn classify(e: ImageError) -> DecodeError {
     }
 }
 
+/// A JPEG is complete when its end-of-image marker (`FF D9`) comes after its last
+/// start-of-scan (`FF DA`). Neither pair can occur inside entropy-coded data (an `FF` there is
+/// followed by `00` or a restart marker), so scanning back from the end for whichever comes first
+/// tells a whole file from a cut one. Decoders differ here (zune-jpeg fills a cut image with
+/// grey, libjpeg warns); a half-grey picture is not training data, so a cut JPEG is skipped, as
+/// Pillow does by default.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    for i in (1..bytes.len()).rev() {
+        if bytes[i - 1] == 0xFF {
+            match bytes[i] {
+                0xD9 => return true,
+                0xDA => return false,
+                _ => {}
+            }
+        }
+    }
+    false
+}
+
 /// Width and height from the header alone, without decoding.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
     let reader = ImageReader::new(Cursor::new(bytes))
@@ -60,6 +79,7 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
     if reader.format().is_none() {
         return Err(DecodeError::new(Counter::UnsupportedImage, "unknown image format (not JPEG, PNG, WebP, GIF or BMP)"));
     }
+    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut decoder = reader.into_decoder().map_err(classify)?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
@@ -71,6 +91,9 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
             Counter::TooLarge,
             format!("{w}x{h} = {pixels} pixels is over the limit of {max_pixels} (decompression bomb?)"),
         ));
+    }
+    if is_jpeg && !jpeg_is_complete(bytes) {
+        return Err(DecodeError::new(Counter::CorruptImage, "truncated JPEG: no end-of-image marker after the last scan"));
     }
     let mut limits = Limits::default();
     // Room for the decoded image at 16 bits and 4 channels, plus the decoder's own buffers.
@@ -130,10 +153,14 @@ pub(crate) mod tests {
         let e = decode_rgb(b"definitely not an image", 1 << 30).unwrap_err();
         assert_eq!(e.counter, Counter::UnsupportedImage);
         let jpg = encoded(64, 64, ImageFormat::Jpeg);
-        let e = decode_rgb(&jpg[..jpg.len() / 3], 1 << 30);
-        // zune-jpeg may return a partly grey image for a cut JPEG, like libjpeg's warnings;
-        // but a cut header must be an error.
-        let _ = e;
+        assert!(jpeg_is_complete(&jpg));
+        let e = decode_rgb(&jpg[..jpg.len() * 2 / 3], 1 << 30).unwrap_err();
+        assert_eq!(e.counter, Counter::CorruptImage);
+        assert!(e.message.contains("truncated"), "{}", e.message);
+        // Trailing bytes after the end-of-image marker are harmless.
+        let mut padded = jpg.clone();
+        padded.extend_from_slice(&[0u8; 100]);
+        assert!(decode_rgb(&padded, 1 << 30).is_ok());
         let e = decode_rgb(&jpg[..20], 1 << 30).unwrap_err();
         assert_eq!(e.counter, Counter::CorruptImage);
         let png = encoded(64, 64, ImageFormat::Png);
