@@ -1,0 +1,41 @@
+"""The `webli-io` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "webli_io", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_teaches():
+    r = run("--help")
+    assert r.returncode == 0
+    for word in ("demo", "stream", "examples:", "DataLoader(WebLIStream"):
+        assert word in r.stdout
+    r = run("stream", "--help")
+    assert "--resize" in r.stdout and "brace patterns" in r.stdout
+
+
+def test_demo_writes_and_streams_sample_data(tmp_path):
+    r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "2", "--samples-per-shard", "12", "--batch-size", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["images"] == 24 and result["shards"] == 2
+    assert result["stats"]["skipped_corrupt_image"] == 1
+    assert result["stats"]["skipped_missing_caption"] == 1
+    assert sum(result["languages"].values()) == 24 and len(result["languages"]) > 3
+    assert result["images_per_second"] > 0
+    # A second run reuses the shards.
+    r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "2", "--samples-per-shard", "12")
+    assert r.returncode == 0 and "using the sample shards already" in r.stdout and "images/s" in r.stdout
+
+
+def test_stream_reports_a_missing_shard_clearly(tmp_path):
+    r = run("stream", str(tmp_path / "shard-{000..003}.tar"))
+    assert r.returncode == 2
+    assert "shard not found" in r.stderr and "shard-000.tar" in r.stderr
+    assert "Traceback" not in r.stderr
