@@ -69,6 +69,8 @@ pub struct Config {
     pub max_pixels: u64,
     /// Tar members larger than this are skipped.
     pub max_member_bytes: u64,
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain (never below the target).
+    pub scaled_decode: bool,
     /// Drop the last, short batch.
     pub drop_last: bool,
     /// Batches prepared ahead of the consumer.
@@ -88,6 +90,7 @@ impl Default for Config {
             num_threads: 1,
             max_pixels: DEFAULT_MAX_PIXELS,
             max_member_bytes: crate::tar::DEFAULT_MAX_MEMBER_BYTES,
+            scaled_decode: true,
             drop_last: false,
             prefetch: 2,
         }

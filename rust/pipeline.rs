@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::batch::{assemble, Batch};
 use crate::config::Config;
-use crate::decode::{decode_rgb, DecodeError};
+use crate::decode::{decode, DecodeError};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
 use crate::sample::{to_sample, Sample};
@@ -165,8 +165,18 @@ impl Shuffler {
 /// and reported as this sample's error, so one bad image never takes the stream down.
 pub fn prepare_image(sample: &Sample, cfg: &Config) -> Result<Vec<u8>, DecodeError> {
     let run = || -> Result<Vec<u8>, DecodeError> {
-        let img = decode_rgb(&sample.image, cfg.max_pixels)?;
-        let crop = crop_box(cfg.resize, img.width, img.height, seed_for(cfg.seed, &sample.key));
+        let seed = seed_for(cfg.seed, &sample.key);
+        let size = cfg.image_size as f64;
+        // The crop is chosen on the full-size image, so a scaled decode changes nothing but cost;
+        // the decoder may shrink the image as long as the crop stays >= the target on both sides.
+        let decoded = decode(&sample.image, cfg.max_pixels, cfg.scaled_decode, |w, h| {
+            let (_, _, cw, ch) = crop_box(cfg.resize, w, h, seed);
+            (size / cw).max(size / ch)
+        })?;
+        let img = decoded.image;
+        let (l, t, cw, ch) = crop_box(cfg.resize, decoded.full_width, decoded.full_height, seed);
+        let (fx, fy) = (img.width as f64 / decoded.full_width as f64, img.height as f64 / decoded.full_height as f64);
+        let crop = (l * fx, t * fy, (cw * fx).min(img.width as f64 - l * fx), (ch * fy).min(img.height as f64 - t * fy));
         let s = cfg.image_size as usize;
         let mut tile = vec![0u8; s * s * 3];
         resize_into(&img, crop, cfg.image_size, &mut tile)
@@ -227,7 +237,7 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
 mod tests {
     use super::*;
     use crate::config::ResizeMode;
-    use crate::decode::tests::encoded;
+    use crate::decode::generic::tests::encoded;
     use crate::tar::tests::make_tar;
     use image::ImageFormat;
 

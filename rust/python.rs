@@ -89,7 +89,7 @@ impl PyStream {
     #[pyo3(signature = (
         shards, *, batch_size=256, image_size=224, resize="squash", layout="NHWC",
         shuffle_buffer=0, seed=0, num_threads=1, max_pixels=DEFAULT_MAX_PIXELS,
-        max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, drop_last=false, prefetch=2
+        max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, scaled_decode=true, drop_last=false, prefetch=2
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -103,6 +103,7 @@ impl PyStream {
         num_threads: usize,
         max_pixels: u64,
         max_member_bytes: u64,
+        scaled_decode: bool,
         drop_last: bool,
         prefetch: usize,
     ) -> PyResult<Self> {
@@ -117,6 +118,7 @@ impl PyStream {
             num_threads,
             max_pixels,
             max_member_bytes,
+            scaled_decode,
             drop_last,
             prefetch,
         };
@@ -180,7 +182,7 @@ fn expand_shards(py: Python<'_>, specs: Vec<String>) -> PyResult<Vec<String>> {
 /// Decode and resize one encoded image exactly as the stream does; returns `[S, S, 3]` uint8.
 /// Raises ValueError naming the reason (e.g. `skipped_corrupt_image`) for an image it would skip.
 #[pyfunction]
-#[pyo3(signature = (data, image_size=224, resize="squash", seed=0, key="", max_pixels=DEFAULT_MAX_PIXELS))]
+#[pyo3(signature = (data, image_size=224, resize="squash", seed=0, key="", max_pixels=DEFAULT_MAX_PIXELS, scaled_decode=true))]
 fn decode_resize<'py>(
     py: Python<'py>,
     data: Vec<u8>,
@@ -189,12 +191,14 @@ fn decode_resize<'py>(
     seed: u64,
     key: &str,
     max_pixels: u64,
+    scaled_decode: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let cfg = Config {
         image_size,
         resize: resize.parse::<ResizeMode>().map_err(PyValueError::new_err)?,
         seed,
         max_pixels,
+        scaled_decode,
         ..Config::default()
     };
     cfg.validate().map_err(PyValueError::new_err)?;

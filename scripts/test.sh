@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-echo "== installing webli-io[test]"
-"$PY" -m pip install --disable-pip-version-check --progress-bar off -q ".[test]"
+bash scripts/install.sh test
 echo "== cargo test"
 cargo test --locked
 echo "== pytest"

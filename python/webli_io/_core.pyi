@@ -25,6 +25,7 @@ class Stream(Iterator[Dict[str, Any]]):
         num_threads: int = 1,
         max_pixels: int = ...,
         max_member_bytes: int = ...,
+        scaled_decode: bool = True,
         drop_last: bool = False,
         prefetch: int = 2,
     ) -> None: ...
@@ -47,5 +48,6 @@ def decode_resize(
     seed: int = 0,
     key: str = "",
     max_pixels: int = ...,
+    scaled_decode: bool = True,
 ) -> npt.NDArray[np.uint8]:
     """Decode and resize one image as the stream does: `[S, S, 3]` uint8; ValueError if skipped."""

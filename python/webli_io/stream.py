@@ -134,6 +134,8 @@ class WebLIStream(IterableDataset):
             DataLoader workers).
         max_pixels: images whose header declares more pixels are skipped as decompression
             bombs (default: Pillow's 89,478,485).
+        scaled_decode: decode large JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain
+            (libjpeg-turbo), never below the size the resize needs; ``False`` decodes in full.
         drop_last: drop each process's last, short batch.
         prefetch: batches prepared ahead, per process.
         rank, world_size: override the DDP rank and world size (default: from
@@ -157,6 +159,7 @@ class WebLIStream(IterableDataset):
         seed: int = 0,
         num_threads: Optional[int] = None,
         max_pixels: int = _core.DEFAULT_MAX_PIXELS,
+        scaled_decode: bool = True,
         drop_last: bool = False,
         prefetch: int = 2,
         rank: Optional[int] = None,
@@ -190,6 +193,7 @@ class WebLIStream(IterableDataset):
         self.seed = _check_int("seed", seed, 0, 2**63 - 1)
         self.num_threads = None if num_threads is None else _check_int("num_threads", num_threads, 1, 1024)
         self.max_pixels = _check_int("max_pixels", max_pixels, 1)
+        self.scaled_decode = bool(scaled_decode)
         self.drop_last = bool(drop_last)
         self.prefetch = _check_int("prefetch", prefetch, 1, 1024)
         if (rank is None) != (world_size is None):
@@ -251,6 +255,7 @@ class WebLIStream(IterableDataset):
             seed=_mix_seed(self.seed, self.epoch, rank * workers + worker),
             num_threads=threads,
             max_pixels=self.max_pixels,
+            scaled_decode=self.scaled_decode,
             drop_last=self.drop_last,
             prefetch=self.prefetch,
         )

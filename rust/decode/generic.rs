@@ -1,36 +1,17 @@
-//! Image bytes → RGB pixels, with a pixel limit checked against the header before any decoding.
+//! The general decoder: every format of the `image` crate (PNG, WebP, GIF, BMP, and JPEG
+//! through `zune-jpeg`), at full scale. JPEGs normally go to [`super::jpeg`]; this path takes
+//! the ones libjpeg-turbo refuses (e.g. CMYK into RGB).
 //!
 //! The format is sniffed from the bytes (a PNG named `.jpg` decodes), grey and alpha images are
 //! converted to RGB (alpha dropped, as Pillow's `convert("RGB")`), and 16-bit images are scaled
-//! to 8 bits. JPEG goes through `zune-jpeg` (the `image` crate's pure-Rust decoder); a scaled DCT
-//! decode for large JPEGs is the next variant of this stage.
+//! to 8 bits.
 
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits};
 
+use super::{jpeg_is_complete, DecodeError, RgbImage};
 use crate::stats::Counter;
-
-/// Decoded pixels, row-major, 3 bytes per pixel.
-#[derive(Clone, Debug)]
-pub struct RgbImage {
-    pub width: u32,
-    pub height: u32,
-    pub data: Vec<u8>,
-}
-
-/// Why an image was not decoded: the counter it bumps and a message.
-#[derive(Clone, Debug)]
-pub struct DecodeError {
-    pub counter: Counter,
-    pub message: String,
-}
-
-impl DecodeError {
-    fn new(counter: Counter, message: impl Into<String>) -> Self {
-        Self { counter, message: message.into() }
-    }
-}
 
 fn classify(e: ImageError) -> DecodeError {
     match e {
@@ -38,25 +19,6 @@ fn classify(e: ImageError) -> DecodeError {
         ImageError::Limits(l) => DecodeError::new(Counter::TooLarge, l.to_string()),
         other => DecodeError::new(Counter::CorruptImage, other.to_string()),
     }
-}
-
-/// A JPEG is complete when its end-of-image marker (`FF D9`) comes after its last
-/// start-of-scan (`FF DA`). Neither pair can occur inside entropy-coded data (an `FF` there is
-/// followed by `00` or a restart marker), so scanning back from the end for whichever comes first
-/// tells a whole file from a cut one. Decoders differ here (zune-jpeg fills a cut image with
-/// grey, libjpeg warns); a half-grey picture is not training data, so a cut JPEG is skipped, as
-/// Pillow does by default.
-pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    for i in (1..bytes.len()).rev() {
-        if bytes[i - 1] == 0xFF {
-            match bytes[i] {
-                0xD9 => return true,
-                0xDA => return false,
-                _ => {}
-            }
-        }
-    }
-    false
 }
 
 /// Width and height from the header alone, without decoding.
