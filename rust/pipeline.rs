@@ -13,6 +13,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
@@ -101,16 +102,21 @@ fn read_loop(cfg: &Config, stats: &Stats, tx: Sender<Sample>) {
         };
         stats.incr(Counter::ShardsOpened);
         let mut alive = true;
+        let mut blocked = Duration::ZERO;
+        let start = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
                 if let Some(sample) = to_sample(raw, &name, stats) {
                     if let Some(out) = shuffler.push(sample) {
+                        let t = Instant::now();
                         alive = tx.send(out).is_ok();
+                        blocked += t.elapsed();
                     }
                 }
                 alive
             })
         }));
+        stats.add(Counter::NsRead, start.elapsed().saturating_sub(blocked).as_nanos() as u64);
         if result.is_err() {
             stats.problem(Counter::Panic, shard, "", "panic while reading the shard");
         }
@@ -163,8 +169,9 @@ impl Shuffler {
 
 /// Decode and resize one sample to a `size × size × 3` tile. A panic in a decoder is caught here
 /// and reported as this sample's error, so one bad image never takes the stream down.
-pub fn prepare_image(sample: &Sample, cfg: &Config) -> Result<Vec<u8>, DecodeError> {
+pub fn prepare_image(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Result<Vec<u8>, DecodeError> {
     let run = || -> Result<Vec<u8>, DecodeError> {
+        let t0 = Instant::now();
         let seed = seed_for(cfg.seed, &sample.key);
         let size = cfg.image_size as f64;
         // The crop is chosen on the full-size image, so a scaled decode changes nothing but cost;
@@ -174,6 +181,10 @@ pub fn prepare_image(sample: &Sample, cfg: &Config) -> Result<Vec<u8>, DecodeErr
             (size / cw).max(size / ch)
         })?;
         let img = decoded.image;
+        let t1 = Instant::now();
+        if let Some(st) = stats {
+            st.add(Counter::NsDecode, (t1 - t0).as_nanos() as u64);
+        }
         let (l, t, cw, ch) = crop_box(cfg.resize, decoded.full_width, decoded.full_height, seed);
         let (fx, fy) = (img.width as f64 / decoded.full_width as f64, img.height as f64 / decoded.full_height as f64);
         let crop = (l * fx, t * fy, (cw * fx).min(img.width as f64 - l * fx), (ch * fy).min(img.height as f64 - t * fy));
@@ -181,6 +192,9 @@ pub fn prepare_image(sample: &Sample, cfg: &Config) -> Result<Vec<u8>, DecodeErr
         let mut tile = vec![0u8; s * s * 3];
         resize_into(&img, crop, cfg.image_size, &mut tile)
             .map_err(|m| DecodeError { counter: Counter::CorruptImage, message: format!("resize failed: {m}") })?;
+        if let Some(st) = stats {
+            st.time(Counter::NsResize, t1);
+        }
         Ok(tile)
     };
     catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|p| {
@@ -197,7 +211,10 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
     let mut pending: Vec<(Sample, Vec<u8>)> = Vec::with_capacity(cfg.batch_size * 2);
     let min_chunk = cfg.num_threads * 4;
     let send = |items: Vec<(Sample, Vec<u8>)>| -> bool {
-        tx.send(assemble(items, cfg.image_size, cfg.layout)).is_ok()
+        let t = Instant::now();
+        let batch = assemble(items, cfg.image_size, cfg.layout);
+        stats.time(Counter::NsBatch, t);
+        tx.send(batch).is_ok()
     };
     let mut open = true;
     while open {
@@ -214,7 +231,7 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
             }
         }
         let results: Vec<Result<Vec<u8>, DecodeError>> =
-            pool.install(|| chunk.par_iter().map(|s| prepare_image(s, cfg)).collect());
+            pool.install(|| chunk.par_iter().map(|s| prepare_image(s, cfg, Some(stats))).collect());
         for (sample, result) in chunk.into_iter().zip(results) {
             match result {
                 Ok(tile) => pending.push((sample, tile)),

@@ -204,7 +204,7 @@ fn decode_resize<'py>(
     cfg.validate().map_err(PyValueError::new_err)?;
     let sample = Sample { key: key.into(), shard: "".into(), image: data, text: String::new(), meta: Map::new() };
     let tile = py
-        .detach(|| prepare_image(&sample, &cfg))
+        .detach(|| prepare_image(&sample, &cfg, None))
         .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
     let s = image_size as usize;
     Ok(PyArray1::from_vec(py, tile).reshape([s, s, 3])?.into_any())

@@ -49,10 +49,19 @@ pub enum Counter {
     BadJson,
     /// A caption that is not valid UTF-8: kept, invalid bytes replaced by U+FFFD.
     InvalidUtf8Caption,
+    // --- time spent per stage, in nanoseconds of thread time (summed over threads) ---
+    /// Reading shards: I/O, tar headers, grouping, sample rules (not time blocked on a full queue).
+    NsRead,
+    /// Decoding images.
+    NsDecode,
+    /// Resizing images.
+    NsResize,
+    /// Assembling batches.
+    NsBatch,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 21] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -70,6 +79,10 @@ impl Counter {
         Counter::UnreadableShard,
         Counter::BadJson,
         Counter::InvalidUtf8Caption,
+        Counter::NsRead,
+        Counter::NsDecode,
+        Counter::NsResize,
+        Counter::NsBatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +104,10 @@ impl Counter {
             Counter::UnreadableShard => "shard_unreadable",
             Counter::BadJson => "repaired_bad_json",
             Counter::InvalidUtf8Caption => "repaired_invalid_utf8_caption",
+            Counter::NsRead => "ns_read",
+            Counter::NsDecode => "ns_decode",
+            Counter::NsResize => "ns_resize",
+            Counter::NsBatch => "ns_batch",
         }
     }
 }
@@ -139,6 +156,11 @@ impl Stats {
                 message: message.into().trim().to_string(),
             });
         }
+    }
+
+    /// Add the time since `start` to a stage's `Ns*` counter.
+    pub fn time(&self, counter: Counter, start: std::time::Instant) {
+        self.add(counter, start.elapsed().as_nanos() as u64);
     }
 
     pub fn get(&self, counter: Counter) -> u64 {

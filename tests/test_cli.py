@@ -39,3 +39,19 @@ def test_stream_reports_a_missing_shard_clearly(tmp_path):
     assert r.returncode == 2
     assert "shard not found" in r.stderr and "shard-000.tar" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_bench_runs_and_reports_ratios(tmp_path):
+    r = run("bench", "--data", str(tmp_path / "b"), "--num-shards", "2", "--per-shard", "24", "--batch-size", "8",
+            "--repeat", "1", "--no-scaling", "--memory", "96", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    ips = result["images_per_second"]
+    assert ips["webli-io (threads)"] > 0 and ips["webli-io (2 workers)"] > 0
+    assert result["images"] == 48 and "scikit-image" in result["source"]
+    # Every baseline either ran (with a ratio) or is listed as not run, with the reason.
+    for name in ("wds + PIL + torchvision", "wds + PIL draft()", "wds + simplejpeg scaled", "decode-only (yardstick)"):
+        assert name in result["webli_io_ratio_to"] or any(n.startswith(name) for n in result.get("not_run", [])), name
+    stages = result["webli_io_stages"]
+    assert set(stages) == {"read", "decode", "resize", "batch"} and stages["decode"]["thread_seconds"] > 0
+    assert result["memory"]["images"] >= 96 and result["memory"]["rss_mb_peak"] > 0

@@ -1,5 +1,5 @@
-"""The ``webli-io`` command: ``webli-io demo`` (the main job on built-in sample data) and
-``webli-io stream SHARDS`` (stream your shards and report speed and skipped samples)."""
+"""The ``webli-io`` command: ``demo`` (the main job on built-in sample data), ``stream SHARDS``
+(stream your shards, report speed and skipped samples) and ``bench`` (against the baselines)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ examples:
   webli-io demo                                  write sample shards to ./webli-demo and stream them
   webli-io stream 'data/shard-{000000..000099}.tar' --batch-size 256 --workers 4
   webli-io stream 'data/*.tar' --resize center_crop --json
+  webli-io bench                                 webli-io vs PIL/torchvision, PIL draft, simplejpeg
 
 In Python:
   from torch.utils.data import DataLoader
@@ -125,6 +126,33 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import bench
+
+    if args.shards:
+        from . import expand_shards
+
+        paths, source = expand_shards(args.shards), "your shards"
+    else:
+        with tqdm(total=args.num_shards * args.per_shard, desc="writing bench shards", unit="img", disable=args.json) as bar:
+            paths, source = bench.write_bench_shards(args.data, args.num_shards, args.per_shard, photos_dir=args.photos, progress=bar)
+    images = len(bench.jpeg_members(paths))
+    runs = 2 + 3  # webli-io twice (threads, workers) + up to three Python pipelines, each `repeat` times
+    with tqdm(total=images * runs * args.repeat, unit="img", disable=args.json, dynamic_ncols=True) as bar:
+        result = bench.run(paths, args.image_size, args.batch_size, args.workers, args.repeat,
+                           scaling=not args.no_scaling, memory_images=args.memory, progress=bar)
+    result.update(images=images, source=source, image_size=args.image_size, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"\n{images} JPEGs ({source}, mean {result['mean_megapixels']} MP) -> {args.image_size} px, "
+              f"{args.workers} DataLoader workers on {result['cpus']} CPUs, best of {args.repeat}\n")
+        print(bench.format_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -162,6 +190,31 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("shards", nargs="+", help="shard paths, globs or brace patterns, e.g. 'data/shard-{000000..000099}.tar'")
     _add_stream_args(stream)
     stream.set_defaults(func=cmd_stream)
+
+    bench = sub.add_parser(
+        "bench",
+        help="images/s of webli-io against webdataset + PIL/torchvision, PIL draft(), simplejpeg, decode-only",
+        description="Benchmark webli-io against the Python pipelines users run today (webdataset + PIL + "
+        "torchvision; PIL with draft(); simplejpeg's scaled decode), each in a DataLoader with the same workers, "
+        "and against a decode-only yardstick (full-scale libjpeg-turbo on in-memory JPEGs), in one run on the same "
+        "shards. Prints ratios, webli-io's time per stage, its scaling from 1 to all cores and, with --memory, its RSS "
+        "over a long stream. Without SHARDS it writes web-like JPEG shards from real photographs "
+        "(pip install 'webli-io[bench]' for the baselines and the photos).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bench.add_argument("shards", nargs="*", help="shards to use instead of the generated ones (their .jpg members)")
+    bench.add_argument("--data", default="webli-bench", help="folder for the generated shards (reused)")
+    bench.add_argument("--num-shards", type=int, default=8, help="generated shards")
+    bench.add_argument("--per-shard", type=int, default=250, help="images per generated shard")
+    bench.add_argument("--photos", default=None, help="extra folder of real photos to make the JPEGs from")
+    bench.add_argument("--workers", type=int, default=2, help="DataLoader workers of every pipeline, threads of decode-only")
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--image-size", type=int, default=224)
+    bench.add_argument("--repeat", type=int, default=2, help="runs of each pipeline, interleaved; the best counts")
+    bench.add_argument("--no-scaling", action="store_true", help="skip the 1-vs-all-threads scaling run")
+    bench.add_argument("--memory", type=int, default=0, metavar="N", help="also stream N images and report RSS")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,355 @@
+"""`webli-io bench`: images/s of webli-io against the pipelines users run today, in one run, on
+the same shards and the same CPUs, as ratios (machines are shared and noisy: absolute numbers
+from different runs do not compare).
+
+  webli-io (threads)       DataLoader(WebLIStream(..., num_threads=CPUs), batch_size=None,
+                           num_workers=0): the recommended set-up, native threads, no worker
+                           processes and no inter-process copies of the batches
+  webli-io (W workers)     DataLoader(WebLIStream(...), batch_size=None, num_workers=W),
+                           CPUs / W threads each: the drop-in set-up
+  wds + PIL + torchvision  webdataset, PIL decode, torchvision Resize + PILToTensor (what most run)
+  wds + PIL draft()        the same, with Pillow's DCT-domain downscale (Image.draft) first
+  wds + simplejpeg scaled  simplejpeg (libjpeg-turbo) scaled decode + PIL resize
+  decode-only (yardstick)  simplejpeg full-scale decode of in-memory JPEGs on W threads: what
+                           decoding alone costs, with no reading, resizing or batching
+
+The default data is web-like JPEGs made from real photographs (scikit-image's bundled photos,
+plus any folder given with --photos), 300–1600 px, quality 70–95.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+SKIMAGE_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                  "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png"]
+
+
+def load_photos(extra_dir: Optional[str] = None) -> Tuple[list, str]:
+    """Real photographs as RGB PIL images, and a description of where they came from."""
+    from PIL import Image
+
+    photos, sources = [], []
+    try:
+        import skimage
+
+        d = os.path.join(os.path.dirname(skimage.__file__), "data")
+        photos += [Image.open(os.path.join(d, n)).convert("RGB") for n in SKIMAGE_PHOTOS if os.path.exists(os.path.join(d, n))]
+        sources.append(f"{len(photos)} scikit-image photos")
+    except ImportError:
+        pass
+    if extra_dir:
+        n0 = len(photos)
+        for root, _, files in os.walk(extra_dir):
+            for f in sorted(files):
+                if f.lower().endswith((".jpg", ".jpeg", ".png", ".webp")):
+                    photos.append(Image.open(os.path.join(root, f)).convert("RGB"))
+        sources.append(f"{len(photos) - n0} photos from {extra_dir}")
+    return photos, ", ".join(sources)
+
+
+def web_jpeg(photo, rng: np.random.Generator) -> bytes:
+    """A random crop (60–100% a side) of `photo`, resized to 300–1600 px on its long side and
+    saved at JPEG quality 70–95, as images on web pages are."""
+    from PIL import Image
+
+    w, h = photo.size
+    cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    img = photo.crop((x, y, x + cw, y + ch))
+    s = int(rng.integers(300, 1601)) / max(cw, ch)
+    img = img.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(rng.integers(70, 96)))
+    return buf.getvalue()
+
+
+def write_bench_shards(out_dir: str, shards: int, per_shard: int, seed: int = 0, photos_dir: Optional[str] = None,
+                       progress: Optional[Any] = None) -> Tuple[List[str], str]:
+    """Write (or reuse) `shards` WebDataset shards of web-like JPEGs. Returns paths and source."""
+    from .sample_data import draw_picture, encode
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, f"bench-{i:06d}.tar") for i in range(shards)]
+    photos, source = load_photos(photos_dir)
+    if not photos:
+        warnings.warn("no real photographs found (pip install 'webli-io[bench]' brings scikit-image's): "
+                      "using drawn pictures, which decode unlike photographs", stacklevel=2)
+        source = "drawn pictures (no real photos found)"
+    marker = os.path.join(out_dir, "SOURCE")
+    if all(os.path.exists(p) for p in paths) and os.path.exists(marker):
+        return paths, open(marker).read().strip()
+    rng = np.random.default_rng(seed)
+    for s, path in enumerate(paths):
+        with tarfile.open(path + ".tmp", "w") as t:
+            for i in range(per_shard):
+                key = f"{s:05d}{i:04d}"
+                if photos:
+                    img = web_jpeg(photos[int(rng.integers(len(photos)))], rng)
+                else:
+                    side = int(rng.integers(300, 1601))
+                    img = encode(draw_picture(rng, side, int(side * 0.75)), "jpg", int(rng.integers(70, 96)))
+                for ext, data in (("jpg", img), ("txt", f"photo {key}".encode())):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+                if progress is not None:
+                    progress.update(1)
+        os.replace(path + ".tmp", path)
+    with open(marker, "w") as f:
+        f.write(source + "\n")
+    return paths, source
+
+
+def jpeg_members(paths: List[str]) -> List[bytes]:
+    out = []
+    for p in paths:
+        with tarfile.open(p) as t:
+            for m in t.getmembers():
+                if m.name.endswith(".jpg"):
+                    out.append(t.extractfile(m).read())  # type: ignore[union-attr]
+    return out
+
+
+# -- the pipelines ---------------------------------------------------------------------------
+
+def webli_loader(paths, size, batch, workers, threads=None, stream_out: Optional[list] = None):
+    """webli-io in a DataLoader: `workers` processes (0: in this process) of `threads` threads."""
+    from torch.utils.data import DataLoader
+
+    from .stream import WebLIStream
+
+    stream = WebLIStream(paths, batch_size=batch, image_size=size, num_threads=threads)
+    if stream_out is not None:
+        stream_out.append(stream)
+    return DataLoader(stream, batch_size=None, num_workers=workers)
+
+
+def _collate(samples):
+    import torch
+
+    imgs, texts = zip(*samples)
+    return {"images": torch.stack(imgs), "keys": list(texts)}
+
+
+def _decoder(kind: str, size: int) -> Callable[[bytes], Any]:
+    import torch
+    from PIL import Image
+
+    if kind == "torchvision":
+        from torchvision import transforms
+
+        tf = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
+
+        def decode(data: bytes):
+            return tf(Image.open(io.BytesIO(data)).convert("RGB"))
+    elif kind == "draft":
+        def decode(data: bytes):
+            img = Image.open(io.BytesIO(data))
+            img.draft("RGB", (size, size))  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
+            arr = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+            return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    elif kind == "simplejpeg":
+        import simplejpeg
+
+        def decode(data: bytes):
+            arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size)
+            arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
+            return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    else:
+        raise ValueError(kind)
+    return decode
+
+
+def wds_loader(paths, size, batch, workers, kind: str):
+    import webdataset as wds
+    from torch.utils.data import DataLoader
+
+    decode = _decoder(kind, size)
+    ds = (
+        wds.WebDataset(paths, shardshuffle=False, workersplitter=wds.split_by_worker, empty_check=False)
+        .to_tuple("jpg", "txt")
+        .map_tuple(decode, lambda b: b.decode())
+        .batched(batch, collation_fn=_collate)
+    )
+    return DataLoader(ds, batch_size=None, num_workers=workers)
+
+
+def time_loader(loader: Iterable, progress: Optional[Any] = None) -> Tuple[int, float]:
+    """Images and seconds, timed from the first batch on (worker start-up excluded)."""
+    it = iter(loader)
+    first = next(it)
+    if progress is not None:
+        progress.update(len(first["keys"]))
+    n, start = 0, time.perf_counter()
+    for batch in it:
+        k = len(batch["keys"])
+        n += k
+        if progress is not None:
+            progress.update(k)
+    return n, time.perf_counter() - start
+
+
+def decode_only(jpegs: List[bytes], threads: int, rounds: int = 1) -> float:
+    """images/s of a full-scale simplejpeg decode on `threads` threads (GIL released)."""
+    import simplejpeg
+
+    work = jpegs * rounds
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(lambda d: simplejpeg.decode_jpeg(d, colorspace="RGB"), jpegs[: threads * 4]))  # warm up
+        start = time.perf_counter()
+        for _ in ex.map(lambda d: simplejpeg.decode_jpeg(d, colorspace="RGB"), work, chunksize=8):
+            pass
+        return len(work) / (time.perf_counter() - start)
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stream_in_process(paths, size, batch, threads, images: int, sample_rss: bool = False) -> Dict[str, Any]:
+    """Stream in this process (no DataLoader) with `threads` decode threads for `images` images,
+    looping over epochs; images/s and, optionally, RSS per batch."""
+    from .stream import WebLIStream
+
+    stream = WebLIStream(paths, batch_size=batch, image_size=size, num_threads=threads)
+    n, epoch, rss = 0, 0, []
+    before = rss_mb()
+    start = time.perf_counter()
+    while n < images:
+        stream.set_epoch(epoch)
+        for b in stream:
+            n += len(b["keys"])
+            if sample_rss:
+                rss.append(rss_mb())
+            if n >= images:
+                break
+        epoch += 1
+    out: Dict[str, Any] = {"images": n, "images_per_second": n / (time.perf_counter() - start), "epochs": epoch}
+    if rss:
+        tenth = max(1, len(rss) // 10)
+        out.update(rss_mb_before=round(before, 1), rss_mb_after_10pct=round(rss[tenth - 1], 1), rss_mb_peak=round(max(rss), 1),
+                   rss_mb_end=round(rss[-1], 1), rss_mb_peak_after_10pct=round(max(rss[tenth:] or rss), 1))
+    return out
+
+
+def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip: Iterable[str] = (),
+        scaling: bool = True, memory_images: int = 0, progress: Optional[Any] = None) -> Dict[str, Any]:
+    """Run every pipeline `repeat` times, interleaved; keep the best images/s of each."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cpus // max(1, workers))
+    pipelines: Dict[str, Callable[[], Iterable]] = {}
+    streams: list = []
+    pipelines["webli-io (threads)"] = lambda: webli_loader(paths, size, batch, 0, cpus, streams)
+    if workers > 0:
+        pipelines[f"webli-io ({workers} workers)"] = lambda: webli_loader(paths, size, batch, workers, threads)
+    available = {"wds + PIL + torchvision": "torchvision", "wds + PIL draft()": "draft", "wds + simplejpeg scaled": "simplejpeg"}
+    missing = []
+    for name, kind in available.items():
+        if name in skip:
+            continue
+        try:
+            _decoder(kind, size)
+            import webdataset  # noqa: F401
+
+            pipelines[name] = (lambda k: (lambda: wds_loader(paths, size, batch, workers, k)))(kind)
+        except ImportError as e:
+            missing.append(f"{name} ({e.name} not installed)")
+    best: Dict[str, float] = {k: 0.0 for k in pipelines}
+    for _ in range(repeat):
+        for name, make in pipelines.items():
+            if progress is not None:
+                progress.set_description(name)
+            n, dt = time_loader(make(), progress)
+            best[name] = max(best[name], n / dt)
+    result: Dict[str, Any] = {"cpus": cpus, "workers": workers, "threads_per_worker": threads, "repeat": repeat}
+    jpegs = jpeg_members(paths)
+    result["mean_megapixels"] = round(float(np.mean([_dims(j) for j in jpegs[:200]])) / 1e6, 3)
+    try:
+        if progress is not None:
+            progress.set_description("decode-only")
+        best["decode-only (yardstick)"] = max(decode_only(jpegs, workers) for _ in range(repeat))
+    except ImportError:
+        missing.append("decode-only (simplejpeg not installed)")
+    result["images_per_second"] = {k: round(v, 1) for k, v in best.items()}
+    ours = best["webli-io (threads)"]
+    result["webli_io_ratio_to"] = {k: round(ours / v, 2) for k, v in best.items() if not k.startswith("webli-io") and v > 0}
+    if workers > 0:
+        w = best[f"webli-io ({workers} workers)"]
+        result["webli_io_workers_ratio_to"] = {k: round(w / v, 2) for k, v in best.items() if not k.startswith("webli-io") and v > 0}
+    if streams:
+        st = streams[-1].stats()
+        total = sum(st[k] for k in ("ns_read", "ns_decode", "ns_resize", "ns_batch")) or 1
+        result["webli_io_stages"] = {k[3:]: {"thread_seconds": round(st[k] / 1e9, 3), "share": round(st[k] / total, 3)}
+                                     for k in ("ns_read", "ns_decode", "ns_resize", "ns_batch")}
+    if scaling and cpus > 1:
+        if progress is not None:
+            progress.set_description("scaling 1 vs %d threads" % cpus)
+        n_img = len(jpegs)
+        one = max(stream_in_process(paths, size, batch, 1, n_img)["images_per_second"] for _ in range(repeat))
+        many = max(stream_in_process(paths, size, batch, cpus, n_img)["images_per_second"] for _ in range(repeat))
+        result["scaling"] = {"threads": cpus, "images_per_second_1": round(one, 1), f"images_per_second_{cpus}": round(many, 1),
+                             "efficiency": round(many / (one * cpus), 3)}
+    if memory_images:
+        if progress is not None:
+            progress.set_description("memory")
+        result["memory"] = stream_in_process(paths, size, batch, cpus, memory_images, sample_rss=True)
+    if missing:
+        result["not_run"] = missing
+    return result
+
+
+def _dims(jpeg: bytes) -> int:
+    from PIL import Image
+
+    w, h = Image.open(io.BytesIO(jpeg)).size
+    return w * h
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    workers = [k for k in result["images_per_second"] if k.startswith("webli-io (") and "workers" in k]
+    head = f"{'pipeline':<28}{'images/s':>10}{'webli-io (threads) is':>24}"
+    if workers:
+        head += f"{workers[0] + ' is':>26}"
+    lines = [head]
+    for k, v in result["images_per_second"].items():
+        line = f"{k:<28}{v:>10.1f}"
+        if not k.startswith("webli-io"):
+            line += f"{result['webli_io_ratio_to'].get(k, float('nan')):>23.2f}x"
+            if workers:
+                line += f"{result['webli_io_workers_ratio_to'].get(k, float('nan')):>25.2f}x"
+        lines.append(line)
+    if "webli_io_stages" in result:
+        lines.append("\nwebli-io time per stage (thread time, all threads):")
+        for k, v in result["webli_io_stages"].items():
+            lines.append(f"  {k:<8}{v['thread_seconds']:>8.2f} s {100 * v['share']:>6.1f}%")
+    if "scaling" in result:
+        s = result["scaling"]
+        many = [v for k, v in s.items() if k.startswith("images_per_second_") and not k.endswith("_1")][0]
+        lines.append(f"\nscaling (one process): 1 thread {s['images_per_second_1']:.0f} img/s, {s['threads']} threads "
+                     f"{many:.0f} img/s: {100 * s['efficiency']:.0f}% of linear")
+    if "memory" in result:
+        m = result["memory"]
+        lines.append(f"memory over {m['images']} images ({m['epochs']} epochs): RSS {m['rss_mb_before']} MB before, "
+                     f"{m['rss_mb_after_10pct']} MB after 10%, "
+                     f"peak {m['rss_mb_peak_after_10pct']} MB after that, {m['rss_mb_end']} MB at the end")
+    for n in result.get("not_run", []):
+        lines.append(f"not run: {n}")
+    return "\n".join(lines)
