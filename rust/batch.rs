@@ -17,6 +17,9 @@ pub struct Batch {
     pub texts: Vec<String>,
     pub metas: Vec<Map<String, Value>>,
     pub shards: Vec<std::sync::Arc<str>>,
+    /// Resume position after this batch: samples of the shuffled stream consumed so far
+    /// (restarting with `Config::skip` set to it continues right after this batch).
+    pub next_seq: u64,
 }
 
 impl Batch {
@@ -50,6 +53,7 @@ pub fn assemble(items: Vec<(Sample, Vec<u8>)>, size: u32, layout: Layout) -> Bat
         texts: Vec::with_capacity(n),
         metas: Vec::with_capacity(n),
         shards: Vec::with_capacity(n),
+        next_seq: items.last().map_or(0, |(s, _)| s.seq + 1),
     };
     for (i, (sample, tile)) in items.into_iter().enumerate() {
         debug_assert_eq!(tile.len(), plane * 3);
@@ -79,7 +83,7 @@ mod tests {
     use super::*;
 
     fn sample(key: &str) -> Sample {
-        Sample { key: key.into(), shard: "s".into(), image: vec![], text: format!("t{key}"), meta: Map::new() }
+        Sample { key: key.into(), shard: "s".into(), index: 0, seq: 0, image: vec![], text: format!("t{key}"), meta: Map::new() }
     }
 
     #[test]

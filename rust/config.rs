@@ -2,6 +2,7 @@
 //! stage, so that a setting such as `image_size` walks straight from the constructor to the stage
 //! that uses it.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 /// How an image is brought to a square `image_size × image_size`.
@@ -75,6 +76,22 @@ pub struct Config {
     pub drop_last: bool,
     /// Batches prepared ahead of the consumer.
     pub prefetch: usize,
+    /// Resume: drop the first `skip` samples of the shuffled stream before decoding them.
+    pub skip: u64,
+    /// Resume after a change of layout: per shard path, a bitmap of sample indices (bit `i` of
+    /// byte `i / 8`) already consumed; they are dropped before the shuffle buffer.
+    pub exclude: HashMap<String, Vec<u8>>,
+    /// Deliver exactly this many samples, then stop (0: no limit). With `cycle`, a stream that
+    /// runs out is padded by reading its shards again, so every DDP rank can be given the same
+    /// number of batches.
+    pub limit: u64,
+    /// When the shards run out, read them again (another shuffle each pass); use with `limit`.
+    pub cycle: bool,
+}
+
+/// Is bit `i` set in `bitmap`?
+pub fn bit_is_set(bitmap: &[u8], i: u64) -> bool {
+    bitmap.get((i / 8) as usize).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
 impl Default for Config {
@@ -93,6 +110,10 @@ impl Default for Config {
             scaled_decode: true,
             drop_last: false,
             prefetch: 2,
+            skip: 0,
+            exclude: HashMap::new(),
+            limit: 0,
+            cycle: false,
         }
     }
 }
@@ -111,6 +132,9 @@ impl Config {
         }
         if self.max_pixels == 0 {
             return Err("max_pixels must be positive".into());
+        }
+        if self.cycle && self.limit == 0 {
+            return Err("cycle needs a limit (it would never end)".into());
         }
         if self.prefetch == 0 {
             return Err("prefetch must be at least 1".into());

@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
 use crate::batch::{assemble, Batch};
-use crate::config::Config;
+use crate::config::{bit_is_set, Config};
 use crate::decode::{decode, DecodeError};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
@@ -52,7 +52,7 @@ impl Pipeline {
             let (cfg, stats) = (cfg.clone(), stats.clone());
             std::thread::Builder::new()
                 .name("webli-reader".into())
-                .spawn(move || read_loop(&cfg, &stats, sample_tx))
+                .spawn(move || read_loop(&cfg, &stats, |s| sample_tx.send(s).is_ok()))
                 .map_err(|e| e.to_string())?
         };
         let batcher = {
@@ -88,9 +88,31 @@ impl Drop for Pipeline {
     }
 }
 
-/// Read every shard in order and send its samples through the shuffle buffer.
-fn read_loop(cfg: &Config, stats: &Stats, tx: Sender<Sample>) {
-    let mut shuffler = Shuffler::new(cfg.shuffle_buffer, cfg.seed);
+/// Read every shard in order, number the samples, pass them through the shuffle buffer, and
+/// hand them to `sink` (which returns `false` to stop). Samples listed in `cfg.exclude` are
+/// dropped before the shuffle; the first `cfg.skip` samples after it are dropped unsent.
+pub fn read_loop(cfg: &Config, stats: &Stats, mut sink: impl FnMut(Sample) -> bool) {
+    let seq = std::cell::Cell::new(0u64);
+    let mut emit = |mut s: Sample| -> bool {
+        s.seq = seq.get();
+        seq.set(s.seq + 1);
+        s.seq < cfg.skip || sink(s)
+    };
+    for pass in 0u64.. {
+        let before = seq.get();
+        if !read_pass(cfg, stats, pass, &mut emit) {
+            return;
+        }
+        // Stop after one pass, or when a pass gave nothing (cycling would spin forever).
+        if !cfg.cycle || seq.get() == before {
+            return;
+        }
+    }
+}
+
+/// One pass over the shards; `false` when the consumer has gone away.
+fn read_pass(cfg: &Config, stats: &Stats, pass: u64, emit: &mut impl FnMut(Sample) -> bool) -> bool {
+    let mut shuffler = Shuffler::new(cfg.shuffle_buffer, cfg.seed.wrapping_add(pass.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     for shard in &cfg.shards {
         let name: Arc<str> = Arc::from(shard.as_str());
         let reader = match open_shard(shard) {
@@ -101,15 +123,23 @@ fn read_loop(cfg: &Config, stats: &Stats, tx: Sender<Sample>) {
             }
         };
         stats.incr(Counter::ShardsOpened);
+        let excluded = cfg.exclude.get(shard.as_str());
+        let mut index = 0u64;
         let mut alive = true;
         let mut blocked = Duration::ZERO;
         let start = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
-                if let Some(sample) = to_sample(raw, &name, stats) {
+                let i = index;
+                index += 1;
+                if excluded.is_some_and(|b| bit_is_set(b, i)) {
+                    return true;
+                }
+                if let Some(mut sample) = to_sample(raw, &name, stats) {
+                    sample.index = i;
                     if let Some(out) = shuffler.push(sample) {
                         let t = Instant::now();
-                        alive = tx.send(out).is_ok();
+                        alive = emit(out);
                         blocked += t.elapsed();
                     }
                 }
@@ -121,14 +151,31 @@ fn read_loop(cfg: &Config, stats: &Stats, tx: Sender<Sample>) {
             stats.problem(Counter::Panic, shard, "", "panic while reading the shard");
         }
         if !alive {
-            return;
+            return false;
         }
     }
     for sample in shuffler.drain() {
-        if tx.send(sample).is_err() {
-            return;
+        if !emit(sample) {
+            return false;
         }
     }
+    true
+}
+
+/// The first `n` samples of the shuffled stream that `cfg` describes, as `(shard, index in
+/// shard)`, found by reading the shards without decoding any image. Resuming on another layout
+/// uses it to learn which samples an interrupted run had consumed.
+pub fn replay(cfg: &Config, n: u64) -> Vec<(Arc<str>, u64)> {
+    let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
+    if n == 0 {
+        return out;
+    }
+    let cfg = Config { skip: 0, ..cfg.clone() };
+    read_loop(&cfg, &Stats::new(), |s| {
+        out.push((s.shard, s.index));
+        (out.len() as u64) < n
+    });
+    out
 }
 
 /// A bounded shuffle buffer (webdataset's `shuffle(n)`): once full, each new sample swaps out a
@@ -217,7 +264,9 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
         tx.send(batch).is_ok()
     };
     let mut open = true;
-    while open {
+    let mut delivered = 0u64;
+    let limit = if cfg.limit == 0 { u64::MAX } else { cfg.limit };
+    while open && delivered < limit {
         let want = cfg.batch_size.saturating_sub(pending.len()).max(min_chunk);
         let mut chunk = Vec::with_capacity(want);
         match rx.recv() {
@@ -238,14 +287,18 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
                 Err(e) => stats.problem(e.counter, &sample.shard, &sample.key, e.message),
             }
         }
-        while pending.len() >= cfg.batch_size {
-            let rest = pending.split_off(cfg.batch_size);
+        while pending.len() >= cfg.batch_size && delivered < limit {
+            let n = (cfg.batch_size as u64).min(limit - delivered) as usize;
+            let rest = pending.split_off(n);
+            delivered += n as u64;
             if !send(std::mem::replace(&mut pending, rest)) {
                 return;
             }
         }
     }
-    if !pending.is_empty() && !cfg.drop_last {
+    if !pending.is_empty() && !cfg.drop_last && delivered < limit {
+        let n = (pending.len() as u64).min(limit - delivered) as usize;
+        pending.truncate(n);
         send(pending);
     }
 }
@@ -353,6 +406,74 @@ mod tests {
         let mut p = Pipeline::start(cfg).unwrap();
         assert!(p.next_batch().is_some());
         drop(p); // joins both threads; a hang here fails the test by timeout
+    }
+
+    fn resumable_cfg(shards: Vec<String>) -> Config {
+        Config { shards, batch_size: 4, image_size: 8, num_threads: 2, shuffle_buffer: 7, seed: 3, ..Config::default() }
+    }
+
+    #[test]
+    fn resume_from_any_batch_gives_the_rest_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = resumable_cfg(write_shards(dir.path(), 3, 9));
+        let (full, _) = run(cfg.clone());
+        let keys = |b: &[Batch]| b.iter().map(|b| b.keys.clone()).collect::<Vec<_>>();
+        for k in 0..full.len() {
+            let (rest, _) = run(Config { skip: full[k].next_seq, ..cfg.clone() });
+            assert_eq!(keys(&rest), keys(&full[k + 1..]), "resumed after batch {k}");
+            if let Some(first) = rest.first() {
+                assert_eq!(first.images, full[k + 1].images);
+            }
+        }
+    }
+
+    #[test]
+    fn replay_and_exclude_split_the_data_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = resumable_cfg(write_shards(dir.path(), 3, 9));
+        let (full, _) = run(cfg.clone());
+        let consumed_after = full[2].next_seq;
+        let done = replay(&cfg, consumed_after);
+        assert_eq!(done.len() as u64, consumed_after);
+        // The consumed samples are exactly those the first 3 batches came from (plus the bad ones
+        // between them, which never reach a batch).
+        let mut exclude: std::collections::HashMap<String, Vec<u8>> = Default::default();
+        for (shard, i) in &done {
+            let bm = exclude.entry(shard.to_string()).or_default();
+            if bm.len() <= (*i / 8) as usize {
+                bm.resize((*i / 8) as usize + 1, 0);
+            }
+            bm[(*i / 8) as usize] |= 1 << (i % 8);
+        }
+        // Another layout: a different seed and shard order, same data minus what was consumed.
+        let mut shards = cfg.shards.clone();
+        shards.reverse();
+        let (rest, _) = run(Config { shards, seed: 99, exclude, ..cfg.clone() });
+        let mut seen: Vec<String> = full[..3].iter().chain(rest.iter()).flat_map(|b| b.keys.clone()).collect();
+        let total = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), total, "no sample twice");
+        assert_eq!(total, full.iter().map(|b| b.len()).sum::<usize>(), "no sample lost");
+    }
+
+    #[test]
+    fn limit_and_cycle_give_an_exact_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = write_shards(dir.path(), 2, 5); // 10 good samples
+        for (limit, cycle, want) in [(6, false, vec![4, 2]), (8, true, vec![4, 4]), (24, true, vec![4; 6]), (24, false, vec![4, 4, 2])] {
+            let cfg = Config { shards: shards.clone(), batch_size: 4, image_size: 8, limit, cycle, shuffle_buffer: 3, ..Config::default() };
+            let (b, _) = run(cfg);
+            assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), want, "limit {limit} cycle {cycle}");
+        }
+        // A cycled stream repeats samples only after it has given each one.
+        let cfg = Config { shards, batch_size: 5, image_size: 8, limit: 20, cycle: true, ..Config::default() };
+        let (b, _) = run(cfg);
+        let keys: Vec<String> = b.iter().flat_map(|b| b.keys.clone()).collect();
+        let mut first: Vec<_> = keys[..10].to_vec();
+        first.sort();
+        first.dedup();
+        assert_eq!(first.len(), 10);
     }
 
     #[test]

@@ -2,17 +2,18 @@
 //! [`Config`], runs the pipeline with the GIL released, and hands each batch over as a dict
 //! whose `images` array takes ownership of the Rust buffer (no copy).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
 use serde_json::{Map, Value};
 
 use crate::batch::Batch;
 use crate::config::{Config, Layout, ResizeMode, DEFAULT_MAX_PIXELS};
-use crate::pipeline::{prepare_image, Pipeline};
+use crate::pipeline::{prepare_image, replay, Pipeline};
 use crate::sample::Sample;
 use crate::source::{resolve_shards, SourceError};
 use crate::stats::{Counter, Stats};
@@ -65,6 +66,7 @@ fn batch_to_py<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDict
     d.set_item("meta", metas)?;
     let shards: Vec<&str> = batch.shards.iter().map(|s| &**s).collect();
     d.set_item("shards", shards)?;
+    d.set_item("next_seq", batch.next_seq)?;
     Ok(d)
 }
 
@@ -89,7 +91,8 @@ impl PyStream {
     #[pyo3(signature = (
         shards, *, batch_size=256, image_size=224, resize="squash", layout="NHWC",
         shuffle_buffer=0, seed=0, num_threads=1, max_pixels=DEFAULT_MAX_PIXELS,
-        max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, scaled_decode=true, drop_last=false, prefetch=2
+        max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, scaled_decode=true, drop_last=false, prefetch=2,
+        skip=0, exclude=None, limit=0, cycle=false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -106,6 +109,10 @@ impl PyStream {
         scaled_decode: bool,
         drop_last: bool,
         prefetch: usize,
+        skip: u64,
+        exclude: Option<HashMap<String, Vec<u8>>>,
+        limit: u64,
+        cycle: bool,
     ) -> PyResult<Self> {
         let cfg = Config {
             shards,
@@ -121,6 +128,10 @@ impl PyStream {
             scaled_decode,
             drop_last,
             prefetch,
+            skip,
+            exclude: exclude.unwrap_or_default(),
+            limit,
+            cycle,
         };
         let pipeline = Pipeline::start(cfg).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
@@ -170,6 +181,47 @@ impl PyStream {
     }
 }
 
+/// Which samples the first `n` samples of a shuffled stream came from, as per-shard bitmaps of
+/// sample indices (`{shard: bytes}`, bit i of byte i // 8), merged with `exclude` (the exclusions
+/// that stream itself ran with). Reads the shards, decodes nothing.
+#[pyfunction]
+#[pyo3(signature = (shards, n, *, seed=0, shuffle_buffer=0, max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, exclude=None))]
+fn consumed_bitmaps<'py>(
+    py: Python<'py>,
+    shards: Vec<String>,
+    n: u64,
+    seed: u64,
+    shuffle_buffer: usize,
+    max_member_bytes: u64,
+    exclude: Option<HashMap<String, Vec<u8>>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cfg = Config { shards, seed, shuffle_buffer, max_member_bytes, exclude: exclude.unwrap_or_default(), ..Config::default() };
+    let maps = py.detach(|| {
+        let mut out = cfg.exclude.clone();
+        for (shard, i) in replay(&cfg, n) {
+            let bm = out.entry(shard.to_string()).or_default();
+            let byte = (i / 8) as usize;
+            if bm.len() <= byte {
+                bm.resize(byte + 1, 0);
+            }
+            bm[byte] |= 1 << (i % 8);
+        }
+        out
+    });
+    let d = PyDict::new(py);
+    for (shard, bm) in maps {
+        d.set_item(shard, PyBytes::new(py, &bm))?;
+    }
+    Ok(d)
+}
+
+/// Samples per shard, counted from the tar headers alone (seeking over the data).
+#[pyfunction]
+fn count_samples(py: Python<'_>, shards: Vec<String>) -> PyResult<Vec<u64>> {
+    py.detach(|| shards.iter().map(|p| crate::tar::count_samples(p).map_err(|e| (p.clone(), e))).collect::<Result<Vec<_>, _>>())
+        .map_err(|(p, e)| PyFileNotFoundError::new_err(format!("cannot read shard {p:?}: {e}")))
+}
+
 /// Resolve shard specs (paths, globs, brace patterns) to existing shard paths.
 #[pyfunction]
 fn expand_shards(py: Python<'_>, specs: Vec<String>) -> PyResult<Vec<String>> {
@@ -202,7 +254,7 @@ fn decode_resize<'py>(
         ..Config::default()
     };
     cfg.validate().map_err(PyValueError::new_err)?;
-    let sample = Sample { key: key.into(), shard: "".into(), image: data, text: String::new(), meta: Map::new() };
+    let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data, text: String::new(), meta: Map::new() };
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))
         .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
@@ -215,6 +267,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStream>()?;
     m.add_function(wrap_pyfunction!(expand_shards, m)?)?;
     m.add_function(wrap_pyfunction!(decode_resize, m)?)?;
+    m.add_function(wrap_pyfunction!(consumed_bitmaps, m)?)?;
+    m.add_function(wrap_pyfunction!(count_samples, m)?)?;
     let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     m.add("STAT_NAMES", names)?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;

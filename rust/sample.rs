@@ -26,6 +26,10 @@ pub struct Sample {
     pub key: String,
     /// The shard the sample came from.
     pub shard: Arc<str>,
+    /// Its place among the samples (member groups) of that shard, from 0.
+    pub index: u64,
+    /// Its place in the stream after the shuffle buffer, from 0 (resume positions count these).
+    pub seq: u64,
     pub image: Vec<u8>,
     pub text: String,
     pub meta: Map<String, Value>,
@@ -95,7 +99,7 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option
         stats.problem(Counter::MissingCaption, shard, &key, "caption is empty");
         return None;
     }
-    Some(Sample { key, shard: shard_name.clone(), image, text, meta })
+    Some(Sample { key, shard: shard_name.clone(), index: 0, seq: 0, image, text, meta })
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -127,6 +127,29 @@ pub fn read_samples<R: Read>(
     flush(&mut current, stats);
 }
 
+/// Count the samples (member groups) of a local tar shard from its headers alone, seeking over
+/// the data. Stops quietly at a damaged header (the stream will count the damage when it reads).
+pub fn count_samples(path: &str) -> std::io::Result<u64> {
+    let file = std::fs::File::open(path)?;
+    let mut archive = ::tar::Archive::new(std::io::BufReader::new(file));
+    let mut count = 0u64;
+    let mut last = String::new();
+    for entry in archive.entries_with_seek()? {
+        let Ok(entry) = entry else { break };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if let Some((key, _)) = split_key(&path) {
+            if key != last {
+                count += 1;
+                last = key.to_string();
+            }
+        }
+    }
+    Ok(count)
+}
+
 fn is_eof(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::UnexpectedEof
         || e.to_string().contains("unexpected EOF")
@@ -211,6 +234,17 @@ pub(crate) mod tests {
         let (s, stats) = read_all(&t);
         assert_eq!(s.len(), 1);
         assert_eq!(stats.get(Counter::CorruptTar), 1);
+    }
+
+    #[test]
+    fn counts_samples_from_headers() {
+        let t = make_tar(&[("a.jpg", &[1u8; 3000]), ("a.txt", b"x"), ("b.jpg", b"y"), ("c.txt", b"z"), ("c.json", b"{}")]);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.tar");
+        std::fs::write(&p, &t).unwrap();
+        assert_eq!(count_samples(p.to_str().unwrap()).unwrap(), 3);
+        std::fs::write(&p, &t[..1024]).unwrap();
+        assert_eq!(count_samples(p.to_str().unwrap()).unwrap(), 1);
     }
 
     #[test]

@@ -140,6 +140,21 @@ class WebLIStream(IterableDataset):
         prefetch: batches prepared ahead, per process.
         rank, world_size: override the DDP rank and world size (default: from
             ``torch.distributed`` when initialised, else 0 and 1).
+        equal_batches: ``None`` (default: each reader yields what its shards hold), ``"drop"``
+            or ``"pad"``: every reader (rank x worker) yields exactly the same number of full
+            batches per epoch, so DDP ranks never wait on each other at an epoch's end.
+            ``"drop"`` takes the smallest reader's count and drops the rest; ``"pad"`` takes the
+            largest and fills the others by repeating their own samples (another shuffle). The
+            counts come from a scan of the tar headers at construction.
+
+    Resume: each batch carries ``position`` (epoch, reader slot, samples consumed). Iterating in
+    this process (``num_workers=0``) keeps track by itself; with DataLoader workers, call
+    ``stream.observe(batch)`` for each batch the loop receives (or use torchdata's
+    ``StatefulDataLoader``, which calls ``state_dict``/``load_state_dict`` in the workers).
+    ``state_dict()`` then describes where the epoch stands, and ``load_state_dict(state)`` on a
+    new stream with the same shards, seed and shuffle makes its next iteration continue with
+    exactly the batches an uninterrupted run would have given (same number of readers), or with
+    exactly the samples not yet seen (another number of readers).
 
     Bad input never stops the stream: corrupt or oversized images, samples missing an image or
     caption, damaged shards are skipped and counted (``stats()``), with the first cases
@@ -164,6 +179,7 @@ class WebLIStream(IterableDataset):
         prefetch: int = 2,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
+        equal_batches: Optional[str] = None,
     ) -> None:
         super().__init__()
         if isinstance(shards, (str, os.PathLike)):
@@ -202,7 +218,17 @@ class WebLIStream(IterableDataset):
             _check_int("world_size", world_size, 1)
             _check_int("rank", rank, 0, world_size - 1)
         self.rank, self.world_size = rank, world_size
+        if equal_batches not in (None, "drop", "pad"):
+            raise ValueError(f"equal_batches must be None, 'drop' or 'pad', not {equal_batches!r}")
+        self.equal_batches = equal_batches
+        # Samples per shard from the tar headers: needed to give every reader the same number of
+        # batches. One header scan per shard, here, so that every worker agrees.
+        self._counts: Optional[List[int]] = _core.count_samples(self.shards) if equal_batches else None
         self.epoch = 0
+        self._resume: Optional[Dict[str, Any]] = None
+        self._positions: Dict[int, Dict[str, int]] = {}
+        self._positions_epoch = 0
+        self._slots: Optional[int] = None
         self._stats = _SharedStats()
         self._problems: List[Dict[str, str]] = []
 
@@ -211,6 +237,8 @@ class WebLIStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch: it reseeds the shard order, the sample shuffle and the random crops."""
         self.epoch = _check_int("epoch", epoch, 0)
+        if self._positions_epoch != self.epoch:
+            self._positions, self._positions_epoch = {}, self.epoch
 
     def _rank_world(self) -> Tuple[int, int]:
         if self.world_size is not None:
@@ -221,13 +249,47 @@ class WebLIStream(IterableDataset):
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
-    def shards_for(self, rank: int, world_size: int, worker: int, num_workers: int) -> List[str]:
-        """The shards that DataLoader worker ``worker`` of rank ``rank`` reads this epoch."""
+    def _order(self) -> List[str]:
+        """This epoch's shard order: the same in every process."""
         order = list(self.shards)
         if self.shuffle:
             random.Random(_mix_seed(self.seed, self.epoch, "shards")).shuffle(order)
+        return order
+
+    def shards_for(self, rank: int, world_size: int, worker: int, num_workers: int) -> List[str]:
+        """The shards that DataLoader worker ``worker`` of rank ``rank`` reads this epoch."""
         slot, slots = rank * num_workers + worker, world_size * num_workers
-        return order[slot::slots]
+        return self._order()[slot::slots]
+
+    def _slot_seed(self, slot: int) -> int:
+        return _mix_seed(self.seed, self.epoch, slot)
+
+    def _batches_per_reader(self, slots: int, exclude: Optional[Dict[str, bytes]] = None) -> int:
+        """With ``equal_batches``: the number of full batches every reader yields this epoch
+        (of the samples not excluded, after a resume on another layout)."""
+        assert self._counts is not None
+        count = dict(zip(self.shards, self._counts))
+        for shard, bitmap in (exclude or {}).items():
+            count[shard] = max(0, count.get(shard, 0) - sum(bin(b).count("1") for b in bitmap))
+        order = self._order()
+        per_slot = [sum(count[s] for s in order[i::slots]) for i in range(slots)]
+        if self.equal_batches == "drop":
+            return min(n // self.batch_size for n in per_slot)
+        return max(-(-n // self.batch_size) for n in per_slot)
+
+    def _exclusions(self, state: Dict[str, Any], mine: List[str]) -> Dict[str, bytes]:
+        """Per-shard bitmaps of the samples consumed before `state` was taken, for the shards
+        in `mine`, found by replaying (reading, not decoding) the readers of that layout."""
+        exclude: Dict[str, bytes] = self._exclusions(state["base"], mine) if state.get("base") else {}
+        order, slots, wanted = self._order(), state["slots"], set(mine)
+        for slot in range(slots):
+            consumed = int(state["positions"].get(str(slot), {}).get("seq", 0))
+            theirs = order[slot::slots]
+            if consumed and wanted.intersection(theirs):
+                exclude = _core.consumed_bitmaps(
+                    theirs, consumed, seed=self._slot_seed(slot), shuffle_buffer=self.shuffle_buffer, exclude=exclude
+                )
+        return exclude
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -242,7 +304,25 @@ class WebLIStream(IterableDataset):
                 "use fewer workers or more, smaller shards",
                 len(self.shards), world * workers, world, workers,
             )
-        if not shards:
+        slot, slots = rank * workers + worker, world * workers
+        skip, yielded, exclude = 0, 0, {}
+        resume = self._resume if self._resume is not None and self._resume["epoch"] == self.epoch else None
+        if resume is not None:
+            if resume["slots"] == slots:
+                mine = resume["positions"].get(str(slot), {})
+                skip, yielded = int(mine.get("seq", 0)), int(mine.get("yielded", 0))
+                if resume.get("base"):
+                    exclude = self._exclusions(resume["base"], self.shards if self.equal_batches else shards)
+            else:
+                exclude = self._exclusions(resume, self.shards if self.equal_batches else shards)
+        limit, cycle = 0, False
+        if self.equal_batches:
+            per_reader = self._batches_per_reader(slots, exclude) * self.batch_size
+            limit, cycle = per_reader - yielded, True
+            if not shards and limit > 0:
+                # A reader with no shard of its own pads from one shard (equal_batches="pad").
+                shards = [self._order()[slot % len(self.shards)]]
+        if not shards or (self.equal_batches and limit <= 0):
             return
         threads = self.num_threads or max(1, _available_cpus() // workers)
         core = _core.Stream(
@@ -256,14 +336,24 @@ class WebLIStream(IterableDataset):
             num_threads=threads,
             max_pixels=self.max_pixels,
             scaled_decode=self.scaled_decode,
-            drop_last=self.drop_last,
+            drop_last=self.drop_last or bool(self.equal_batches),
             prefetch=self.prefetch,
+            skip=skip,
+            exclude=exclude,
+            limit=limit,
+            cycle=cycle,
         )
         row = self._stats.row_of(info.id if info is not None else None)
         base = self._stats.read_row(row)
+        self._slots = slots
+        if self._positions_epoch != self.epoch:
+            self._positions, self._positions_epoch = {}, self.epoch
         try:
             for batch in core:
                 self._stats.write_row(row, base, core.stats())
+                yielded += len(batch["keys"])
+                batch["position"] = {"epoch": self.epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
+                self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
                 yield batch
         finally:
             self._stats.write_row(row, base, core.stats())
@@ -274,6 +364,58 @@ class WebLIStream(IterableDataset):
                 log.log(level, "skipped or repaired %s in %s: %s (%s)", p["key"] or "-", p["shard"], p["reason"], p["message"])
             if info is None:
                 self._problems.extend(problems)
+
+    # -- resume ---------------------------------------------------------------------------
+
+    def observe(self, batch: Dict[str, Any]) -> None:
+        """Record that the training loop received `batch` (needed for ``state_dict`` when the
+        batches come from DataLoader worker processes; harmless otherwise)."""
+        pos = batch.get("position")
+        if not isinstance(pos, dict):
+            raise ValueError("observe() takes a batch of this stream (a dict with a 'position')")
+        epoch, slot, slots, seq, yielded = (int(pos[k]) for k in ("epoch", "slot", "slots", "seq", "yielded"))
+        if epoch != self._positions_epoch:
+            self._positions, self._positions_epoch = {}, epoch
+        self._slots = slots
+        if seq >= self._positions.get(slot, {}).get("seq", -1):
+            self._positions[slot] = {"seq": seq, "yielded": yielded}
+
+    def _identity(self) -> Dict[str, Any]:
+        digest = hashlib.blake2b("\n".join(self.shards).encode(), digest_size=16).hexdigest()
+        return {"seed": self.seed, "shards": len(self.shards), "shards_digest": digest,
+                "shuffle": self.shuffle, "shuffle_buffer": self.shuffle_buffer}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where this epoch stands: per reader slot, the samples of its shuffled stream consumed
+        by the batches seen so far. Plain data (ints, strings, dicts): ``torch.save`` or JSON."""
+        positions = {str(k): v for k, v in self._positions.items()} if self._positions_epoch == self.epoch else {}
+        slots, base = self._slots, None
+        resume = self._resume if self._resume is not None and self._resume["epoch"] == self.epoch else None
+        if resume is not None:
+            if slots is None or slots == resume["slots"]:
+                # Same layout: readers not seen since the restart keep their old place.
+                positions = {**resume["positions"], **positions}
+                slots, base = resume["slots"], resume.get("base")
+            else:
+                base = resume  # another layout: the old state stays the base of this one
+        return {"version": 1, "epoch": self.epoch, "slots": slots, "positions": positions, "base": base, **self._identity()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue from `state` (from ``state_dict``) at the next iteration: it sets the epoch,
+        and the readers skip what was consumed. The shards, seed and shuffle must be the same."""
+        if not isinstance(state, dict) or state.get("version") != 1:
+            raise ValueError("not a webli-io state (expected the dict from WebLIStream.state_dict())")
+        mine = self._identity()
+        for key, value in mine.items():
+            if state.get(key) != value:
+                raise ValueError(f"cannot resume: the state was taken with {key}={state.get(key)!r}, this stream has {value!r}")
+        self.epoch = int(state["epoch"])
+        if state.get("slots") is None or not state.get("positions"):
+            self._resume = None  # nothing consumed yet: start the epoch from the beginning
+        else:
+            self._resume = state
+        self._positions, self._positions_epoch = {}, self.epoch
+        self._slots = None
 
     # -- counters -------------------------------------------------------------------------
 

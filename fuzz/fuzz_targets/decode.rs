@@ -1,0 +1,28 @@
+//! Arbitrary bytes as an image: decode (libjpeg-turbo scaled, and the image crate) then resize
+//! must return a tile or an error, never panic, hang or allocate past the pixel limit.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use webli_io::config::{Config, ResizeMode};
+use webli_io::decode::decode;
+use webli_io::pipeline::prepare_image;
+use webli_io::sample::Sample;
+
+fuzz_target!(|data: &[u8]| {
+    // A small pixel limit keeps each run fast and checks that the limit holds.
+    let max_pixels = 4 << 20;
+    if let Ok(d) = decode(data, max_pixels, true, |_, _| 0.1) {
+        assert!(d.image.data.len() == d.image.width as usize * d.image.height as usize * 3);
+        assert!(d.full_width as u64 * d.full_height as u64 <= max_pixels);
+    }
+    let mode = match data.first().map(|b| b % 3) {
+        Some(0) => ResizeMode::Squash,
+        Some(1) => ResizeMode::CenterCrop,
+        _ => ResizeMode::RandomResizedCrop,
+    };
+    let cfg = Config { image_size: 32, resize: mode, max_pixels, ..Config::default() };
+    let sample = Sample { key: "k".into(), shard: "s".into(), index: 0, seq: 0, image: data.to_vec(), text: "t".into(), meta: Default::default() };
+    if let Ok(tile) = prepare_image(&sample, &cfg, None) {
+        assert_eq!(tile.len(), 32 * 32 * 3);
+    }
+});
