@@ -11,7 +11,7 @@
 //! `Drop` joins them, so no thread outlives its stream.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ pub struct Pipeline {
     rx: Option<Receiver<Batch>>,
     stats: Arc<Stats>,
     threads: Vec<JoinHandle<()>>,
+    /// Live decode threads: rayon's pool lets its threads exit after it is dropped, so `Drop`
+    /// waits on this count to be sure no thread outlives the stream.
+    pool_alive: Arc<(Mutex<usize>, Condvar)>,
 }
 
 impl Pipeline {
@@ -45,9 +48,17 @@ impl Pipeline {
         let stats = Arc::new(Stats::new());
         let (sample_tx, sample_rx) = bounded::<Sample>((cfg.batch_size * 2).max(64));
         let (batch_tx, batch_rx) = bounded::<Batch>(cfg.prefetch);
+        // Counted up front: a thread may run its start handler after `build` returns.
+        let pool_alive = Arc::new((Mutex::new(cfg.num_threads), Condvar::new()));
+        let on_exit = pool_alive.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.num_threads)
             .thread_name(|i| format!("webli-decode-{i}"))
+            .exit_handler(move |_| {
+                let mut n = on_exit.0.lock().unwrap_or_else(|e| e.into_inner());
+                *n = n.saturating_sub(1);
+                on_exit.1.notify_all();
+            })
             .build()
             .map_err(|e| format!("cannot start {} decode threads: {e}", cfg.num_threads))?;
         let reader = {
@@ -64,7 +75,7 @@ impl Pipeline {
                 .spawn(move || batch_loop(&cfg, &stats, pool, sample_rx, batch_tx))
                 .map_err(|e| e.to_string())?
         };
-        Ok(Self { rx: Some(batch_rx), stats, threads: vec![reader, batcher] })
+        Ok(Self { rx: Some(batch_rx), stats, threads: vec![reader, batcher], pool_alive })
     }
 
     /// The next batch, or `None` at the end of the stream. Blocks until one is ready.
@@ -86,6 +97,13 @@ impl Drop for Pipeline {
         self.rx.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // The batcher owned the pool and has ended: its threads are on their way out.
+        let (lock, cv) = &*self.pool_alive;
+        let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while *n > 0 && Instant::now() < deadline {
+            n = cv.wait_timeout(n, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }
