@@ -14,14 +14,15 @@ def run(*args, cwd=None):
 def test_help_teaches():
     r = run("--help")
     assert r.returncode == 0
-    for word in ("demo", "stream", "examples:", "DataLoader(WebLIStream"):
+    for word in ("demo", "stream", "bench", "prepare", "train", "examples:", "DataLoader(WebLIStream"):
         assert word in r.stdout
     r = run("stream", "--help")
     assert "--resize" in r.stdout and "brace patterns" in r.stdout
 
 
 def test_demo_writes_and_streams_sample_data(tmp_path):
-    r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "2", "--samples-per-shard", "12", "--batch-size", "8", "--json")
+    r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "2", "--samples-per-shard", "12", "--batch-size", "8", "--json",
+            "--train-steps", "0")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["images"] == 24 and result["shards"] == 2
@@ -30,7 +31,7 @@ def test_demo_writes_and_streams_sample_data(tmp_path):
     assert sum(result["languages"].values()) == 24 and len(result["languages"]) > 3
     assert result["images_per_second"] > 0
     # A second run reuses the shards.
-    r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "2", "--samples-per-shard", "12")
+    r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "2", "--samples-per-shard", "12", "--train-steps", "0")
     assert r.returncode == 0 and "using the sample shards already" in r.stdout and "images/s" in r.stdout
 
 

@@ -1,5 +1,6 @@
 """The ``webli-io`` command: ``demo`` (the main job on built-in sample data), ``stream SHARDS``
-(stream your shards, report speed and skipped samples) and ``bench`` (against the baselines)."""
+(stream your shards, report speed and skipped samples), ``bench`` (against the baselines),
+``prepare`` (languages and manifest) and ``train`` (the SigLIP trainer)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import List, Optional
 
 EPILOG = """\
 examples:
-  webli-io demo                                  write sample shards to ./webli-demo and stream them
+  webli-io demo                                  write sample shards to ./webli-demo, stream them, train a tiny model
+  webli-io train 'data/{000..099}.tar' --model b16 --batch-size 256 --image-size 224 --out run1
   webli-io stream 'data/shard-{000000..000099}.tar' --batch-size 256 --workers 4
   webli-io stream 'data/*.tar' --resize center_crop --json
   webli-io bench                                 webli-io vs PIL/torchvision, PIL draft, simplejpeg
@@ -118,6 +120,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"wrote {len(shards)} shards of {args.samples_per_shard} pairs to {out}/")
     result = _stream(shards, args, "streaming")
     _report(result, args.json)
+    if args.train_steps > 0:
+        from .train import add_arguments, train
+
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        targs = p.parse_args([*shards, "--model", "tiny", "--steps", str(args.train_steps), "--image-size", "64",
+                              "--batch-size", "32", "--out", os.path.join(out, "train"), "--log-every", "50",
+                              "--seed", str(args.seed)])
+        log = (lambda *a: None) if args.json else print
+        log(f"\ntraining the tiny SigLIP model for {args.train_steps} steps on the sample data "
+            f"(the last shard held out for zero-shot retrieval)")
+        r = train(targs, log=log)
+        if args.json:
+            print(json.dumps({"train": r}, indent=2))
+        else:
+            print(f"loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} in {r['seconds']:.0f} s; checkpoint {r['checkpoint']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    result = train(args)
+    print(json.dumps(result))
     return 0
 
 
@@ -191,13 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="write a small multilingual sample dataset and stream it (the main job)",
         description="Write sample WebDataset shards (pictures drawn locally, captions in 17 languages, "
-        "two deliberately bad samples) and stream them through webli-io, printing throughput and what was skipped.",
+        "two deliberately bad samples), stream them through webli-io, printing throughput and what was skipped, "
+        "then train the tiny SigLIP model on them for a few hundred steps on CPU and show the loss falling.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument("--out", default="webli-demo", help="folder for the sample shards")
     demo.add_argument("--shards", type=int, default=4, help="number of shards")
     demo.add_argument("--samples-per-shard", type=int, default=100, help="pairs per shard")
     demo.add_argument("--overwrite", action="store_true", help="write the shards even if they exist")
+    demo.add_argument("--train-steps", type=int, default=300, help="then train the tiny SigLIP model this many steps (0: skip)")
     _add_stream_args(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -211,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("shards", nargs="+", help="shard paths, globs or brace patterns, e.g. 'data/shard-{000000..000099}.tar'")
     _add_stream_args(stream)
     stream.set_defaults(func=cmd_stream)
+
+    from .train import __doc__ as train_doc, add_arguments
+
+    tr = sub.add_parser(
+        "train",
+        help="train a SigLIP model (ViT + text transformer, sigmoid loss) on shards, on GPU or CPU",
+        description=train_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(tr)
+    tr.set_defaults(func=cmd_train)
 
     prep = sub.add_parser(
         "prepare",
