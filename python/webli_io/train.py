@@ -266,7 +266,7 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
             history.append({"step": step, "loss": loss_value})
             if step % args.log_every == 0 or step == args.steps:
                 log(f"step {step:>6}  loss {loss_value:8.4f}  {window['images'] / window['total']:8.1f} img/s  "
-                    f"data wait {100 * window['wait'] / window['total']:5.1f}%  t {float(model.t_prime.exp()):.2f} b {float(model.bias):.2f}")
+                    f"data wait {100 * window['wait'] / window['total']:5.1f}%  t {float(model.t_prime.detach().exp()):.2f} b {float(model.bias.detach()):.2f}")
                 window = {"wait": 0.0, "total": 0.0, "images": 0}
             if args.checkpoint_every and step % args.checkpoint_every == 0:
                 save()
