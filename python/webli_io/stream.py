@@ -378,7 +378,7 @@ class WebLIStream(IterableDataset):
             resize=self.resize,
             layout=self.layout,
             shuffle_buffer=self.shuffle_buffer,
-            seed=_mix_seed(self.seed, self.epoch, rank * workers + worker),
+            seed=self._slot_seed(slot),
             num_threads=threads,
             max_pixels=self.max_pixels,
             scaled_decode=self.scaled_decode,

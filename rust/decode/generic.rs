@@ -10,7 +10,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits};
 
-use super::{jpeg_is_complete, DecodeError, RgbImage};
+use super::{check_pixels, jpeg_is_complete, DecodeError, RgbImage};
 use crate::stats::Counter;
 
 fn classify(e: ImageError) -> DecodeError {
@@ -44,16 +44,8 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
     let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut decoder = reader.into_decoder().map_err(classify)?;
     let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(DecodeError::new(Counter::CorruptImage, format!("image has size {w}x{h}")));
-    }
+    check_pixels(w, h, max_pixels)?;
     let pixels = w as u64 * h as u64;
-    if pixels > max_pixels {
-        return Err(DecodeError::new(
-            Counter::TooLarge,
-            format!("{w}x{h} = {pixels} pixels is over the limit of {max_pixels} (decompression bomb?)"),
-        ));
-    }
     if is_jpeg && !jpeg_is_complete(bytes) {
         return Err(DecodeError::new(Counter::CorruptImage, "truncated JPEG: no end-of-image marker after the last scan"));
     }
