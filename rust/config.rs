@@ -91,6 +91,12 @@ pub struct Config {
     pub lang_fields: Vec<String>,
     /// Language rebalancing (None: the stream as it is).
     pub mixture: Option<crate::rebalance::MixtureConfig>,
+    /// Subset, metadata filters, exact dedup (all off by default).
+    pub select: crate::select::SelectConfig,
+    /// Drop images whose shorter side is under this (0: off).
+    pub min_image_side: u32,
+    /// Drop images whose long/short side ratio is over this (0: off).
+    pub max_aspect_ratio: f64,
 }
 
 /// Is bit `i` set in `bitmap`?
@@ -120,6 +126,9 @@ impl Default for Config {
             cycle: false,
             lang_fields: crate::lang::DEFAULT_LANG_FIELDS.iter().map(|s| s.to_string()).collect(),
             mixture: None,
+            select: Default::default(),
+            min_image_side: 0,
+            max_aspect_ratio: 0.0,
         }
     }
 }
@@ -141,6 +150,10 @@ impl Config {
         }
         if self.cycle && self.limit == 0 {
             return Err("cycle needs a limit (it would never end)".into());
+        }
+        self.select.validate()?;
+        if self.max_aspect_ratio != 0.0 && !(self.max_aspect_ratio >= 1.0) {
+            return Err(format!("max_aspect_ratio must be at least 1, not {}", self.max_aspect_ratio));
         }
         if let Some(m) = &self.mixture {
             m.validate()?;

@@ -19,6 +19,7 @@ pub mod rebalance;
 pub mod resize;
 pub mod rng;
 pub mod sample;
+pub mod select;
 pub mod source;
 pub mod stats;
 pub mod tar;

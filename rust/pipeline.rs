@@ -22,6 +22,7 @@ use crate::batch::{assemble, Batch};
 use crate::config::{bit_is_set, Config};
 use crate::lang::sample_lang;
 use crate::rebalance::Rebalancer;
+use crate::select::Selector;
 use crate::decode::{decode, DecodeError};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
@@ -140,6 +141,8 @@ fn read_pass(
     emit: &mut impl FnMut(Sample) -> bool,
 ) -> bool {
     let mut shuffler = Shuffler::new(cfg.shuffle_buffer, cfg.seed.wrapping_add(pass.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    // A new selector each pass: a padding pass (cycle) repeats samples on purpose.
+    let mut selector = Selector::new(cfg.select.clone());
     let mut blocked = Duration::ZERO;
     // Rebalanced samples go through the shuffle buffer to the consumer.
     let mut feed = |s: Sample, shuffler: &mut Shuffler, blocked: &mut Duration| -> bool {
@@ -176,6 +179,9 @@ fn read_pass(
                     return true;
                 }
                 if let Some(mut sample) = to_sample(raw, &name, stats) {
+                    if !selector.keep(&sample.key, shard, &sample.meta, &sample.image, stats) {
+                        return true;
+                    }
                     sample.index = i;
                     sample.lang = sample_lang(&sample.meta, &cfg.lang_fields);
                     alive = match rebalancer.as_deref_mut() {
@@ -272,6 +278,13 @@ pub fn prepare_image(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Re
             let (_, _, cw, ch) = crop_box(cfg.resize, w, h, seed);
             (size / cw).max(size / ch)
         })?;
+        let (fw, fh) = (decoded.full_width, decoded.full_height);
+        if cfg.min_image_side > 0 && fw.min(fh) < cfg.min_image_side {
+            return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: a side under {}", cfg.min_image_side) });
+        }
+        if cfg.max_aspect_ratio > 0.0 && fw.max(fh) as f64 > cfg.max_aspect_ratio * fw.min(fh) as f64 {
+            return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: aspect ratio over {}", cfg.max_aspect_ratio) });
+        }
         let img = decoded.image;
         let t1 = Instant::now();
         if let Some(st) = stats {

@@ -16,6 +16,7 @@ use crate::config::{Config, Layout, ResizeMode, DEFAULT_MAX_PIXELS};
 use crate::lang::{normalize_lang, DEFAULT_LANG_FIELDS};
 use crate::pipeline::{prepare_image, replay, Pipeline};
 use crate::rebalance::{MixtureConfig, Target};
+use crate::select::{in_subset, SelectConfig};
 use crate::sample::Sample;
 use crate::source::{resolve_shards, SourceError};
 use crate::stats::{Counter, Stats};
@@ -96,7 +97,9 @@ impl PyStream {
         shuffle_buffer=0, seed=0, num_threads=1, max_pixels=DEFAULT_MAX_PIXELS,
         max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, scaled_decode=true, drop_last=false, prefetch=2,
         skip=0, exclude=None, limit=0, cycle=false, lang_fields=None, mixture=None,
-        mixture_temperature=None, mixture_counts=None, mixture_window=10_000
+        mixture_temperature=None, mixture_counts=None, mixture_window=10_000,
+        subset=None, subset_seed=0, min_score=None, drop_if=None, dedup_capacity=None,
+        min_image_side=0, max_aspect_ratio=0.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -122,6 +125,13 @@ impl PyStream {
         mixture_temperature: Option<f64>,
         mixture_counts: Option<HashMap<String, u64>>,
         mixture_window: u64,
+        subset: Option<f64>,
+        subset_seed: u64,
+        min_score: Option<HashMap<String, f64>>,
+        drop_if: Option<HashMap<String, Vec<String>>>,
+        dedup_capacity: Option<usize>,
+        min_image_side: u32,
+        max_aspect_ratio: f64,
     ) -> PyResult<Self> {
         let target = match (mixture, mixture_temperature) {
             (Some(_), Some(_)) => return Err(PyValueError::new_err("give mixture or mixture_temperature, not both")),
@@ -160,6 +170,15 @@ impl PyStream {
             cycle,
             lang_fields: lang_fields.unwrap_or_else(|| DEFAULT_LANG_FIELDS.iter().map(|s| s.to_string()).collect()),
             mixture,
+            select: SelectConfig {
+                subset,
+                subset_seed,
+                min_score: min_score.unwrap_or_default(),
+                drop_if: drop_if.unwrap_or_default(),
+                dedup_capacity,
+            },
+            min_image_side,
+            max_aspect_ratio,
         };
         let pipeline = Pipeline::start(cfg).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
@@ -250,6 +269,13 @@ fn py_normalize_lang(tag: &str) -> String {
     normalize_lang(tag)
 }
 
+/// Is `key` in the subset of `fraction` (seeded by `subset_seed`)? As the stream decides.
+#[pyfunction(name = "in_subset")]
+#[pyo3(signature = (key, fraction, subset_seed=0))]
+fn py_in_subset(key: &str, fraction: f64, subset_seed: u64) -> bool {
+    in_subset(key, fraction, subset_seed)
+}
+
 /// Samples per shard, counted from the tar headers alone (seeking over the data).
 #[pyfunction]
 fn count_samples(py: Python<'_>, shards: Vec<String>) -> PyResult<Vec<u64>> {
@@ -305,6 +331,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(consumed_bitmaps, m)?)?;
     m.add_function(wrap_pyfunction!(count_samples, m)?)?;
     m.add_function(wrap_pyfunction!(py_normalize_lang, m)?)?;
+    m.add_function(wrap_pyfunction!(py_in_subset, m)?)?;
     let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     m.add("STAT_NAMES", names)?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;

@@ -37,6 +37,12 @@ pub enum Counter {
     MemberTooLarge,
     /// A panic inside the decoder or resizer, caught for that sample alone.
     Panic,
+    /// Not in the requested subset (`subset=`).
+    OutOfSubset,
+    /// The same image bytes came earlier in the stream (exact dedup).
+    Duplicate,
+    /// Dropped by a filter: score, flag, image side or aspect ratio.
+    Filtered,
     // --- shard-level problems (the rest of the shard is lost, earlier samples are kept) ---
     /// The shard ended in the middle of a member or header.
     TruncatedTar,
@@ -66,7 +72,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 26] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -79,6 +85,9 @@ impl Counter {
         Counter::TooLarge,
         Counter::MemberTooLarge,
         Counter::Panic,
+        Counter::OutOfSubset,
+        Counter::Duplicate,
+        Counter::Filtered,
         Counter::TruncatedTar,
         Counter::CorruptTar,
         Counter::UnreadableShard,
@@ -106,6 +115,9 @@ impl Counter {
             Counter::TooLarge => "skipped_too_large",
             Counter::MemberTooLarge => "skipped_member_too_large",
             Counter::Panic => "skipped_panic",
+            Counter::OutOfSubset => "skipped_out_of_subset",
+            Counter::Duplicate => "skipped_duplicate",
+            Counter::Filtered => "skipped_filtered",
             Counter::TruncatedTar => "shard_truncated",
             Counter::CorruptTar => "shard_corrupt",
             Counter::UnreadableShard => "shard_unreadable",

@@ -37,6 +37,13 @@ class Stream(Iterator[Dict[str, Any]]):
         mixture_temperature: Optional[float] = None,
         mixture_counts: Optional[Dict[str, int]] = None,
         mixture_window: int = 10000,
+        subset: Optional[float] = None,
+        subset_seed: int = 0,
+        min_score: Optional[Dict[str, float]] = None,
+        drop_if: Optional[Dict[str, List[str]]] = None,
+        dedup_capacity: Optional[int] = None,
+        min_image_side: int = 0,
+        max_aspect_ratio: float = 0.0,
     ) -> None: ...
     def __iter__(self) -> "Stream": ...
     def __next__(self) -> Dict[str, Any]: ...
@@ -63,6 +70,9 @@ def consumed_bitmaps(
 
 def count_samples(shards: Sequence[str]) -> List[int]:
     """Samples per shard from the tar headers alone."""
+
+def in_subset(key: str, fraction: float, subset_seed: int = 0) -> bool:
+    """Is `key` in the subset of `fraction`? (Nested: the 1% subset is inside the 10% one.)"""
 
 def normalize_lang(tag: str) -> str:
     """Normalise a language tag as the stream does (`iw` → `he`, unknown → `und`)."""

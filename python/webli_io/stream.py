@@ -156,6 +156,20 @@ class WebLIStream(IterableDataset):
         manifest: the ``manifest.json`` of ``webli-io prepare`` (or its folder): exact language
             counts for the mixture. Without it the shares are estimated online.
         mixture_window: copies of a sample are spread over this many following samples.
+        subset: keep this fraction of the pairs, e.g. ``0.01`` and ``0.1`` for the paper's 1B and
+            10B sets out of 100B: a pair is kept iff a seeded hash of its key is below the
+            fraction, so subsets are nested and the same on every run, machine and worker count.
+        subset_seed: the seed of that hash (keep it fixed to keep the same subsets).
+        dedup: drop a pair whose image bytes (xxh3, 64 bits) came earlier in this reader's
+            stream; the set holds up to ``dedup_capacity`` hashes a generation, two generations
+            (10 to 21 MB per million hashes as the table fills and doubles; 16.5 MB measured at 1 M).
+        min_score: filters, off by default (the paper: CLIP filtering costs cultural
+            diversity): keep a pair only if each named metadata field is at least its value,
+            e.g. ``{"clip_score": 0.28}``.
+        drop_if: drop a pair whose metadata field has one of the values, e.g.
+            ``{"NSFW": ["NSFW", "UNSURE"]}``.
+        min_image_side, max_aspect_ratio: drop images with a shorter side under, or a long/short
+            ratio over, these (checked after decoding).
         equal_batches: ``None`` (default: each reader yields what its shards hold), ``"drop"``
             or ``"pad"``: every reader (rank x worker) yields exactly the same number of full
             batches per epoch, so DDP ranks never wait on each other at an epoch's end.
@@ -201,6 +215,14 @@ class WebLIStream(IterableDataset):
         mixture_temperature: Optional[float] = None,
         manifest: Optional[str] = None,
         mixture_window: int = 10_000,
+        subset: Optional[float] = None,
+        subset_seed: int = 0,
+        dedup: bool = False,
+        dedup_capacity: int = 10_000_000,
+        min_score: Optional[Mapping[str, float]] = None,
+        drop_if: Optional[Mapping[str, Sequence[Any]]] = None,
+        min_image_side: int = 0,
+        max_aspect_ratio: Optional[float] = None,
     ) -> None:
         super().__init__()
         if isinstance(shards, (str, os.PathLike)):
@@ -259,6 +281,22 @@ class WebLIStream(IterableDataset):
             raise ValueError(f"mixture_temperature must be positive, not {mixture_temperature}")
         self.mixture, self.mixture_temperature = mixture, mixture_temperature
         self.mixture_window = _check_int("mixture_window", mixture_window, 1)
+        if subset is not None and not (isinstance(subset, (int, float)) and 0.0 < subset <= 1.0):
+            raise ValueError(f"subset must be a fraction in (0, 1], e.g. 0.01 for the 1% subset, not {subset!r}")
+        self.subset = None if subset is None else float(subset)
+        self.subset_seed = _check_int("subset_seed", subset_seed, 0, 2**63 - 1)
+        self.dedup = bool(dedup)
+        self.dedup_capacity = _check_int("dedup_capacity", dedup_capacity, 1)
+        self.min_score = {str(k): float(v) for k, v in dict(min_score or {}).items()}
+        self.drop_if: Dict[str, List[str]] = {}
+        for field, values in dict(drop_if or {}).items():
+            if isinstance(values, (str, bool, int, float)):
+                values = [values]
+            self.drop_if[str(field)] = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+        self.min_image_side = _check_int("min_image_side", min_image_side, 0)
+        if max_aspect_ratio is not None and not max_aspect_ratio >= 1.0:
+            raise ValueError(f"max_aspect_ratio must be at least 1 (long side / short side), not {max_aspect_ratio!r}")
+        self.max_aspect_ratio = max_aspect_ratio
         self.mixture_counts: Optional[Dict[str, int]] = None
         if manifest is not None:
             from .prepare import load_counts
@@ -393,6 +431,13 @@ class WebLIStream(IterableDataset):
             mixture_temperature=self.mixture_temperature,
             mixture_counts=self.mixture_counts,
             mixture_window=self.mixture_window,
+            subset=self.subset,
+            subset_seed=self.subset_seed,
+            min_score=self.min_score,
+            drop_if=self.drop_if,
+            dedup_capacity=self.dedup_capacity if self.dedup else None,
+            min_image_side=self.min_image_side,
+            max_aspect_ratio=self.max_aspect_ratio or 0.0,
         )
         row = self._stats.row_of(info.id if info is not None else None)
         base = self._stats.read_row(row)

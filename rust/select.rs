@@ -1,0 +1,242 @@
+//! Selection: which samples of the stream are kept, before any image is decoded.
+//!
+//! - **Subset**: a sample is kept iff a seeded 64-bit hash of its key falls below
+//!   `fraction · 2^64`. The 1% subset is inside the 10% one (same hash, lower bar), and the
+//!   choice depends only on the key and `subset_seed`: the same pairs on every run, machine and
+//!   worker count.
+//! - **Metadata filters** (off by default: the paper shows CLIP-score filtering trades cultural
+//!   diversity for Western benchmarks): a minimum per-sample score (`{"clip_score": 0.28}`, as
+//!   img2dataset and DataComp write such columns), and a drop on flag values
+//!   (`{"NSFW": ["NSFW", "UNSURE"]}`).
+//! - **Exact dedup**: a 64-bit xxh3 of the image bytes; a repeated image is dropped. The set is
+//!   bounded: at `capacity` hashes it starts a new generation and keeps the previous one, so
+//!   memory stays under two full generations (about 9 bytes a hash plus the table's slack) and
+//!   duplicates are caught within the last `capacity`..`2·capacity` images.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde_json::{Map, Value};
+
+use crate::stats::{Counter, Stats};
+
+/// Keys of the dedup set are already uniform 64-bit hashes: hashing them again is wasted work,
+/// so the set uses this pass-through hasher (std has none; the crates that do are one line of
+/// this each).
+#[derive(Default)]
+pub struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashSet64 = HashSet<u64, BuildHasherDefault<PassThrough>>;
+
+/// A bounded set of 64-bit hashes, in two generations.
+pub struct DedupSet {
+    capacity: usize,
+    current: HashSet64,
+    previous: HashSet64,
+}
+
+impl DedupSet {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self { capacity, current: HashSet64::default(), previous: HashSet64::default() }
+    }
+
+    /// `true` if `h` is new (and records it), `false` if it was seen.
+    pub fn insert(&mut self, h: u64) -> bool {
+        if self.previous.contains(&h) || !self.current.insert(h) {
+            return false;
+        }
+        if self.current.len() >= self.capacity {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        true
+    }
+
+    /// Bytes held by the tables (slots × (8 bytes + 1 control byte)).
+    pub fn memory_bytes(&self) -> usize {
+        (self.current.capacity() + self.previous.capacity()) * 9
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The selection settings (all off by default).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SelectConfig {
+    /// Keep this fraction of the keys (None: all).
+    pub subset: Option<f64>,
+    /// Seed of the subset hash: keep it fixed to get the same subset across runs.
+    pub subset_seed: u64,
+    /// Minimum value of numeric metadata fields.
+    pub min_score: HashMap<String, f64>,
+    /// Drop a sample whose metadata field has one of these values (strings or booleans as text).
+    pub drop_if: HashMap<String, Vec<String>>,
+    /// Exact dedup on the image bytes (None: off), with this set capacity.
+    pub dedup_capacity: Option<usize>,
+}
+
+impl SelectConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(f) = self.subset {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(format!("subset must be in (0, 1], not {f}"));
+            }
+        }
+        if self.dedup_capacity == Some(0) {
+            return Err("dedup_capacity must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Is `key` in the subset of this fraction?
+pub fn in_subset(key: &str, fraction: f64, seed: u64) -> bool {
+    if fraction >= 1.0 {
+        return true;
+    }
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed);
+    (h as f64) < fraction * 18_446_744_073_709_551_616.0
+}
+
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The selection stage: one per stream (the dedup set is its state).
+pub struct Selector {
+    cfg: SelectConfig,
+    dedup: Option<DedupSet>,
+}
+
+impl Selector {
+    pub fn new(cfg: SelectConfig) -> Self {
+        let dedup = cfg.dedup_capacity.map(DedupSet::new);
+        Self { cfg, dedup }
+    }
+
+    /// Keep the sample? Counts the reason when not.
+    pub fn keep(&mut self, key: &str, shard: &str, meta: &Map<String, Value>, image: &[u8], stats: &Stats) -> bool {
+        if let Some(f) = self.cfg.subset {
+            if !in_subset(key, f, self.cfg.subset_seed) {
+                stats.incr(Counter::OutOfSubset);
+                return false;
+            }
+        }
+        for (field, min) in &self.cfg.min_score {
+            let score = meta.get(field).and_then(Value::as_f64);
+            if score.is_none_or(|s| s < *min || s.is_nan()) {
+                stats.problem(Counter::Filtered, shard, key, format!("{field} = {score:?} is under {min} (or missing)"));
+                return false;
+            }
+        }
+        for (field, values) in &self.cfg.drop_if {
+            if let Some(v) = meta.get(field).and_then(value_text) {
+                if values.iter().any(|x| x.eq_ignore_ascii_case(&v)) {
+                    stats.problem(Counter::Filtered, shard, key, format!("{field} = {v:?}"));
+                    return false;
+                }
+            }
+        }
+        if let Some(set) = self.dedup.as_mut() {
+            if !set.insert(xxhash_rust::xxh3::xxh3_64(image)) {
+                stats.problem(Counter::Duplicate, shard, key, "the same image bytes came earlier in the stream");
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_are_nested_deterministic_and_sized() {
+        let keys: Vec<String> = (0..200_000).map(|i| format!("{i:09}")).collect();
+        let one: Vec<&String> = keys.iter().filter(|k| in_subset(k, 0.01, 0)).collect();
+        let ten: HashSet<&String> = keys.iter().filter(|k| in_subset(k, 0.10, 0)).collect();
+        assert!(one.iter().all(|k| ten.contains(k)), "1% ⊂ 10%");
+        assert!((one.len() as f64 / 2000.0 - 1.0).abs() < 0.1, "{}", one.len());
+        assert!((ten.len() as f64 / 20_000.0 - 1.0).abs() < 0.03, "{}", ten.len());
+        let again: Vec<&String> = keys.iter().filter(|k| in_subset(k, 0.01, 0)).collect();
+        assert_eq!(one, again);
+        let other: Vec<&String> = keys.iter().filter(|k| in_subset(k, 0.01, 1)).collect();
+        assert_ne!(one, other, "another subset seed, another subset");
+    }
+
+    #[test]
+    fn dedup_set_is_bounded_in_two_generations() {
+        let mut s = DedupSet::new(1000);
+        assert!(s.insert(1) && !s.insert(1));
+        for h in 2..=1000 {
+            assert!(s.insert(h));
+        }
+        // The first generation is full and kept as "previous": still a duplicate.
+        assert!(!s.insert(5));
+        for h in 1001..=2000 {
+            assert!(s.insert(h));
+        }
+        // Two generations later, hash 5 is forgotten: memory stays bounded.
+        assert!(s.insert(5));
+        assert!(s.len() <= 2000);
+    }
+
+    #[test]
+    fn memory_per_million_hashes() {
+        let mut s = DedupSet::new(2_000_000);
+        for h in 0..1_000_000u64 {
+            s.insert(h.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        let mb = s.memory_bytes() as f64 / 1e6;
+        println!("dedup set: {mb:.1} MB for 1M hashes");
+        assert!(mb < 20.0, "{mb}");
+    }
+
+    #[test]
+    fn filters_and_reasons() {
+        let stats = Stats::new();
+        let cfg = SelectConfig {
+            min_score: [("clip_score".to_string(), 0.28)].into(),
+            drop_if: [("NSFW".to_string(), vec!["NSFW".to_string(), "true".to_string()])].into(),
+            dedup_capacity: Some(100),
+            ..Default::default()
+        };
+        let mut sel = Selector::new(cfg);
+        let meta = |j: &str| serde_json::from_str::<Map<String, Value>>(j).unwrap();
+        assert!(sel.keep("a", "s", &meta(r#"{"clip_score": 0.3}"#), b"A", &stats));
+        assert!(!sel.keep("b", "s", &meta(r#"{"clip_score": 0.2}"#), b"B", &stats));
+        assert!(!sel.keep("c", "s", &meta(r#"{}"#), b"C", &stats));
+        assert!(!sel.keep("d", "s", &meta(r#"{"clip_score": 0.5, "NSFW": "nsfw"}"#), b"D", &stats));
+        assert!(!sel.keep("e", "s", &meta(r#"{"clip_score": 0.5, "NSFW": true}"#), b"E", &stats));
+        assert!(sel.keep("f", "s", &meta(r#"{"clip_score": 0.5, "NSFW": "UNLIKELY"}"#), b"F", &stats));
+        assert!(!sel.keep("g", "s", &meta(r#"{"clip_score": 0.5}"#), b"A", &stats), "same bytes as a");
+        assert_eq!(stats.get(Counter::Filtered), 4);
+        assert_eq!(stats.get(Counter::Duplicate), 1);
+    }
+}
