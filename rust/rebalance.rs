@@ -231,7 +231,10 @@ mod tests {
             .collect()
     }
 
-    fn run(target: Target, n: u64, manifest: bool) -> (HashMap<String, u64>, HashMap<String, u64>, u64, u64) {
+    type Outcome = (HashMap<String, u64>, HashMap<String, u64>, u64, HashMap<String, u64>);
+
+    /// Raw counts, output counts, output total and the most copies of one sample, per language.
+    fn run(target: Target, n: u64, manifest: bool) -> Outcome {
         let stream = paper_stream(n);
         let mut counts: HashMap<String, u64> = HashMap::new();
         for (_, l) in &stream {
@@ -241,11 +244,11 @@ mod tests {
         let mut rb = Rebalancer::new(cfg, 42);
         let stats = Stats::new();
         let mut out: HashMap<String, u64> = HashMap::new();
-        let mut copies: HashMap<String, u64> = HashMap::new();
+        let mut copies: HashMap<String, (String, u64)> = HashMap::new();
         let mut total = 0u64;
         let mut emit = |s: Sample| {
             *out.entry(s.lang.clone()).or_default() += 1;
-            *copies.entry(s.key).or_default() += 1;
+            copies.entry(s.key).or_insert((s.lang, 0)).1 += 1;
             total += 1;
             true
         };
@@ -253,7 +256,11 @@ mod tests {
             rb.push(sample(k, l), &stats, &mut emit);
         }
         rb.flush(&mut emit);
-        let max_copies = copies.values().copied().max().unwrap_or(0);
+        let mut max_copies: HashMap<String, u64> = HashMap::new();
+        for (lang, c) in copies.into_values() {
+            let m = max_copies.entry(lang).or_default();
+            *m = (*m).max(c);
+        }
         (counts, out, total, max_copies)
     }
 
@@ -264,14 +271,20 @@ mod tests {
     #[test]
     fn reaches_the_paper_mixture_on_a_million_pairs() {
         let n = 1_000_000;
-        let (raw, out, total, _) = run(paper_target(), n, true);
+        let (raw, out, total, most) = run(paper_target(), n, true);
         println!("raw {n} pairs -> {total} out");
         for l in ["bn", "fil", "hi", "he", "mi", "sw", "te"] {
             let share = out[l] as f64 / total as f64;
             let r = raw[l] as f64 / n as f64;
-            println!("  {l:>3}: raw {:.4}% -> {:.4}% (target 1%), copies/sample {:.1}", 100.0 * r, 100.0 * share, 0.01 / r);
+            let bound = (0.01 / r).ceil() as u64;
+            println!(
+                "  {l:>3}: raw {:.4}% -> {:.4}% (target 1%), copies/sample {:.1}, most copies of one sample {} (bound {bound})",
+                100.0 * r, 100.0 * share, 0.01 / r, most[l]
+            );
             assert!((share - 0.01).abs() <= 0.0005, "{l}: {share}");
+            assert!(most[l] <= bound, "{l}: {} copies > {bound}", most[l]);
         }
+        assert!(["en", "es", "zh", "ja"].iter().all(|l| most[*l] == 1), "the rest is never repeated");
         // The rest keeps its proportions: en : es as in the raw stream.
         let raw_ratio = raw["en"] as f64 / raw["es"] as f64;
         let out_ratio = out["en"] as f64 / out["es"] as f64;
