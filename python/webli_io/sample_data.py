@@ -2,8 +2,9 @@
 captions, written the way img2dataset writes them (``{key}.jpg``, ``{key}.txt``, ``{key}.json``).
 
 Nothing is downloaded: the pictures are drawn here (sky, hills, sun, texture; JPEG, PNG and
-WebP, 320–1024 px) and the captions come from a short list in 14 languages, including the
-paper's low-resource ones. A couple of deliberately bad samples (a corrupt JPEG, a pair without
+WebP, 320–1024 px) and the captions come from a short list in 17 languages, including the
+paper's low-resource ones, each followed by the colour of the picture's sky in that language (so
+the captions describe the pictures, and the demo's model has something to learn). A couple of deliberately bad samples (a corrupt JPEG, a pair without
 caption) show how the stream skips and counts them.
 """
 
@@ -14,7 +15,7 @@ import json
 import os
 import tarfile
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -40,11 +41,41 @@ CAPTIONS: List[Tuple[str, str]] = [
 ]
 
 
-def draw_picture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """A landscape-like RGB picture (uint8 ``[H, W, 3]``): smooth sky, hills, a sun, texture."""
+#: Sky colours of the drawn pictures, and how each language says "under a ... sky": the captions
+#: describe the pictures, so the demo's trained model has something to learn and to retrieve.
+SKIES: List[Tuple[str, Tuple[int, int, int]]] = [
+    ("red", (200, 40, 30)), ("blue", (40, 80, 210)), ("green", (40, 170, 60)), ("yellow", (230, 200, 40)),
+]
+SKY_PHRASES: Dict[str, Dict[str, str]] = {
+    "en": {"red": "under a red sky", "blue": "under a blue sky", "green": "under a green sky", "yellow": "under a yellow sky"},
+    "es": {"red": "bajo un cielo rojo", "blue": "bajo un cielo azul", "green": "bajo un cielo verde", "yellow": "bajo un cielo amarillo"},
+    "fr": {"red": "sous un ciel rouge", "blue": "sous un ciel bleu", "green": "sous un ciel vert", "yellow": "sous un ciel jaune"},
+    "de": {"red": "unter einem roten Himmel", "blue": "unter einem blauen Himmel", "green": "unter einem grünen Himmel", "yellow": "unter einem gelben Himmel"},
+    "pt": {"red": "sob um céu vermelho", "blue": "sob um céu azul", "green": "sob um céu verde", "yellow": "sob um céu amarelo"},
+    "zh": {"red": "在红色的天空下", "blue": "在蓝色的天空下", "green": "在绿色的天空下", "yellow": "在黄色的天空下"},
+    "ja": {"red": "赤い空の下", "blue": "青い空の下", "green": "緑の空の下", "yellow": "黄色い空の下"},
+    "ar": {"red": "تحت سماء حمراء", "blue": "تحت سماء زرقاء", "green": "تحت سماء خضراء", "yellow": "تحت سماء صفراء"},
+    "ru": {"red": "под красным небом", "blue": "под синим небом", "green": "под зелёным небом", "yellow": "под жёлтым небом"},
+    "hi": {"red": "लाल आसमान के नीचे", "blue": "नीले आसमान के नीचे", "green": "हरे आसमान के नीचे", "yellow": "पीले आसमान के नीचे"},
+    "bn": {"red": "লাল আকাশের নিচে", "blue": "নীল আকাশের নিচে", "green": "সবুজ আকাশের নিচে", "yellow": "হলুদ আকাশের নিচে"},
+    "te": {"red": "ఎరుపు ఆకాశం కింద", "blue": "నీలి ఆకాశం కింద", "green": "ఆకుపచ్చ ఆకాశం కింద", "yellow": "పసుపు ఆకాశం కింద"},
+    "he": {"red": "תחת שמיים אדומים", "blue": "תחת שמיים כחולים", "green": "תחת שמיים ירוקים", "yellow": "תחת שמיים צהובים"},
+    "sw": {"red": "chini ya anga jekundu", "blue": "chini ya anga la buluu", "green": "chini ya anga la kijani", "yellow": "chini ya anga la njano"},
+    "fil": {"red": "sa ilalim ng pulang langit", "blue": "sa ilalim ng asul na langit", "green": "sa ilalim ng berdeng langit", "yellow": "sa ilalim ng dilaw na langit"},
+    "mi": {"red": "i raro i te rangi whero", "blue": "i raro i te rangi kikorangi", "green": "i raro i te rangi kākāriki", "yellow": "i raro i te rangi kōwhai"},
+}
+
+
+def draw_picture(rng: np.random.Generator, width: int, height: int, sky: Optional[Tuple[int, int, int]] = None) -> np.ndarray:
+    """A landscape-like RGB picture (uint8 ``[H, W, 3]``): smooth sky (of colour `sky`, random
+    if None), hills, a sun, texture."""
     y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
     x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
-    sky_top, sky_bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if sky is None:
+        sky_top, sky_bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    else:
+        sky_top = np.clip(np.array(sky, dtype=np.float64) + rng.normal(0, 15, 3), 0, 255)
+        sky_bottom = np.clip(sky_top * 0.6 + 255 * 0.4 + rng.normal(0, 10, 3), 0, 255)
     img = (sky_top[None, None, :] * (1 - y[..., None]) + sky_bottom[None, None, :] * y[..., None]).repeat(width, axis=1)
     # A sun.
     cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.4), rng.uniform(0.03, 0.12)
@@ -52,7 +83,7 @@ def draw_picture(rng: np.random.Generator, width: int, height: int) -> np.ndarra
     img[sun] = rng.uniform(200, 255, 3)
     # Two or three ranges of hills, each a sum of sines, nearer ones darker.
     for layer in range(rng.integers(2, 4)):
-        base = 0.45 + 0.15 * layer + rng.uniform(-0.05, 0.05)
+        base = 0.55 + 0.12 * layer + rng.uniform(-0.05, 0.05)
         ridge = base + sum(rng.uniform(0.01, 0.06) * np.sin(2 * np.pi * (rng.uniform(1, 6) * x + rng.uniform(0, 1))) for _ in range(3))
         mask = np.broadcast_to(y, (height, width)) > ridge
         color = rng.uniform(20, 160, 3) * (1.0 - 0.2 * layer)
@@ -120,8 +151,10 @@ def write_sample_dataset(
                 aspect = float(rng.uniform(0.6, 1.0))
                 w, h = (long_side, int(long_side * aspect)) if rng.random() < 0.7 else (int(long_side * aspect), long_side)
                 fmt = rng.choice(["jpg", "png", "webp"], p=[0.9, 0.05, 0.05])
-                image = encode(draw_picture(rng, w, h), str(fmt), quality=int(rng.integers(75, 96)))
+                sky_name, sky_rgb = SKIES[int(rng.integers(len(SKIES)))]
+                image = encode(draw_picture(rng, w, h, sky_rgb), str(fmt), quality=int(rng.integers(75, 96)))
                 lang, caption = CAPTIONS[int(rng.integers(len(CAPTIONS)))]
+                caption = f"{SKY_PHRASES[lang][sky_name]}: {caption}"  # first: byte tokens are cut at 64
                 meta = {"key": key, "caption": caption, "language": lang, "url": f"https://example.org/{key}.{fmt}", "width": w, "height": h, "status": "success"}
                 _add(tar, f"{key}.{fmt}", image)
                 _add(tar, f"{key}.txt", caption.encode())
