@@ -97,7 +97,15 @@ pub struct Config {
     pub min_image_side: u32,
     /// Drop images whose long/short side ratio is over this (0: off).
     pub max_aspect_ratio: f64,
+    /// Decontamination: drop images within these (pHash, dHash) radii of a blocklist entry.
+    pub blocklist: Option<std::sync::Arc<crate::neardup::HashIndex>>,
+    pub blocklist_radius: (u32, u32),
+    /// Drop near-duplicates of earlier images of the stream, within these radii (None: off).
+    pub near_dedup: Option<(u32, u32)>,
 }
+
+/// Default (pHash, dHash) radii of a match: see benches/neardup.py for the measurement.
+pub const DEFAULT_NEAR_RADIUS: (u32, u32) = (7, 12);
 
 /// Is bit `i` set in `bitmap`?
 pub fn bit_is_set(bitmap: &[u8], i: u64) -> bool {
@@ -129,6 +137,9 @@ impl Default for Config {
             select: Default::default(),
             min_image_side: 0,
             max_aspect_ratio: 0.0,
+            blocklist: None,
+            blocklist_radius: DEFAULT_NEAR_RADIUS,
+            near_dedup: None,
         }
     }
 }
@@ -154,6 +165,11 @@ impl Config {
         self.select.validate()?;
         if self.max_aspect_ratio != 0.0 && !(self.max_aspect_ratio >= 1.0) {
             return Err(format!("max_aspect_ratio must be at least 1, not {}", self.max_aspect_ratio));
+        }
+        for (what, (rp, _)) in [("blocklist_radius", self.blocklist_radius), ("near_dedup_radius", self.near_dedup.unwrap_or_default())] {
+            if rp > 11 {
+                return Err(format!("{what}: the pHash radius must be at most 11, not {rp}"));
+            }
         }
         if let Some(m) = &self.mixture {
             m.validate()?;

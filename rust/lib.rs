@@ -13,7 +13,9 @@
 pub mod batch;
 pub mod config;
 pub mod decode;
+pub mod fingerprint;
 pub mod lang;
+pub mod neardup;
 pub mod pipeline;
 pub mod rebalance;
 pub mod resize;

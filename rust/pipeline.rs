@@ -23,6 +23,8 @@ use crate::config::{bit_is_set, Config};
 use crate::lang::sample_lang;
 use crate::rebalance::Rebalancer;
 use crate::select::Selector;
+use crate::fingerprint::{fingerprint, Fingerprint};
+use crate::neardup::HashIndex;
 use crate::decode::{decode, DecodeError};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
@@ -268,7 +270,12 @@ impl Shuffler {
 /// Decode and resize one sample to a `size × size × 3` tile. A panic in a decoder is caught here
 /// and reported as this sample's error, so one bad image never takes the stream down.
 pub fn prepare_image(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Result<Vec<u8>, DecodeError> {
-    let run = || -> Result<Vec<u8>, DecodeError> {
+    prepare(sample, cfg, stats).map(|(tile, _)| tile)
+}
+
+/// Decode, fingerprint (when the blocklist or near-dedup needs it), check the blocklist, resize.
+fn prepare(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Result<(Vec<u8>, Option<Fingerprint>), DecodeError> {
+    let run = || -> Result<(Vec<u8>, Option<Fingerprint>), DecodeError> {
         let t0 = Instant::now();
         let seed = seed_for(cfg.seed, &sample.key);
         let size = cfg.image_size as f64;
@@ -286,6 +293,13 @@ pub fn prepare_image(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Re
             return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: aspect ratio over {}", cfg.max_aspect_ratio) });
         }
         let img = decoded.image;
+        let fp = (cfg.blocklist.is_some() || cfg.near_dedup.is_some())
+            .then(|| fingerprint(&img, (0.0, 0.0, img.width as f64, img.height as f64)));
+        if let (Some(index), Some(fp)) = (&cfg.blocklist, fp) {
+            if let Some(id) = index.find(fp, cfg.blocklist_radius.0, cfg.blocklist_radius.1) {
+                return Err(DecodeError { counter: Counter::Blocklisted, message: format!("matches blocklist image {id}") });
+            }
+        }
         let t1 = Instant::now();
         if let Some(st) = stats {
             st.add(Counter::NsDecode, (t1 - t0).as_nanos() as u64);
@@ -300,7 +314,7 @@ pub fn prepare_image(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Re
         if let Some(st) = stats {
             st.time(Counter::NsResize, t1);
         }
-        Ok(tile)
+        Ok((tile, fp))
     };
     catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|p| {
         let msg = p
@@ -315,6 +329,9 @@ pub fn prepare_image(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Re
 fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sample>, tx: Sender<Batch>) {
     let mut pending: Vec<(Sample, Vec<u8>)> = Vec::with_capacity(cfg.batch_size * 2);
     let min_chunk = cfg.num_threads * 4;
+    // Near-dedup: two generations of fingerprints, bounded like the exact dedup set.
+    let near_cap = cfg.select.dedup_capacity.unwrap_or(10_000_000);
+    let mut near: [HashIndex; 2] = [HashIndex::new(), HashIndex::new()];
     let send = |items: Vec<(Sample, Vec<u8>)>| -> bool {
         let t = Instant::now();
         let batch = assemble(items, cfg.image_size, cfg.layout);
@@ -337,11 +354,25 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
                 Err(_) => open = false,
             }
         }
-        let results: Vec<Result<Vec<u8>, DecodeError>> =
-            pool.install(|| chunk.par_iter().map(|s| prepare_image(s, cfg, Some(stats))).collect());
+        let results: Vec<Result<(Vec<u8>, Option<Fingerprint>), DecodeError>> =
+            pool.install(|| chunk.par_iter().map(|s| prepare(s, cfg, Some(stats))).collect());
         for (sample, result) in chunk.into_iter().zip(results) {
             match result {
-                Ok(tile) => pending.push((sample, tile)),
+                Ok((tile, fp)) => {
+                    if let (Some((rp, rd)), Some(fp)) = (cfg.near_dedup, fp) {
+                        // In stream order, so the first of a group is kept, whatever the threads.
+                        if near.iter().any(|ix| ix.find(fp, rp, rd).is_some()) {
+                            stats.problem(Counter::NearDuplicate, &sample.shard, &sample.key, "near-duplicate of an earlier image");
+                            continue;
+                        }
+                        near[0].insert(fp, 0);
+                        if near[0].len() >= near_cap {
+                            near.swap(0, 1);
+                            near[0] = HashIndex::new();
+                        }
+                    }
+                    pending.push((sample, tile))
+                }
                 Err(e) => stats.problem(e.counter, &sample.shard, &sample.key, e.message),
             }
         }

@@ -12,7 +12,9 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
 use serde_json::{Map, Value};
 
 use crate::batch::Batch;
-use crate::config::{Config, Layout, ResizeMode, DEFAULT_MAX_PIXELS};
+use crate::config::{Config, Layout, ResizeMode, DEFAULT_MAX_PIXELS, DEFAULT_NEAR_RADIUS};
+use crate::fingerprint::Fingerprint;
+use crate::neardup::HashIndex;
 use crate::lang::{normalize_lang, DEFAULT_LANG_FIELDS};
 use crate::pipeline::{prepare_image, replay, Pipeline};
 use crate::rebalance::{MixtureConfig, Target};
@@ -99,7 +101,8 @@ impl PyStream {
         skip=0, exclude=None, limit=0, cycle=false, lang_fields=None, mixture=None,
         mixture_temperature=None, mixture_counts=None, mixture_window=10_000,
         subset=None, subset_seed=0, min_score=None, drop_if=None, dedup_capacity=None,
-        min_image_side=0, max_aspect_ratio=0.0
+        min_image_side=0, max_aspect_ratio=0.0, blocklist=None, blocklist_radius=DEFAULT_NEAR_RADIUS,
+        near_dedup_radius=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -132,7 +135,14 @@ impl PyStream {
         dedup_capacity: Option<usize>,
         min_image_side: u32,
         max_aspect_ratio: f64,
+        blocklist: Option<String>,
+        blocklist_radius: (u32, u32),
+        near_dedup_radius: Option<(u32, u32)>,
     ) -> PyResult<Self> {
+        let blocklist = match blocklist {
+            Some(path) => Some(Arc::new(load_blocklist(&path)?)),
+            None => None,
+        };
         let target = match (mixture, mixture_temperature) {
             (Some(_), Some(_)) => return Err(PyValueError::new_err("give mixture or mixture_temperature, not both")),
             (Some(shares), None) => Some(Target::Shares(shares.into_iter().map(|(l, p)| (normalize_lang(&l), p)).collect())),
@@ -179,6 +189,9 @@ impl PyStream {
             },
             min_image_side,
             max_aspect_ratio,
+            blocklist,
+            blocklist_radius,
+            near_dedup: near_dedup_radius,
         };
         let pipeline = Pipeline::start(cfg).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
@@ -269,6 +282,82 @@ fn py_normalize_lang(tag: &str) -> String {
     normalize_lang(tag)
 }
 
+/// Perceptual fingerprints `(phash, dhash)` of an encoded image, decoded as the stream decodes
+/// it for `image_size`: the whole image, or with `variants` its 36 crop variants (whole first).
+#[pyfunction]
+#[pyo3(signature = (data, variants=false, image_size=224, max_pixels=DEFAULT_MAX_PIXELS))]
+fn fingerprints(py: Python<'_>, data: Vec<u8>, variants: bool, image_size: u32, max_pixels: u64) -> PyResult<Vec<(u64, u64)>> {
+    py.detach(|| {
+        let size = image_size as f64;
+        let d = crate::decode::decode(&data, max_pixels, true, |w, h| (size / w as f64).max(size / h as f64))?;
+        let img = d.image;
+        let fps = if variants {
+            crate::fingerprint::crop_variants(&img)
+        } else {
+            vec![crate::fingerprint::fingerprint(&img, (0.0, 0.0, img.width as f64, img.height as f64))]
+        };
+        Ok(fps.into_iter().map(|f| (f.phash, f.dhash)).collect())
+    })
+    .map_err(|e: crate::decode::DecodeError| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))
+}
+
+fn load_blocklist(path: &str) -> PyResult<HashIndex> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| PyFileNotFoundError::new_err(format!("blocklist not found: {path:?} ({e}); write one with `webli-io index-eval`")))?;
+    HashIndex::read_from(std::io::BufReader::new(file)).map_err(|e| PyValueError::new_err(format!("{path}: {e}")))
+}
+
+/// A blocklist of fingerprints with multi-index Hamming lookup (`webli-io index-eval` writes it).
+#[pyclass(module = "webli_io._core", name = "Blocklist")]
+struct PyBlocklist {
+    index: HashIndex,
+}
+
+#[pymethods]
+impl PyBlocklist {
+    /// An empty blocklist, or the one in file `path`.
+    #[new]
+    #[pyo3(signature = (path=None))]
+    fn new(path: Option<String>) -> PyResult<Self> {
+        Ok(Self { index: match path { Some(p) => load_blocklist(&p)?, None => HashIndex::new() } })
+    }
+
+    /// Add `(phash, dhash)` fingerprints under one id.
+    fn add(&mut self, fingerprints: Vec<(u64, u64)>, id: u32) {
+        for (phash, dhash) in fingerprints {
+            self.index.insert(Fingerprint { phash, dhash }, id);
+        }
+    }
+
+    /// The id of a match within the radii, or None.
+    #[pyo3(signature = (phash, dhash, radius=DEFAULT_NEAR_RADIUS))]
+    fn find(&self, phash: u64, dhash: u64, radius: (u32, u32)) -> Option<u32> {
+        self.index.find(Fingerprint { phash, dhash }, radius.0.min(11), radius.1)
+    }
+
+    /// How many of `queries` match (GIL released; for benchmarks).
+    #[pyo3(signature = (queries, radius=DEFAULT_NEAR_RADIUS))]
+    fn count_matches(&self, py: Python<'_>, queries: Vec<(u64, u64)>, radius: (u32, u32)) -> usize {
+        py.detach(|| queries.iter().filter(|&&(p, d)| self.index.find(Fingerprint { phash: p, dhash: d }, radius.0.min(11), radius.1).is_some()).count())
+    }
+
+    /// Write to `path` (the format `WebLIStream(blocklist=...)` reads).
+    fn save(&self, path: &str) -> PyResult<()> {
+        let f = std::fs::File::create(path).map_err(|e| PyValueError::new_err(format!("cannot write {path}: {e}")))?;
+        let mut w = std::io::BufWriter::new(f);
+        self.index.write_to(&mut w).and_then(|_| std::io::Write::flush(&mut w)).map_err(|e| PyValueError::new_err(format!("cannot write {path}: {e}")))
+    }
+
+    fn __len__(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Bytes the index holds in memory.
+    fn memory_bytes(&self) -> usize {
+        self.index.memory_bytes()
+    }
+}
+
 /// Is `key` in the subset of `fraction` (seeded by `subset_seed`)? As the stream decides.
 #[pyfunction(name = "in_subset")]
 #[pyo3(signature = (key, fraction, subset_seed=0))]
@@ -326,12 +415,15 @@ fn decode_resize<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStream>()?;
+    m.add_class::<PyBlocklist>()?;
+    m.add("DEFAULT_NEAR_RADIUS", DEFAULT_NEAR_RADIUS)?;
     m.add_function(wrap_pyfunction!(expand_shards, m)?)?;
     m.add_function(wrap_pyfunction!(decode_resize, m)?)?;
     m.add_function(wrap_pyfunction!(consumed_bitmaps, m)?)?;
     m.add_function(wrap_pyfunction!(count_samples, m)?)?;
     m.add_function(wrap_pyfunction!(py_normalize_lang, m)?)?;
     m.add_function(wrap_pyfunction!(py_in_subset, m)?)?;
+    m.add_function(wrap_pyfunction!(fingerprints, m)?)?;
     let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     m.add("STAT_NAMES", names)?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;

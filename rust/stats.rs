@@ -43,6 +43,10 @@ pub enum Counter {
     Duplicate,
     /// Dropped by a filter: score, flag, image side or aspect ratio.
     Filtered,
+    /// A near-duplicate (perceptual fingerprint) of an image earlier in the stream.
+    NearDuplicate,
+    /// A near-duplicate of an evaluation image in the blocklist (decontamination).
+    Blocklisted,
     // --- shard-level problems (the rest of the shard is lost, earlier samples are kept) ---
     /// The shard ended in the middle of a member or header.
     TruncatedTar,
@@ -72,7 +76,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 26] = [
+    pub const ALL: [Counter; 28] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -88,6 +92,8 @@ impl Counter {
         Counter::OutOfSubset,
         Counter::Duplicate,
         Counter::Filtered,
+        Counter::NearDuplicate,
+        Counter::Blocklisted,
         Counter::TruncatedTar,
         Counter::CorruptTar,
         Counter::UnreadableShard,
@@ -118,6 +124,8 @@ impl Counter {
             Counter::OutOfSubset => "skipped_out_of_subset",
             Counter::Duplicate => "skipped_duplicate",
             Counter::Filtered => "skipped_filtered",
+            Counter::NearDuplicate => "skipped_near_duplicate",
+            Counter::Blocklisted => "skipped_blocklisted",
             Counter::TruncatedTar => "shard_truncated",
             Counter::CorruptTar => "shard_corrupt",
             Counter::UnreadableShard => "shard_unreadable",

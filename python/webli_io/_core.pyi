@@ -1,6 +1,6 @@
 """Types of the native module `webli_io._core` (built from rust/python.rs)."""
 
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,9 @@ class Stream(Iterator[Dict[str, Any]]):
         dedup_capacity: Optional[int] = None,
         min_image_side: int = 0,
         max_aspect_ratio: float = 0.0,
+        blocklist: Optional[str] = None,
+        blocklist_radius: Tuple[int, int] = ...,
+        near_dedup_radius: Optional[Tuple[int, int]] = None,
     ) -> None: ...
     def __iter__(self) -> "Stream": ...
     def __next__(self) -> Dict[str, Any]: ...
@@ -70,6 +73,22 @@ def consumed_bitmaps(
 
 def count_samples(shards: Sequence[str]) -> List[int]:
     """Samples per shard from the tar headers alone."""
+
+DEFAULT_NEAR_RADIUS: Tuple[int, int]
+
+class Blocklist:
+    """Fingerprints with multi-index Hamming lookup (the format of `webli-io index-eval`)."""
+
+    def __init__(self, path: Optional[str] = None) -> None: ...
+    def add(self, fingerprints: Sequence[Tuple[int, int]], id: int) -> None: ...
+    def find(self, phash: int, dhash: int, radius: Tuple[int, int] = ...) -> Optional[int]: ...
+    def count_matches(self, queries: Sequence[Tuple[int, int]], radius: Tuple[int, int] = ...) -> int: ...
+    def save(self, path: str) -> None: ...
+    def __len__(self) -> int: ...
+    def memory_bytes(self) -> int: ...
+
+def fingerprints(data: bytes, variants: bool = False, image_size: int = 224, max_pixels: int = ...) -> List[Tuple[int, int]]:
+    """(pHash, dHash) of an image as the stream decodes it; with `variants`, its 36 crop variants."""
 
 def in_subset(key: str, fraction: float, subset_seed: int = 0) -> bool:
     """Is `key` in the subset of `fraction`? (Nested: the 1% subset is inside the 10% one.)"""

@@ -20,6 +20,7 @@ examples:
   webli-io stream 'data/*.tar' --resize center_crop --json
   webli-io bench                                 webli-io vs PIL/torchvision, PIL draft, simplejpeg
   webli-io prepare 'raw/*.tar' -o annotated/      language per sample + manifest.json
+  webli-io index-eval coco_val/ -o evalset.idx    decontamination blocklist
 
 In Python:
   from torch.utils.data import DataLoader
@@ -200,6 +201,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_eval(args: argparse.Namespace) -> int:
+    from .evalset import index_eval
+
+    r = index_eval(args.inputs, args.out, threads=args.threads, progress=not args.json)
+    if args.json:
+        print(json.dumps({k: v for k, v in r.items() if k != "names"}, indent=2))
+        return 0
+    print(f"{r['images']} evaluation images -> {r['fingerprints']} fingerprints in {args.out} "
+          f"({r['memory_bytes'] / 1e6:.1f} MB in memory); names in {args.out}.json")
+    for f in r["failed"][:10]:
+        print(f"warning: skipped {f['image']}: {f['error']}", file=sys.stderr)
+    print(f"use it: WebLIStream(shards, blocklist={args.out!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -250,6 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(tr)
     tr.set_defaults(func=cmd_train)
+
+    ie = sub.add_parser(
+        "index-eval",
+        help="build a decontamination blocklist from evaluation images",
+        description="Fingerprint evaluation images (files, folders, or WebDataset shards) into a blocklist file: "
+        "36 crop variants per image, pHash + dHash. WebLIStream(..., blocklist=FILE) then drops every pair whose "
+        "image is a near-duplicate of one of them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ie.add_argument("inputs", nargs="+", help="image files, folders of images, or shards (paths, globs, brace patterns)")
+    ie.add_argument("-o", "--out", required=True, help="the blocklist file to write, e.g. evalset.idx")
+    ie.add_argument("--threads", type=int, default=None, help="fingerprinting threads (default: all CPUs)")
+    ie.add_argument("--json", action="store_true")
+    ie.set_defaults(func=cmd_index_eval)
 
     prep = sub.add_parser(
         "prepare",

@@ -170,6 +170,15 @@ class WebLIStream(IterableDataset):
             ``{"NSFW": ["NSFW", "UNSURE"]}``.
         min_image_side, max_aspect_ratio: drop images with a shorter side under, or a long/short
             ratio over, these (checked after decoding).
+        blocklist: decontamination: a file from ``webli-io index-eval``; pairs whose image is a
+            near-duplicate of an evaluation image are dropped (``skipped_blocklisted``).
+        blocklist_radius: (pHash, dHash) Hamming radii of a match (default (7, 12), from
+            ``benches/neardup.py``: recall ≥ 0.95, no false match against 1 M hashes).
+        near_dedup: drop images that are near-duplicates (perceptual fingerprint within
+            ``near_dedup_radius``) of an earlier image of this reader's stream. It compares
+            whole-image fingerprints: re-encoded, rescaled and brightened copies are caught,
+            cropped ones mostly not (the blocklist stores crop variants; the stream does not,
+            to keep one fingerprint per image).
         equal_batches: ``None`` (default: each reader yields what its shards hold), ``"drop"``
             or ``"pad"``: every reader (rank x worker) yields exactly the same number of full
             batches per epoch, so DDP ranks never wait on each other at an epoch's end.
@@ -223,6 +232,10 @@ class WebLIStream(IterableDataset):
         drop_if: Optional[Mapping[str, Sequence[Any]]] = None,
         min_image_side: int = 0,
         max_aspect_ratio: Optional[float] = None,
+        blocklist: Optional[str] = None,
+        blocklist_radius: Optional[Tuple[int, int]] = None,
+        near_dedup: bool = False,
+        near_dedup_radius: Optional[Tuple[int, int]] = None,
     ) -> None:
         super().__init__()
         if isinstance(shards, (str, os.PathLike)):
@@ -297,6 +310,20 @@ class WebLIStream(IterableDataset):
         if max_aspect_ratio is not None and not max_aspect_ratio >= 1.0:
             raise ValueError(f"max_aspect_ratio must be at least 1 (long side / short side), not {max_aspect_ratio!r}")
         self.max_aspect_ratio = max_aspect_ratio
+        def radius(name: str, value: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+            if value is None:
+                return tuple(_core.DEFAULT_NEAR_RADIUS)  # type: ignore[return-value]
+            if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value)
+                    and 0 <= value[0] <= 11 and 0 <= value[1] <= 64):
+                raise ValueError(f"{name} must be (pHash bits <= 11, dHash bits <= 64), not {value!r}")
+            return int(value[0]), int(value[1])
+
+        if blocklist is not None and not os.path.isfile(os.fspath(blocklist)):
+            raise FileNotFoundError(f"blocklist not found: {os.fspath(blocklist)!r} (write one with `webli-io index-eval`)")
+        self.blocklist = None if blocklist is None else os.fspath(blocklist)
+        self.blocklist_radius = radius("blocklist_radius", blocklist_radius)
+        self.near_dedup = bool(near_dedup)
+        self.near_dedup_radius = radius("near_dedup_radius", near_dedup_radius)
         self.mixture_counts: Optional[Dict[str, int]] = None
         if manifest is not None:
             from .prepare import load_counts
@@ -438,6 +465,9 @@ class WebLIStream(IterableDataset):
             dedup_capacity=self.dedup_capacity if self.dedup else None,
             min_image_side=self.min_image_side,
             max_aspect_ratio=self.max_aspect_ratio or 0.0,
+            blocklist=self.blocklist,
+            blocklist_radius=self.blocklist_radius,
+            near_dedup_radius=self.near_dedup_radius if self.near_dedup else None,
         )
         row = self._stats.row_of(info.id if info is not None else None)
         base = self._stats.read_row(row)

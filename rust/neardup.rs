@@ -1,0 +1,190 @@
+//! A fingerprint index with sub-linear Hamming-radius lookup: the eval-set blocklist, and the
+//! within-stream near-duplicate filter.
+//!
+//! Multi-index hashing (Norouzi et al. 2012): the 64-bit pHash is cut into four 16-bit chunks,
+//! each with a table from chunk value to entries. Two hashes within Hamming distance `r` agree
+//! to within `⌊r/4⌋` on at least one chunk (pigeonhole), so a lookup probes, in each table, the
+//! chunk values within that sub-radius (1, 17 or 137 values for ⌊r/4⌋ = 0, 1, 2) and checks
+//! only the entries found there: pHash within `r`, then dHash within its own radius to confirm.
+//! The tables are dense arrays indexed by chunk value (4 × 65,536 buckets), so a probe is an
+//! array access. Written by hand: no maintained crate does multi-index Hamming search.
+
+use std::io::{Read, Write};
+
+use crate::fingerprint::Fingerprint;
+
+const CHUNKS: usize = 4;
+const BUCKETS: usize = 1 << 16;
+const MAGIC: &[u8; 8] = b"WLIBLK01";
+
+pub struct HashIndex {
+    entries: Vec<(u64, u64, u32)>,
+    tables: Vec<Vec<u32>>,
+}
+
+impl std::fmt::Debug for HashIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HashIndex({} fingerprints)", self.entries.len())
+    }
+}
+
+impl Default for HashIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn chunk(h: u64, c: usize) -> usize {
+    ((h >> (16 * c)) & 0xFFFF) as usize
+}
+
+/// All 16-bit values within Hamming distance `r` (≤ 2) of `v`.
+fn neighbours(v: usize, r: u32, out: &mut Vec<usize>) {
+    out.clear();
+    out.push(v);
+    if r >= 1 {
+        for i in 0..16 {
+            out.push(v ^ (1 << i));
+        }
+    }
+    if r >= 2 {
+        for i in 0..16 {
+            for j in i + 1..16 {
+                out.push(v ^ (1 << i) ^ (1 << j));
+            }
+        }
+    }
+}
+
+impl HashIndex {
+    pub fn new() -> Self {
+        Self { entries: Vec::new(), tables: vec![Vec::new(); CHUNKS * BUCKETS] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes held: entries, table slots and bucket headers.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * 24
+            + self.tables.iter().map(|t| t.capacity() * 4).sum::<usize>()
+            + self.tables.len() * std::mem::size_of::<Vec<u32>>()
+    }
+
+    pub fn insert(&mut self, fp: Fingerprint, id: u32) {
+        let idx = self.entries.len() as u32;
+        self.entries.push((fp.phash, fp.dhash, id));
+        for c in 0..CHUNKS {
+            self.tables[c * BUCKETS + chunk(fp.phash, c)].push(idx);
+        }
+    }
+
+    /// The id of an entry within `rp` bits of pHash and `rd` bits of dHash, if any. `rp` up to
+    /// 11 (sub-radius 2 per chunk).
+    pub fn find(&self, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
+        let sub = (rp / CHUNKS as u32).min(2);
+        let mut probe = Vec::with_capacity(137);
+        for c in 0..CHUNKS {
+            neighbours(chunk(fp.phash, c), sub, &mut probe);
+            for &v in &probe {
+                for &i in &self.tables[c * BUCKETS + v] {
+                    let (p, d, id) = self.entries[i as usize];
+                    if (p ^ fp.phash).count_ones() <= rp && (d ^ fp.dhash).count_ones() <= rd {
+                        return Some(id);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    pub fn write_to(&self, mut w: impl Write) -> std::io::Result<()> {
+        w.write_all(MAGIC)?;
+        w.write_all(&(self.entries.len() as u64).to_le_bytes())?;
+        for &(p, d, id) in &self.entries {
+            w.write_all(&p.to_le_bytes())?;
+            w.write_all(&d.to_le_bytes())?;
+            w.write_all(&id.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    pub fn read_from(mut r: impl Read) -> std::io::Result<Self> {
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(bad("not a webli-io blocklist (write one with `webli-io index-eval`)"));
+        }
+        let mut n = [0u8; 8];
+        r.read_exact(&mut n)?;
+        let n = u64::from_le_bytes(n);
+        let mut index = Self::new();
+        let mut rec = [0u8; 20];
+        for _ in 0..n {
+            r.read_exact(&mut rec).map_err(|_| bad("blocklist file is cut short"))?;
+            let p = u64::from_le_bytes(rec[0..8].try_into().expect("8 bytes"));
+            let d = u64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
+            let id = u32::from_le_bytes(rec[16..20].try_into().expect("4 bytes"));
+            index.insert(Fingerprint { phash: p, dhash: d }, id);
+        }
+        Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn flip(h: u64, bits: u32, rng: &mut SplitMix64) -> u64 {
+        let mut out = h;
+        let mut flipped = 0;
+        while flipped < bits {
+            let b = 1u64 << rng.below(64);
+            if (out ^ h) & b == 0 {
+                out ^= b;
+                flipped += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn finds_exactly_what_brute_force_finds() {
+        let mut rng = SplitMix64::new(5);
+        let mut index = HashIndex::new();
+        let entries: Vec<Fingerprint> =
+            (0..5000).map(|_| Fingerprint { phash: rng.next_u64(), dhash: rng.next_u64() }).collect();
+        for (i, &e) in entries.iter().enumerate() {
+            index.insert(e, i as u32);
+        }
+        for rp in [3u32, 7, 11] {
+            for k in 0..300 {
+                let base = entries[k * 7];
+                let q = Fingerprint { phash: flip(base.phash, rng.below(rp as u64 + 3) as u32, &mut rng), dhash: flip(base.dhash, 3, &mut rng) };
+                let brute = entries.iter().any(|e| (e.phash ^ q.phash).count_ones() <= rp && (e.dhash ^ q.dhash).count_ones() <= 8);
+                assert_eq!(index.find(q, rp, 8).is_some(), brute, "rp {rp} query {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn round_trips_through_a_file() {
+        let mut index = HashIndex::new();
+        index.insert(Fingerprint { phash: 1, dhash: 2 }, 7);
+        index.insert(Fingerprint { phash: u64::MAX, dhash: 0 }, 9);
+        let mut buf = Vec::new();
+        index.write_to(&mut buf).unwrap();
+        let back = HashIndex::read_from(&buf[..]).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back.find(Fingerprint { phash: 3, dhash: 2 }, 1, 0), Some(7));
+        assert!(HashIndex::read_from(&b"garbage!garbage!"[..]).is_err());
+        assert!(HashIndex::read_from(&buf[..buf.len() - 3]).is_err());
+    }
+}
