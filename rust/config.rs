@@ -98,7 +98,7 @@ pub struct Config {
     /// Drop images whose long/short side ratio is over this (0: off).
     pub max_aspect_ratio: f64,
     /// Decontamination: drop images within these (pHash, dHash) radii of a blocklist entry.
-    pub blocklist: Option<std::sync::Arc<crate::neardup::HashIndex>>,
+    pub blocklist: Option<std::sync::Arc<crate::neardup::FrozenIndex>>,
     pub blocklist_radius: (u32, u32),
     /// Drop near-duplicates of earlier images of the stream, within these radii (None: off).
     pub near_dedup: Option<(u32, u32)>,

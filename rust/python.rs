@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::batch::Batch;
 use crate::config::{Config, Layout, ResizeMode, DEFAULT_MAX_PIXELS, DEFAULT_NEAR_RADIUS};
 use crate::fingerprint::Fingerprint;
-use crate::neardup::HashIndex;
+use crate::neardup::{FrozenIndex, HashIndex};
 use crate::lang::{normalize_lang, DEFAULT_LANG_FIELDS};
 use crate::pipeline::{prepare_image, replay, Pipeline};
 use crate::rebalance::{MixtureConfig, Target};
@@ -140,7 +140,7 @@ impl PyStream {
         near_dedup_radius: Option<(u32, u32)>,
     ) -> PyResult<Self> {
         let blocklist = match blocklist {
-            Some(path) => Some(Arc::new(load_blocklist(&path)?)),
+            Some(path) => Some(Arc::new(load_blocklist(&path)?.freeze())),
             None => None,
         };
         let target = match (mixture, mixture_temperature) {
@@ -311,6 +311,17 @@ fn load_blocklist(path: &str) -> PyResult<HashIndex> {
 #[pyclass(module = "webli_io._core", name = "Blocklist")]
 struct PyBlocklist {
     index: HashIndex,
+    /// The lookup form, rebuilt after additions.
+    frozen: Option<FrozenIndex>,
+}
+
+impl PyBlocklist {
+    fn frozen(&mut self) -> &FrozenIndex {
+        if self.frozen.is_none() {
+            self.frozen = Some(self.index.freeze());
+        }
+        self.frozen.as_ref().expect("set above")
+    }
 }
 
 #[pymethods]
@@ -319,11 +330,12 @@ impl PyBlocklist {
     #[new]
     #[pyo3(signature = (path=None))]
     fn new(path: Option<String>) -> PyResult<Self> {
-        Ok(Self { index: match path { Some(p) => load_blocklist(&p)?, None => HashIndex::new() } })
+        Ok(Self { index: match path { Some(p) => load_blocklist(&p)?, None => HashIndex::new() }, frozen: None })
     }
 
     /// Add `(phash, dhash)` fingerprints under one id.
     fn add(&mut self, fingerprints: Vec<(u64, u64)>, id: u32) {
+        self.frozen = None;
         for (phash, dhash) in fingerprints {
             self.index.insert(Fingerprint { phash, dhash }, id);
         }
@@ -331,14 +343,16 @@ impl PyBlocklist {
 
     /// The id of a match within the radii, or None.
     #[pyo3(signature = (phash, dhash, radius=DEFAULT_NEAR_RADIUS))]
-    fn find(&self, phash: u64, dhash: u64, radius: (u32, u32)) -> Option<u32> {
-        self.index.find(Fingerprint { phash, dhash }, radius.0.min(11), radius.1)
+    fn find(&mut self, phash: u64, dhash: u64, radius: (u32, u32)) -> Option<u32> {
+        self.frozen().find(Fingerprint { phash, dhash }, radius.0.min(11), radius.1)
     }
 
     /// How many of `queries` match (GIL released; for benchmarks).
     #[pyo3(signature = (queries, radius=DEFAULT_NEAR_RADIUS))]
-    fn count_matches(&self, py: Python<'_>, queries: Vec<(u64, u64)>, radius: (u32, u32)) -> usize {
-        py.detach(|| queries.iter().filter(|&&(p, d)| self.index.find(Fingerprint { phash: p, dhash: d }, radius.0.min(11), radius.1).is_some()).count())
+    fn count_matches(&mut self, py: Python<'_>, queries: Vec<(u64, u64)>, radius: (u32, u32)) -> usize {
+        let queries: Vec<Fingerprint> = queries.into_iter().map(|(phash, dhash)| Fingerprint { phash, dhash }).collect();
+        let frozen = self.frozen();
+        py.detach(|| frozen.find_many(&queries, radius.0.min(11), radius.1).iter().filter(|h| h.is_some()).count())
     }
 
     /// Write to `path` (the format `WebLIStream(blocklist=...)` reads).
@@ -353,8 +367,8 @@ impl PyBlocklist {
     }
 
     /// Bytes the index holds in memory.
-    fn memory_bytes(&self) -> usize {
-        self.index.memory_bytes()
+    fn memory_bytes(&mut self) -> usize {
+        self.frozen().memory_bytes()
     }
 }
 
