@@ -33,6 +33,8 @@ LAYOUTS = ("NHWC", "NCHW")
 MIXTURES: Dict[str, Dict[str, float]] = {
     "webli-100b": {lang: 0.01 for lang in ("bn", "fil", "hi", "he", "mi", "sw", "te")},
 }
+#: Problems kept for ``problems()`` (the newest; all are counted in ``stats()``).
+MAX_PROBLEMS = 1000
 #: Problems logged at WARNING per stream; the rest go to DEBUG (all are counted in `stats()`).
 WARN_PROBLEMS = 5
 
@@ -489,7 +491,7 @@ class WebLIStream(IterableDataset):
                 level = logging.WARNING if i < WARN_PROBLEMS else logging.DEBUG
                 log.log(level, "skipped or repaired %s in %s: %s (%s)", p["key"] or "-", p["shard"], p["reason"], p["message"])
             if info is None:
-                self._problems.extend(problems)
+                self._problems = (self._problems + problems)[-MAX_PROBLEMS:]
 
     # -- resume ---------------------------------------------------------------------------
 
