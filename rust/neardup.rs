@@ -58,6 +58,17 @@ fn neighbours(v: usize, r: u32, out: &mut Vec<usize>) {
     }
 }
 
+/// Every bucket (table × chunk value) a lookup within `rp` bits of `phash` must scan.
+fn probe_buckets(phash: u64, rp: u32, out: &mut Vec<usize>) {
+    let sub = (rp / CHUNKS as u32).min(2);
+    let mut values = Vec::with_capacity(137);
+    out.clear();
+    for c in 0..CHUNKS {
+        neighbours(chunk(phash, c), sub, &mut values);
+        out.extend(values.iter().map(|&v| c * BUCKETS + v));
+    }
+}
+
 impl HashIndex {
     pub fn new() -> Self {
         Self { entries: Vec::new(), tables: vec![Vec::new(); CHUNKS * BUCKETS] }
@@ -89,22 +100,15 @@ impl HashIndex {
     /// The id of an entry within `rp` bits of pHash and `rd` bits of dHash, if any. `rp` up to
     /// 11 (sub-radius 2 per chunk).
     pub fn find(&self, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
-        let sub = (rp / CHUNKS as u32).min(2);
-        let mut probe = Vec::with_capacity(137);
-        for c in 0..CHUNKS {
-            neighbours(chunk(fp.phash, c), sub, &mut probe);
-            for &v in &probe {
-                for &(p, i) in &self.tables[c * BUCKETS + v] {
-                    if (p ^ fp.phash).count_ones() <= rp {
-                        let (_, d, id) = self.entries[i as usize];
-                        if (d ^ fp.dhash).count_ones() <= rd {
-                            return Some(id);
-                        }
-                    }
-                }
-            }
-        }
-        None
+        let mut buckets = Vec::with_capacity(CHUNKS * 137);
+        probe_buckets(fp.phash, rp, &mut buckets);
+        buckets.iter().find_map(|&b| {
+            // The entry (for its dHash) is read only when the pHash in the bucket is close.
+            self.tables[b].iter().filter(|&&(p, _)| (p ^ fp.phash).count_ones() <= rp).find_map(|&(_, i)| {
+                let (_, d, id) = self.entries[i as usize];
+                ((d ^ fp.dhash).count_ones() <= rd).then_some(id)
+            })
+        })
     }
 
     /// A read-only copy laid out for fast lookups (the blocklist's form).
@@ -223,17 +227,9 @@ impl FrozenIndex {
 
     /// As [`HashIndex::find`].
     pub fn find(&self, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
-        let sub = (rp / CHUNKS as u32).min(2);
-        let mut probe = Vec::with_capacity(137);
-        for c in 0..CHUNKS {
-            neighbours(chunk(fp.phash, c), sub, &mut probe);
-            for &v in &probe {
-                if let Some(id) = self.scan(c * BUCKETS + v, fp, rp, rd) {
-                    return Some(id);
-                }
-            }
-        }
-        None
+        let mut buckets = Vec::with_capacity(CHUNKS * 137);
+        probe_buckets(fp.phash, rp, &mut buckets);
+        buckets.iter().find_map(|&b| self.scan(b, fp, rp, rd))
     }
 
     /// [`FrozenIndex::find`] for many queries, with the probes of each group of queries
@@ -244,17 +240,14 @@ impl FrozenIndex {
 
     pub fn find_many_grouped(&self, queries: &[Fingerprint], rp: u32, rd: u32, group_size: usize) -> Vec<Option<u32>> {
         let group_size = group_size.max(1);
-        let sub = (rp / CHUNKS as u32).min(2);
         let mut out = Vec::with_capacity(queries.len());
         let mut probes: Vec<usize> = Vec::with_capacity(group_size * CHUNKS * 137);
-        let mut tmp = Vec::with_capacity(137);
+        let mut one = Vec::with_capacity(CHUNKS * 137);
         for group in queries.chunks(group_size) {
             probes.clear();
             for fp in group {
-                for c in 0..CHUNKS {
-                    neighbours(chunk(fp.phash, c), sub, &mut tmp);
-                    probes.extend(tmp.iter().map(|&v| c * BUCKETS + v));
-                }
+                probe_buckets(fp.phash, rp, &mut one);
+                probes.extend_from_slice(&one);
             }
             for &b in &probes {
                 prefetch(&self.offsets[b]);
