@@ -140,7 +140,7 @@ impl PyStream {
         near_dedup_radius: Option<(u32, u32)>,
     ) -> PyResult<Self> {
         let blocklist = match blocklist {
-            Some(path) => Some(Arc::new(load_blocklist(&path)?.freeze())),
+            Some(path) => Some(frozen_blocklist(&path)?),
             None => None,
         };
         let target = match (mixture, mixture_temperature) {
@@ -305,6 +305,26 @@ fn load_blocklist(path: &str) -> PyResult<HashIndex> {
     let file = std::fs::File::open(path)
         .map_err(|e| PyFileNotFoundError::new_err(format!("blocklist not found: {path:?} ({e}); write one with `webli-io index-eval`")))?;
     HashIndex::read_from(std::io::BufReader::new(file)).map_err(|e| PyValueError::new_err(format!("{path}: {e}")))
+}
+
+/// The frozen blocklist at `path`, read once per process: a stream is made anew every epoch in
+/// every DataLoader worker, and a 1 M-hash file is 20 MB to read and index. The cache is keyed
+/// by path, size and modification time, so a rewritten file is read again.
+fn frozen_blocklist(path: &str) -> PyResult<Arc<FrozenIndex>> {
+    type Cache = std::sync::Mutex<HashMap<(String, u64, std::time::SystemTime), Arc<FrozenIndex>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| PyFileNotFoundError::new_err(format!("blocklist not found: {path:?} ({e}); write one with `webli-io index-eval`")))?;
+    let key = (path.to_string(), meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(hit.clone());
+    }
+    let frozen = Arc::new(load_blocklist(path)?.freeze());
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    map.retain(|k, _| k.0 != path); // only the newest version of a file is kept
+    map.insert(key, frozen.clone());
+    Ok(frozen)
 }
 
 /// A blocklist of fingerprints with multi-index Hamming lookup (`webli-io index-eval` writes it).
