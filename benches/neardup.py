@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     # Own-variant distances (recall) and the nearest other-photo distractor per query (false matches).
     own_p = np.array([dist(block[o][:, 0], qq[0]) for qq, o in zip(q, owner)])   # [Q, 36]
     own_d = np.array([dist(block[o][:, 1], qq[1]) for qq, o in zip(q, owner)])
-    grid = [(rp, rd) for rp in (5, 6, 7, 8, 10) for rd in (8, 10, 12, 14)]
+    grid = [(rp, rd) for rp in (4, 5, 6, 7, 8, 10) for rd in (8, 10, 12, 14, 16, 18)]
     false = {g: 0 for g in grid}
     pair_false = {g: 0 for g in grid}
     for qq, o in zip(q, owner):

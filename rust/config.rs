@@ -105,7 +105,7 @@ pub struct Config {
 }
 
 /// Default (pHash, dHash) radii of a match: see benches/neardup.py for the measurement.
-pub const DEFAULT_NEAR_RADIUS: (u32, u32) = (7, 12);
+pub const DEFAULT_NEAR_RADIUS: (u32, u32) = (6, 12);
 
 /// Is bit `i` set in `bitmap`?
 pub fn bit_is_set(bitmap: &[u8], i: u64) -> bool {

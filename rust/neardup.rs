@@ -40,32 +40,29 @@ fn chunk(h: u64, c: usize) -> usize {
     ((h >> (16 * c)) & 0xFFFF) as usize
 }
 
-/// All 16-bit values within Hamming distance `r` (≤ 2) of `v`.
-fn neighbours(v: usize, r: u32, out: &mut Vec<usize>) {
-    out.clear();
-    out.push(v);
-    if r >= 1 {
-        for i in 0..16 {
-            out.push(v ^ (1 << i));
-        }
-    }
-    if r >= 2 {
-        for i in 0..16 {
-            for j in i + 1..16 {
-                out.push(v ^ (1 << i) ^ (1 << j));
-            }
-        }
-    }
-}
-
-/// Every bucket (table × chunk value) a lookup within `rp` bits of `phash` must scan.
-fn probe_buckets(phash: u64, rp: u32, out: &mut Vec<usize>) {
-    let sub = (rp / CHUNKS as u32).min(2);
-    let mut values = Vec::with_capacity(137);
+/// Every bucket (table × chunk value) a lookup within `rp` bits of `phash` must scan, with the
+/// Hamming distance of that chunk value from the query's chunk.
+///
+/// The refined pigeonhole of Norouzi et al.: write `rp = 4a + b` (b < 4); if chunks `0..=b`
+/// each differ by more than `a` bits and the others by more than `a - 1`, the whole hash differs
+/// by at least `(b + 1)(a + 1) + (3 - b)a = rp + 1`. So chunks `0..=b` are probed to sub-radius
+/// `a` and the rest to `a - 1` (not at all when `a = 0`): 52 probes at the default `rp = 6`
+/// instead of 68 for sub-radius 1 everywhere.
+fn probe_buckets(phash: u64, rp: u32, out: &mut Vec<(usize, u32)>) {
+    let (a, b) = (rp / CHUNKS as u32, rp % CHUNKS as u32);
     out.clear();
     for c in 0..CHUNKS {
-        neighbours(chunk(phash, c), sub, &mut values);
-        out.extend(values.iter().map(|&v| c * BUCKETS + v));
+        let sub = if c as u32 <= b { a } else if a == 0 { continue } else { a - 1 };
+        let (q, base) = (chunk(phash, c), c * BUCKETS);
+        out.push((base + q, 0));
+        if sub >= 1 {
+            out.extend((0..16).map(|i| (base + (q ^ (1 << i)), 1)));
+        }
+        if sub >= 2 {
+            for i in 0..16 {
+                out.extend((i + 1..16).map(|j| (base + (q ^ (1 << i) ^ (1 << j)), 2)));
+            }
+        }
     }
 }
 
@@ -102,7 +99,7 @@ impl HashIndex {
     pub fn find(&self, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
         let mut buckets = Vec::with_capacity(CHUNKS * 137);
         probe_buckets(fp.phash, rp, &mut buckets);
-        buckets.iter().find_map(|&b| {
+        buckets.iter().find_map(|&(b, _)| {
             // The entry (for its dHash) is read only when the pHash in the bucket is close.
             self.tables[b].iter().filter(|&&(p, _)| (p ^ fp.phash).count_ones() <= rp).find_map(|&(_, i)| {
                 let (_, d, id) = self.entries[i as usize];
@@ -113,26 +110,7 @@ impl HashIndex {
 
     /// A read-only copy laid out for fast lookups (the blocklist's form).
     pub fn freeze(&self) -> FrozenIndex {
-        let n = self.entries.len();
-        let mut offsets = vec![0u32; CHUNKS * BUCKETS + 1];
-        for (b, t) in self.tables.iter().enumerate() {
-            offsets[b + 1] = offsets[b] + t.len() as u32;
-        }
-        let mut phash = Vec::with_capacity(CHUNKS * n);
-        let mut slot = Vec::with_capacity(CHUNKS * n);
-        for t in &self.tables {
-            for &(p, i) in t {
-                phash.push(p);
-                slot.push(i);
-            }
-        }
-        FrozenIndex {
-            offsets,
-            phash,
-            slot,
-            dhash: self.entries.iter().map(|e| e.1).collect(),
-            ids: self.entries.iter().map(|e| e.2).collect(),
-        }
+        FrozenIndex::build(&self.entries)
     }
 
     pub fn write_to(&self, mut w: impl Write) -> std::io::Result<()> {
@@ -169,16 +147,62 @@ impl HashIndex {
     }
 }
 
-/// A frozen [`HashIndex`]: each chunk table in one contiguous array (CSR: offsets by chunk
-/// value, then the pHashes of the bucket side by side), so a probe is one offset read and one
-/// sequential scan. [`FrozenIndex::find_many`] also prefetches the probes of a batch of queries
-/// before scanning them, so their memory latencies overlap.
+/// Index bits per chunk table of a [`FrozenIndex`] of `n` entries: about 8–16 entries a bucket,
+/// 16 bits (the whole chunk) from ~1 M entries up.
+fn index_bits(n: usize) -> u32 {
+    let want = (n / 12).max(1).next_power_of_two().trailing_zeros();
+    want.clamp(4, 16)
+}
+
+/// A frozen [`HashIndex`], laid out for lookups: each chunk table is one contiguous array (CSR:
+/// a start per bucket, then the bucket's keys side by side),
+/// so a probe reads one start and a short run of keys.
+///
+/// Each table is indexed by the top `bits` bits of its 16-bit chunk (16 from ~1 M entries up,
+/// fewer for smaller lists so buckets stay ~8–16 entries and memory follows the size); the
+/// pigeonhole argument holds on those bits alone, the others are checked with the whole hash.
+/// A key is 32 bits of the pHash, the two chunks after the table's own: it passes on only ~3 in
+/// 10,000 random entries to the full check (64-bit pHash and dHash in their own arrays), so the
+/// arrays a lookup scans (16 MB of keys for 1 M hashes) can stay in a server's last-level cache.
+/// Written by hand, as [`HashIndex`]: the layout is what makes lookups fast, and no crate offers it.
 pub struct FrozenIndex {
-    offsets: Vec<u32>,
-    phash: Vec<u64>,
+    bits: u32,
+    /// Per bucket, where its keys start in `keys`; one more entry at the end.
+    start: Vec<u32>,
+    /// The keys, bucket after bucket (in 64-byte lines, for the huge-page allocation).
+    lines: Vec<Line>,
+    /// The entry number of each key.
     slot: Vec<u32>,
-    dhash: Vec<u64>,
+    hashes: Vec<(u64, u64)>,
     ids: Vec<u32>,
+}
+
+/// Keys per 64-byte line.
+const LINE_KEYS: usize = 16;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u32; LINE_KEYS]);
+
+/// `n` zeroed keys on 64-byte lines, whose memory the kernel is asked to back with 2 MB pages
+/// (transparent huge pages in `madvise` mode, the common default): lookups touch the keys at
+/// random, and with 4 KB pages most probes of a 16 MB array would also miss the TLB. A hint
+/// only: where it is refused, the memory is ordinary.
+fn huge_lines(n: usize) -> Vec<Line> {
+    let v = vec![Line([0; LINE_KEYS]); n.div_ceil(LINE_KEYS)];
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr() as usize;
+        let end = start + v.len() * std::mem::size_of::<Line>();
+        let (a, b) = ((start + HUGE - 1) & !(HUGE - 1), end & !(HUGE - 1));
+        if b > a {
+            // SAFETY: [a, b) lies inside the Vec's own allocation; MADV_HUGEPAGE changes only
+            // how it is backed, never its contents or mapping.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v
 }
 
 #[inline]
@@ -199,6 +223,77 @@ impl std::fmt::Debug for FrozenIndex {
 }
 
 impl FrozenIndex {
+    /// The keys as one array (`start` indexes it).
+    #[inline(always)]
+    fn keys(&self) -> &[u32] {
+        // SAFETY: `Line` is a plain `[u32; 16]` (repr C, no padding), so `n` lines are 16·n u32s.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u32, self.lines.len() * LINE_KEYS) }
+    }
+
+    /// The key of `phash` in chunk table `c`: chunks `c + 1` and `c + 2` (mod 4).
+    #[inline]
+    fn key(phash: u64, c: usize) -> u32 {
+        phash.rotate_right(16 * (c as u32 + 1)) as u32
+    }
+
+    fn build(entries: &[(u64, u64, u32)]) -> Self {
+        let bits = index_bits(entries.len());
+        let per_table = 1usize << bits;
+        let bucket_of = |p: u64, c: usize| c * per_table + (chunk(p, c) >> (16 - bits));
+        let mut counts = vec![0u32; CHUNKS * per_table];
+        for e in entries {
+            for c in 0..CHUNKS {
+                counts[bucket_of(e.0, c)] += 1;
+            }
+        }
+        let mut start = vec![0u32; CHUNKS * per_table + 1];
+        for (b, &n) in counts.iter().enumerate() {
+            start[b + 1] = start[b] + n;
+        }
+        let total = start[CHUNKS * per_table] as usize;
+        let mut lines = huge_lines(total);
+        let mut slot = vec![0u32; total];
+        let mut fill = start.clone();
+        for (i, e) in entries.iter().enumerate() {
+            for c in 0..CHUNKS {
+                let b = bucket_of(e.0, c);
+                let k = fill[b] as usize;
+                lines[k / LINE_KEYS].0[k % LINE_KEYS] = Self::key(e.0, c);
+                slot[k] = i as u32;
+                fill[b] += 1;
+            }
+        }
+        FrozenIndex {
+            bits,
+            start,
+            lines,
+            slot,
+            hashes: entries.iter().map(|e| (e.0, e.1)).collect(),
+            ids: entries.iter().map(|e| e.2).collect(),
+        }
+    }
+
+    /// Every bucket a lookup within `rp` bits of `phash` must scan, with the Hamming distance of
+    /// its index bits from the query's (the plan of [`probe_buckets`], on the index bits).
+    fn probes(&self, phash: u64, rp: u32, out: &mut Vec<(usize, u32)>) {
+        let (a, b) = (rp / CHUNKS as u32, rp % CHUNKS as u32);
+        let per_table = 1usize << self.bits;
+        out.clear();
+        for c in 0..CHUNKS {
+            let sub = if c as u32 <= b { a } else if a == 0 { continue } else { a - 1 };
+            let (q, base) = (chunk(phash, c) >> (16 - self.bits), c * per_table);
+            out.push((base + q, 0));
+            if sub >= 1 {
+                out.extend((0..self.bits).map(|i| (base + (q ^ (1 << i)), 1)));
+            }
+            if sub >= 2 {
+                for i in 0..self.bits {
+                    out.extend((i + 1..self.bits).map(|j| (base + (q ^ (1 << i) ^ (1 << j)), 2)));
+                }
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -208,16 +303,20 @@ impl FrozenIndex {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.offsets.len() * 4 + self.phash.len() * 8 + self.slot.len() * 4 + self.dhash.len() * 8 + self.ids.len() * 4
+        (self.start.len() + self.lines.len() * LINE_KEYS + self.slot.len() + self.ids.len()) * 4 + self.hashes.len() * 16
     }
 
-    #[inline]
-    fn scan(&self, bucket: usize, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
-        let (a, b) = (self.offsets[bucket] as usize, self.offsets[bucket + 1] as usize);
-        for k in a..b {
-            if (self.phash[k] ^ fp.phash).count_ones() <= rp {
-                let e = self.slot[k] as usize;
-                if (self.dhash[e] ^ fp.dhash).count_ones() <= rd {
+    /// Scan one bucket; `near` is the distance of its index bits from the query's.
+    #[inline(always)]
+    fn scan(&self, bucket: usize, near: u32, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
+        let (a, b) = (self.start[bucket] as usize, self.start[bucket + 1] as usize);
+        let q = Self::key(fp.phash, bucket >> self.bits);
+        let room = rp - near;
+        for (k, key) in self.keys()[a..b].iter().enumerate() {
+            if (key ^ q).count_ones() <= room {
+                let e = self.slot[a + k] as usize;
+                let (p, d) = self.hashes[e];
+                if (p ^ fp.phash).count_ones() <= rp && (d ^ fp.dhash).count_ones() <= rd {
                     return Some(self.ids[e]);
                 }
             }
@@ -228,36 +327,69 @@ impl FrozenIndex {
     /// As [`HashIndex::find`].
     pub fn find(&self, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
         let mut buckets = Vec::with_capacity(CHUNKS * 137);
-        probe_buckets(fp.phash, rp, &mut buckets);
-        buckets.iter().find_map(|&b| self.scan(b, fp, rp, rd))
+        self.probes(fp.phash, rp, &mut buckets);
+        buckets.iter().find_map(|&(b, near)| self.scan(b, near, fp, rp, rd))
     }
 
-    /// [`FrozenIndex::find`] for many queries, with the probes of each group of queries
-    /// prefetched ahead of their scans.
+    /// [`FrozenIndex::find`] for many queries, software-pipelined: the bucket starts of query
+    /// `i + 2D` and the bucket keys of query `i + D` are prefetched while query `i` is scanned,
+    /// so the random memory reads of a few queries are always in flight together.
     pub fn find_many(&self, queries: &[Fingerprint], rp: u32, rd: u32) -> Vec<Option<u32>> {
-        self.find_many_grouped(queries, rp, rd, 4)
+        self.find_many_ahead(queries, rp, rd, 8)
     }
 
-    pub fn find_many_grouped(&self, queries: &[Fingerprint], rp: u32, rd: u32, group_size: usize) -> Vec<Option<u32>> {
-        let group_size = group_size.max(1);
+    pub fn find_many_ahead(&self, queries: &[Fingerprint], rp: u32, rd: u32, ahead: usize) -> Vec<Option<u32>> {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has POPCNT (checked just above).
+            return unsafe { self.find_many_popcnt(queries, rp, rd, ahead) };
+        }
+        self.find_many_portable(queries, rp, rd, ahead)
+    }
+
+    /// The same code compiled with the POPCNT instruction (every x86-64 CPU since 2008, but not
+    /// in the baseline target a portable wheel is built for): a bit count becomes one
+    /// instruction instead of a dozen.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn find_many_popcnt(&self, queries: &[Fingerprint], rp: u32, rd: u32, ahead: usize) -> Vec<Option<u32>> {
+        self.find_many_portable(queries, rp, rd, ahead)
+    }
+
+    #[inline(always)]
+    fn find_many_portable(&self, queries: &[Fingerprint], rp: u32, rd: u32, ahead: usize) -> Vec<Option<u32>> {
+        let d = ahead.max(1);
+        let ring = 2 * d + 1;
+        let mut probes: Vec<Vec<(usize, u32)>> = (0..ring).map(|_| Vec::with_capacity(CHUNKS * 137)).collect();
         let mut out = Vec::with_capacity(queries.len());
-        let mut probes: Vec<usize> = Vec::with_capacity(group_size * CHUNKS * 137);
-        let mut one = Vec::with_capacity(CHUNKS * 137);
-        for group in queries.chunks(group_size) {
-            probes.clear();
-            for fp in group {
-                probe_buckets(fp.phash, rp, &mut one);
-                probes.extend_from_slice(&one);
+        let n = queries.len();
+        for i in 0..n + 2 * d {
+            if i < n {
+                let p = &mut probes[i % ring];
+                self.probes(queries[i].phash, rp, p);
+                for &(b, _) in p.iter() {
+                    prefetch(&self.start[b]);
+                }
             }
-            for &b in &probes {
-                prefetch(&self.offsets[b]);
+            if i >= d && i - d < n {
+                for &(b, _) in &probes[(i - d) % ring] {
+                    // The first and the last line of the bucket (~15 keys: one or two lines).
+                    let keys = self.lines.as_ptr() as *const u32;
+                    prefetch(keys.wrapping_add(self.start[b] as usize));
+                    prefetch(keys.wrapping_add(self.start[b + 1] as usize).wrapping_sub(1));
+                }
             }
-            for &b in &probes {
-                prefetch(self.phash.as_ptr().wrapping_add(self.offsets[b] as usize));
-            }
-            let per = probes.len() / group.len();
-            for (q, fp) in group.iter().enumerate() {
-                let hit = probes[q * per..(q + 1) * per].iter().find_map(|&b| self.scan(b, *fp, rp, rd));
+            if i >= 2 * d {
+                let fp = queries[i - 2 * d];
+                // A plain loop, not `find_map`: its closure would be compiled outside this
+                // function, without POPCNT.
+                let mut hit = None;
+                for &(b, near) in &probes[(i - 2 * d) % ring] {
+                    hit = self.scan(b, near, fp, rp, rd);
+                    if hit.is_some() {
+                        break;
+                    }
+                }
                 out.push(hit);
             }
         }
@@ -293,7 +425,7 @@ mod tests {
             index.insert(e, i as u32);
         }
         let frozen = index.freeze();
-        for rp in [3u32, 7, 11] {
+        for rp in [0u32, 1, 3, 4, 5, 6, 7, 8, 9, 11] {
             let mut queries = Vec::new();
             let mut want = Vec::new();
             for k in 0..300 {
@@ -317,15 +449,22 @@ mod tests {
     fn lookup_speed() {
         let mut rng = SplitMix64::new(1);
         let mut index = HashIndex::new();
-        for i in 0..1_000_000u32 {
+        let n: u32 = std::env::var("WEBLI_LOOKUP_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        for i in 0..n {
             index.insert(Fingerprint { phash: rng.next_u64(), dhash: rng.next_u64() }, i);
         }
         let frozen = index.freeze();
         let queries: Vec<Fingerprint> = (0..200_000).map(|_| Fingerprint { phash: rng.next_u64(), dhash: rng.next_u64() }).collect();
-        for g in [1usize, 2, 4, 8, 16] {
-            let t = std::time::Instant::now();
-            let hits = frozen.find_many_grouped(&queries, 7, 12, g).iter().filter(|h| h.is_some()).count();
-            println!("group {g:>2}: {:.0} lookups/s ({hits} hits)", queries.len() as f64 / t.elapsed().as_secs_f64());
+        println!("memory: {:.1} MB", frozen.memory_bytes() as f64 / 1e6);
+        if let Ok(t) = std::fs::read_to_string("/proc/self/smaps_rollup") {
+            t.lines().filter(|l| l.starts_with("AnonHuge")).for_each(|l| println!("{l}"));
+        }
+        for rp in [6u32] {
+            for g in [2usize, 8, 16, 32] {
+                let t = std::time::Instant::now();
+                let hits = frozen.find_many_ahead(&queries, rp, 12, g).iter().filter(|h| h.is_some()).count();
+                println!("rp {rp} ahead {g:>2}: {:.0} lookups/s ({hits} hits)", queries.len() as f64 / t.elapsed().as_secs_f64());
+            }
         }
         let t = std::time::Instant::now();
         let hits = queries.iter().filter(|q| frozen.find(**q, 7, 12).is_some()).count();

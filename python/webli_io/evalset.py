@@ -4,7 +4,7 @@ Each evaluation image contributes the fingerprints of its 36 crop variants (see
 ``rust/fingerprint.rs``): a web copy cropped by up to 10% a side, rescaled, re-encoded or
 brightened lands near one of them. ``WebLIStream(..., blocklist="evalset.idx")`` then drops
 every pair whose image matches within the radii (default ``_core.DEFAULT_NEAR_RADIUS``:
-pHash ≤ 7 and dHash ≤ 12 bits, chosen by ``benches/neardup.py``: recall ≥ 0.95 with no false
+pHash ≤ 6 and dHash ≤ 12 bits, chosen by ``benches/neardup.py``: recall ≥ 0.95 with no false
 match against 1 M distractor hashes).
 """
 

@@ -174,7 +174,7 @@ class WebLIStream(IterableDataset):
             ratio over, these (checked after decoding).
         blocklist: decontamination: a file from ``webli-io index-eval``; pairs whose image is a
             near-duplicate of an evaluation image are dropped (``skipped_blocklisted``).
-        blocklist_radius: (pHash, dHash) Hamming radii of a match (default (7, 12), from
+        blocklist_radius: (pHash, dHash) Hamming radii of a match (default (6, 12), from
             ``benches/neardup.py``: recall ≥ 0.95, no false match against 1 M hashes).
         near_dedup: drop images that are near-duplicates (perceptual fingerprint within
             ``near_dedup_radius``) of an earlier image of this reader's stream. It compares
