@@ -102,6 +102,9 @@ pub struct Config {
     pub blocklist_radius: (u32, u32),
     /// Drop near-duplicates of earlier images of the stream, within these radii (None: off).
     pub near_dedup: Option<(u32, u32)>,
+    /// Reads table shards (`.parquet`); set by the Python bindings (pyarrow). None: such shards
+    /// are counted as unreadable.
+    pub table_reader: Option<std::sync::Arc<dyn crate::sample::TableReader>>,
 }
 
 /// Default (pHash, dHash) radii of a match: see benches/neardup.py for the measurement.
@@ -138,6 +141,7 @@ impl Default for Config {
             min_image_side: 0,
             max_aspect_ratio: 0.0,
             blocklist: None,
+            table_reader: None,
             blocklist_radius: DEFAULT_NEAR_RADIUS,
             near_dedup: None,
         }

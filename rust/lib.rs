@@ -25,6 +25,8 @@ pub mod select;
 pub mod source;
 pub mod stats;
 pub mod tar;
+#[cfg(feature = "python")]
+pub mod table;
 
 #[cfg(feature = "python")]
 mod python;

@@ -32,6 +32,7 @@ use crate::sample::{to_sample, Sample};
 use crate::source::open_shard;
 use crate::stats::{Counter, Stats};
 use crate::tar::read_samples;
+use crate::sample::{is_table_shard, row_to_sample};
 
 /// A running stream of batches.
 pub struct Pipeline {
@@ -160,40 +161,63 @@ fn read_pass(
     };
     for shard in &cfg.shards {
         let name: Arc<str> = Arc::from(shard.as_str());
-        let reader = match open_shard(shard) {
-            Ok(r) => r,
-            Err(e) => {
-                stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
-                continue;
-            }
-        };
-        stats.incr(Counter::ShardsOpened);
         let excluded = cfg.exclude.get(shard.as_str());
         let mut index = 0u64;
         let mut alive = true;
         blocked = Duration::ZERO;
         let start = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
-                let i = index;
-                index += 1;
-                if excluded.is_some_and(|b| bit_is_set(b, i)) {
+        // What every sample of the shard goes through, whatever the shard's format.
+        let mut handle = |sample: Option<Sample>, i: u64| -> bool {
+            if let Some(mut sample) = sample {
+                if !selector.keep(&sample.key, shard, &sample.meta, &sample.image, stats) {
                     return true;
                 }
-                if let Some(mut sample) = to_sample(raw, &name, stats) {
-                    if !selector.keep(&sample.key, shard, &sample.meta, &sample.image, stats) {
+                sample.index = i;
+                sample.lang = sample_lang(&sample.meta, &cfg.lang_fields);
+                alive = match rebalancer.as_deref_mut() {
+                    Some(rb) => rb.push(sample, stats, &mut |s| feed(s, &mut shuffler, &mut blocked)),
+                    None => feed(sample, &mut shuffler, &mut blocked),
+                };
+            }
+            alive
+        };
+        let result = if is_table_shard(shard) {
+            let Some(reader) = cfg.table_reader.as_ref() else {
+                stats.problem(Counter::UnreadableShard, shard, "", "Parquet shards are read through pyarrow: use the Python package");
+                continue;
+            };
+            stats.incr(Counter::ShardsOpened);
+            catch_unwind(AssertUnwindSafe(|| {
+                reader.read(shard, stats, &mut |row| {
+                    let i = index;
+                    index += 1;
+                    stats.incr(Counter::SamplesRead);
+                    if excluded.is_some_and(|b| bit_is_set(b, i)) {
                         return true;
                     }
-                    sample.index = i;
-                    sample.lang = sample_lang(&sample.meta, &cfg.lang_fields);
-                    alive = match rebalancer.as_deref_mut() {
-                        Some(rb) => rb.push(sample, stats, &mut |s| feed(s, &mut shuffler, &mut blocked)),
-                        None => feed(sample, &mut shuffler, &mut blocked),
-                    };
+                    handle(row_to_sample(row, i, &name, stats), i)
+                })
+            }))
+        } else {
+            let reader = match open_shard(shard) {
+                Ok(r) => r,
+                Err(e) => {
+                    stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
+                    continue;
                 }
-                alive
-            })
-        }));
+            };
+            stats.incr(Counter::ShardsOpened);
+            catch_unwind(AssertUnwindSafe(|| {
+                read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
+                    let i = index;
+                    index += 1;
+                    if excluded.is_some_and(|b| bit_is_set(b, i)) {
+                        return true;
+                    }
+                    handle(to_sample(raw, &name, stats), i)
+                })
+            }))
+        };
         stats.add(Counter::NsRead, start.elapsed().saturating_sub(blocked).as_nanos() as u64);
         if result.is_err() {
             stats.problem(Counter::Panic, shard, "", "panic while reading the shard");

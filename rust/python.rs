@@ -8,7 +8,7 @@ use std::sync::Arc;
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyIterator, PyList, PyString};
 use serde_json::{Map, Value};
 
 use crate::batch::Batch;
@@ -19,7 +19,10 @@ use crate::lang::{normalize_lang, DEFAULT_LANG_FIELDS};
 use crate::pipeline::{prepare_image, replay, Pipeline};
 use crate::rebalance::{MixtureConfig, Target};
 use crate::select::{in_subset, SelectConfig};
-use crate::sample::Sample;
+use crate::sample::{Sample, TableReader, TableRow};
+use crate::table::rows;
+use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::StructArray;
 use crate::source::{resolve_shards, SourceError};
 use crate::stats::{Counter, Stats};
 use crate::tar::DEFAULT_MAX_MEMBER_BYTES;
@@ -102,7 +105,7 @@ impl PyStream {
         mixture_temperature=None, mixture_counts=None, mixture_window=10_000,
         subset=None, subset_seed=0, min_score=None, drop_if=None, dedup_capacity=None,
         min_image_side=0, max_aspect_ratio=0.0, blocklist=None, blocklist_radius=DEFAULT_NEAR_RADIUS,
-        near_dedup_radius=None
+        near_dedup_radius=None, table_reader=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -138,6 +141,7 @@ impl PyStream {
         blocklist: Option<String>,
         blocklist_radius: (u32, u32),
         near_dedup_radius: Option<(u32, u32)>,
+        table_reader: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let blocklist = match blocklist {
             Some(path) => Some(frozen_blocklist(&path)?),
@@ -192,6 +196,7 @@ impl PyStream {
             blocklist,
             blocklist_radius,
             near_dedup: near_dedup_radius,
+            table_reader: table_reader.map(|open| Arc::new(PyTableReader { open }) as Arc<dyn TableReader>),
         };
         let pipeline = Pipeline::start(cfg).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
@@ -245,7 +250,8 @@ impl PyStream {
 /// sample indices (`{shard: bytes}`, bit i of byte i // 8), merged with `exclude` (the exclusions
 /// that stream itself ran with). Reads the shards, decodes nothing.
 #[pyfunction]
-#[pyo3(signature = (shards, n, *, seed=0, shuffle_buffer=0, max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, exclude=None))]
+#[pyo3(signature = (shards, n, *, seed=0, shuffle_buffer=0, max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, exclude=None, table_reader=None))]
+#[allow(clippy::too_many_arguments)]
 fn consumed_bitmaps<'py>(
     py: Python<'py>,
     shards: Vec<String>,
@@ -254,8 +260,10 @@ fn consumed_bitmaps<'py>(
     shuffle_buffer: usize,
     max_member_bytes: u64,
     exclude: Option<HashMap<String, Vec<u8>>>,
+    table_reader: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let cfg = Config { shards, seed, shuffle_buffer, max_member_bytes, exclude: exclude.unwrap_or_default(), ..Config::default() };
+    let table_reader = table_reader.map(|open| Arc::new(PyTableReader { open }) as Arc<dyn TableReader>);
+    let cfg = Config { shards, seed, shuffle_buffer, max_member_bytes, exclude: exclude.unwrap_or_default(), table_reader, ..Config::default() };
     let maps = py.detach(|| {
         let mut out = cfg.exclude.clone();
         for (shard, i) in replay(&cfg, n) {
@@ -438,12 +446,90 @@ fn decode_resize<'py>(
         ..Config::default()
     };
     cfg.validate().map_err(PyValueError::new_err)?;
-    let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data, text: String::new(), meta: Map::new(), lang: String::new() };
+    let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data.into(), text: String::new(), meta: Map::new(), lang: String::new() };
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))
         .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
     let s = image_size as usize;
     Ok(PyArray1::from_vec(py, tile).reshape([s, s, 3])?.into_any())
+}
+
+/// Import one record batch (any object with `__arrow_c_array__`, the Arrow PyCapsule
+/// interface: a pyarrow RecordBatch) without copying its buffers.
+fn import_batch(batch: &Bound<'_, PyAny>) -> PyResult<StructArray> {
+    let (schema, array): (Bound<'_, PyCapsule>, Bound<'_, PyCapsule>) = batch.call_method0("__arrow_c_array__")?.extract()?;
+    let schema = schema.pointer_checked(Some(c"arrow_schema"))?.as_ptr() as *const FFI_ArrowSchema;
+    let array = array.pointer_checked(Some(c"arrow_array"))?.as_ptr() as *mut FFI_ArrowArray;
+    // SAFETY: the capsules hold an ArrowSchema and an ArrowArray (their names are checked
+    // above). `from_raw` moves the array out and leaves a released one behind, so the capsule's
+    // destructor does not free what we now own; the schema is only borrowed while importing.
+    let data = unsafe { from_ffi(FFI_ArrowArray::from_raw(array), &*schema) }.map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if !matches!(data.data_type(), arrow_schema::DataType::Struct(_)) {
+        return Err(PyValueError::new_err("expected a record batch (a struct array)"));
+    }
+    Ok(StructArray::from(data))
+}
+
+/// Reads table shards by calling a Python function `open(shard)` that returns an iterator of
+/// record batches (`webli_io.parquet.batches`, pyarrow). The GIL is held only to take the next
+/// batch; the rows are built and handed on without it.
+struct PyTableReader {
+    open: Py<PyAny>,
+}
+
+impl TableReader for PyTableReader {
+    fn read(&self, shard: &str, stats: &Stats, emit: &mut dyn FnMut(TableRow) -> bool) {
+        let iter = Python::attach(|py| -> PyResult<Py<PyIterator>> { Ok(self.open.bind(py).call1((shard,))?.try_iter()?.unbind()) });
+        let iter = match iter {
+            Ok(it) => it,
+            Err(e) => {
+                stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
+                return;
+            }
+        };
+        loop {
+            let next = Python::attach(|py| -> PyResult<Option<StructArray>> {
+                match iter.bind(py).clone().next() {
+                    None => Ok(None),
+                    Some(batch) => import_batch(&batch?).map(Some),
+                }
+            });
+            let batch = match next {
+                Ok(Some(b)) => b,
+                Ok(None) => return,
+                Err(e) => {
+                    stats.problem(Counter::CorruptTable, shard, "", e.to_string());
+                    return;
+                }
+            };
+            match rows(&batch) {
+                Ok(rows) => {
+                    for row in rows {
+                        if !emit(row) {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    stats.problem(Counter::CorruptTable, shard, "", e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The rows of a record batch as Rust sees them: `(key, address of the image bytes, length,
+/// caption, metadata)` — the address shows whether the image was shared or copied (tests).
+#[pyfunction]
+fn table_rows<'py>(py: Python<'py>, batch: &Bound<'py, PyAny>) -> PyResult<Vec<(Option<String>, usize, usize, Option<String>, Bound<'py, PyAny>)>> {
+    let rows = rows(&import_batch(batch)?).map_err(PyValueError::new_err)?;
+    rows.into_iter()
+        .map(|r| {
+            let (addr, len) = r.image.as_ref().map_or((0, 0), |b| (b.as_ptr() as usize, b.len()));
+            Ok((r.key, addr, len, r.text, json_to_py(py, &Value::Object(r.meta))?))
+        })
+        .collect()
 }
 
 #[pymodule]
@@ -458,6 +544,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_normalize_lang, m)?)?;
     m.add_function(wrap_pyfunction!(py_in_subset, m)?)?;
     m.add_function(wrap_pyfunction!(fingerprints, m)?)?;
+    m.add_function(wrap_pyfunction!(table_rows, m)?)?;
     let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     m.add("STAT_NAMES", names)?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;

@@ -20,6 +20,93 @@ use crate::tar::RawSample;
 pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "gif", "bmp"];
 const TEXT_EXTENSIONS: [&str; 3] = ["txt", "text", "caption"];
 
+/// The encoded bytes of an image: owned (read from a tar member) or a view into a buffer owned
+/// elsewhere and shared without a copy (a Parquet column imported through the Arrow C data
+/// interface: the batch stays alive as long as any view of it).
+#[derive(Clone)]
+pub enum ImageBytes {
+    Owned(Vec<u8>),
+    Shared { buffer: Arc<dyn AsRef<[u8]> + Send + Sync>, start: usize, end: usize },
+}
+
+impl Default for ImageBytes {
+    fn default() -> Self {
+        ImageBytes::Owned(Vec::new())
+    }
+}
+
+impl std::ops::Deref for ImageBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ImageBytes::Owned(v) => v,
+            ImageBytes::Shared { buffer, start, end } => &(**buffer).as_ref()[*start..*end],
+        }
+    }
+}
+
+impl From<Vec<u8>> for ImageBytes {
+    fn from(v: Vec<u8>) -> Self {
+        ImageBytes::Owned(v)
+    }
+}
+
+impl std::fmt::Debug for ImageBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if matches!(self, ImageBytes::Owned(_)) { "owned" } else { "shared" };
+        write!(f, "ImageBytes({} bytes, {kind})", self.len())
+    }
+}
+
+/// One row of a table shard (Parquet), before the sample rules: what the columns held.
+#[derive(Debug, Default)]
+pub struct TableRow {
+    pub key: Option<String>,
+    pub image: Option<ImageBytes>,
+    pub text: Option<String>,
+    pub meta: Map<String, Value>,
+}
+
+/// Reads a table shard (Parquet) row by row: `emit` gets each row, in order, and returns `false`
+/// to stop. Problems (an unreadable file, a column of the wrong type) are counted on `stats`.
+pub trait TableReader: Send + Sync {
+    fn read(&self, shard: &str, stats: &Stats, emit: &mut dyn FnMut(TableRow) -> bool);
+}
+
+impl std::fmt::Debug for dyn TableReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TableReader")
+    }
+}
+
+/// Is `shard` a table shard (read by a [`TableReader`]) rather than a tar?
+pub fn is_table_shard(shard: &str) -> bool {
+    let path = shard.split(['?', '#']).next().unwrap_or(shard);
+    path.ends_with(".parquet") || path.ends_with(".pq")
+}
+
+/// A row of a table shard → a [`Sample`], by the same rules as tar members (missing image, empty
+/// image, missing or empty caption: skipped and counted). `index` names a row without a key.
+pub fn row_to_sample(row: TableRow, index: u64, shard_name: &Arc<str>, stats: &Stats) -> Option<Sample> {
+    let key = row.key.unwrap_or_else(|| format!("{index:09}"));
+    let shard: &str = shard_name;
+    let Some(image) = row.image else {
+        stats.problem(Counter::MissingImage, shard, &key, "no image in this row (null or no image column)");
+        return None;
+    };
+    if image.is_empty() {
+        stats.problem(Counter::EmptyImage, shard, &key, "image has zero bytes");
+        return None;
+    }
+    let text = row.text.or_else(|| row.meta.get("caption").and_then(Value::as_str).map(str::to_string));
+    let text = text.map(|t| t.trim().to_string()).unwrap_or_default();
+    if text.is_empty() {
+        stats.problem(Counter::MissingCaption, shard, &key, "no caption (null or empty)");
+        return None;
+    }
+    Some(Sample { key, shard: shard_name.clone(), index, seq: 0, image, text, meta: row.meta, lang: String::from("und") })
+}
+
 /// One image–text pair, not yet decoded.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -30,7 +117,7 @@ pub struct Sample {
     pub index: u64,
     /// Its place in the stream after the shuffle buffer, from 0 (resume positions count these).
     pub seq: u64,
-    pub image: Vec<u8>,
+    pub image: ImageBytes,
     pub text: String,
     pub meta: Map<String, Value>,
     /// The normalised language (see `lang.rs`), `und` when unknown.
@@ -101,7 +188,7 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option
         stats.problem(Counter::MissingCaption, shard, &key, "caption is empty");
         return None;
     }
-    Some(Sample { key, shard: shard_name.clone(), index: 0, seq: 0, image, text, meta, lang: String::from("und") })
+    Some(Sample { key, shard: shard_name.clone(), index: 0, seq: 0, image: image.into(), text, meta, lang: String::from("und") })
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -133,7 +220,7 @@ mod tests {
         let s = to_sample(raw("k", &[("jpg", b"I"), ("txt", b" a cat \n"), ("json", br#"{"lang":"en"}"#)]), &"s".into(), &st).unwrap();
         assert_eq!(s.text, "a cat");
         assert_eq!(s.meta["lang"], "en");
-        assert_eq!(s.image, b"I");
+        assert_eq!(&s.image[..], b"I");
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub enum Counter {
     CorruptTar,
     /// The shard could not be opened or read.
     UnreadableShard,
+    /// A table shard (Parquet) failed part-way (a bad row group, no image column).
+    CorruptTable,
+    // --- remote shards ---
+    /// A remote read that failed and was resumed (HTTP Range from the byte reached).
+    RemoteRetry,
     // --- samples repaired and kept ---
     /// `json` that does not parse, or is not an object: the sample is kept with `meta = {}`.
     BadJson,
@@ -76,7 +81,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 28] = [
+    pub const ALL: [Counter; 30] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -97,6 +102,8 @@ impl Counter {
         Counter::TruncatedTar,
         Counter::CorruptTar,
         Counter::UnreadableShard,
+        Counter::CorruptTable,
+        Counter::RemoteRetry,
         Counter::BadJson,
         Counter::InvalidUtf8Caption,
         Counter::MixtureRepeated,
@@ -129,6 +136,8 @@ impl Counter {
             Counter::TruncatedTar => "shard_truncated",
             Counter::CorruptTar => "shard_corrupt",
             Counter::UnreadableShard => "shard_unreadable",
+            Counter::CorruptTable => "shard_table_corrupt",
+            Counter::RemoteRetry => "remote_retries",
             Counter::BadJson => "repaired_bad_json",
             Counter::InvalidUtf8Caption => "repaired_invalid_utf8_caption",
             Counter::MixtureRepeated => "mixture_repeated",

@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from torch.utils.data import IterableDataset, get_worker_info
 
 from . import _core
+from .parquet import ParquetOpener, is_table_shard, num_rows
 
 log = logging.getLogger("webli_io")
 
@@ -186,7 +187,10 @@ class WebLIStream(IterableDataset):
             batches per epoch, so DDP ranks never wait on each other at an epoch's end.
             ``"drop"`` takes the smallest reader's count and drops the rest; ``"pad"`` takes the
             largest and fills the others by repeating their own samples (another shuffle). The
-            counts come from a scan of the tar headers at construction.
+            counts come from a scan of the tar headers (Parquet: the footers) at construction.
+        columns: Parquet shards only: the metadata columns to read besides image, caption and
+            key (``None``, the default: all of them). Shards ending in ``.parquet`` are read
+            with pyarrow, row group by row group, and handed to the core without a copy.
 
     Resume: each batch carries ``position`` (epoch, reader slot, samples consumed). Iterating in
     this process (``num_workers=0``) keeps track by itself; with DataLoader workers, call
@@ -238,6 +242,7 @@ class WebLIStream(IterableDataset):
         blocklist_radius: Optional[Tuple[int, int]] = None,
         near_dedup: bool = False,
         near_dedup_radius: Optional[Tuple[int, int]] = None,
+        columns: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__()
         if isinstance(shards, (str, os.PathLike)):
@@ -326,6 +331,9 @@ class WebLIStream(IterableDataset):
         self.blocklist_radius = radius("blocklist_radius", blocklist_radius)
         self.near_dedup = bool(near_dedup)
         self.near_dedup_radius = radius("near_dedup_radius", near_dedup_radius)
+        self._table_opener: Optional[ParquetOpener] = (
+            ParquetOpener(meta_columns=columns) if any(is_table_shard(s) for s in self.shards) else None
+        )
         self.mixture_counts: Optional[Dict[str, int]] = None
         if manifest is not None:
             from .prepare import load_counts
@@ -336,7 +344,7 @@ class WebLIStream(IterableDataset):
                         "so the mixture settles as the stream goes (write one with `webli-io prepare`)")
         # Samples per shard from the tar headers: needed to give every reader the same number of
         # batches. One header scan per shard, here, so that every worker agrees.
-        self._counts: Optional[List[int]] = _core.count_samples(self.shards) if equal_batches else None
+        self._counts: Optional[List[int]] = self._count_samples() if equal_batches else None
         self.epoch = 0
         self._resume: Optional[Dict[str, Any]] = None
         self._positions: Dict[int, Dict[str, int]] = {}
@@ -390,6 +398,11 @@ class WebLIStream(IterableDataset):
             return min(n // self.batch_size for n in per_slot)
         return max(-(-n // self.batch_size) for n in per_slot)
 
+    def _count_samples(self) -> List[int]:
+        tars = [s for s in self.shards if not is_table_shard(s)]
+        counted = dict(zip(tars, _core.count_samples(tars))) if tars else {}
+        return [num_rows(s) if is_table_shard(s) else counted[s] for s in self.shards]
+
     def _exclusions(self, state: Dict[str, Any], mine: List[str]) -> Dict[str, bytes]:
         """Per-shard bitmaps of the samples consumed before `state` was taken, for the shards
         in `mine`, found by replaying (reading, not decoding) the readers of that layout."""
@@ -400,7 +413,8 @@ class WebLIStream(IterableDataset):
             theirs = order[slot::slots]
             if consumed and wanted.intersection(theirs):
                 exclude = _core.consumed_bitmaps(
-                    theirs, consumed, seed=self._slot_seed(slot), shuffle_buffer=self.shuffle_buffer, exclude=exclude
+                    theirs, consumed, seed=self._slot_seed(slot), shuffle_buffer=self.shuffle_buffer, exclude=exclude,
+                    table_reader=self._table_opener,
                 )
         return exclude
 
@@ -470,6 +484,7 @@ class WebLIStream(IterableDataset):
             blocklist=self.blocklist,
             blocklist_radius=self.blocklist_radius,
             near_dedup_radius=self.near_dedup_radius if self.near_dedup else None,
+            table_reader=self._table_opener,
         )
         row = self._stats.row_of(info.id if info is not None else None)
         base = self._stats.read_row(row)

@@ -1,0 +1,133 @@
+//! Table shards (Parquet, as img2dataset writes them) → rows, from Arrow record batches.
+//!
+//! The batches are read by pyarrow (row groups, column projection; see
+//! `python/webli_io/parquet.py`) and imported here through the Arrow C data interface
+//! (`rust/python.rs`), so the image column's buffer is shared, not copied: each row's image is a
+//! view into it ([`ImageBytes::Shared`]), alive as long as the batch is.
+//!
+//! Columns: the image is the first binary column named `jpg`, `jpeg`, `png`, `webp`, `image`,
+//! `img` or `image_bytes` (img2dataset names it after its encode format); the caption `caption`,
+//! `txt` or `text`; the key `key` or `__key__`. Every other column of a scalar type (integers,
+//! floats, booleans, strings) goes into the sample's metadata, so `min_score={"clip_score": …}`,
+//! `drop_if` and the language fields work as with a tar shard's `json`.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, ArrayRef, StructArray};
+use arrow_schema::DataType;
+use serde_json::{Map, Number, Value};
+
+use crate::sample::{ImageBytes, TableRow};
+
+pub const IMAGE_COLUMNS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "image", "img", "image_bytes"];
+pub const CAPTION_COLUMNS: [&str; 3] = ["caption", "txt", "text"];
+pub const KEY_COLUMNS: [&str; 2] = ["key", "__key__"];
+
+fn is_binary(t: &DataType) -> bool {
+    matches!(t, DataType::Binary | DataType::LargeBinary | DataType::BinaryView)
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn string_at(col: &ArrayRef, i: usize) -> Option<String> {
+    if col.is_null(i) {
+        return None;
+    }
+    Some(match col.data_type() {
+        DataType::Utf8 => col.as_string::<i32>().value(i).to_string(),
+        DataType::LargeUtf8 => col.as_string::<i64>().value(i).to_string(),
+        DataType::Utf8View => col.as_string_view().value(i).to_string(),
+        _ => return None,
+    })
+}
+
+fn json_at(col: &ArrayRef, i: usize) -> Option<Value> {
+    if col.is_null(i) {
+        return None;
+    }
+    let num = |f: f64| Number::from_f64(f).map(Value::Number);
+    Some(match col.data_type() {
+        DataType::Boolean => Value::Bool(col.as_boolean().value(i)),
+        DataType::Int8 => Value::from(col.as_primitive::<Int8Type>().value(i)),
+        DataType::Int16 => Value::from(col.as_primitive::<Int16Type>().value(i)),
+        DataType::Int32 => Value::from(col.as_primitive::<Int32Type>().value(i)),
+        DataType::Int64 => Value::from(col.as_primitive::<Int64Type>().value(i)),
+        DataType::UInt8 => Value::from(col.as_primitive::<UInt8Type>().value(i)),
+        DataType::UInt16 => Value::from(col.as_primitive::<UInt16Type>().value(i)),
+        DataType::UInt32 => Value::from(col.as_primitive::<UInt32Type>().value(i)),
+        DataType::UInt64 => Value::from(col.as_primitive::<UInt64Type>().value(i)),
+        DataType::Float32 => num(col.as_primitive::<Float32Type>().value(i) as f64)?,
+        DataType::Float64 => num(col.as_primitive::<Float64Type>().value(i))?,
+        t if is_string(t) => Value::String(string_at(col, i)?),
+        _ => return None,
+    })
+}
+
+/// The image of row `i`: a view into the column's buffer (binary, large binary), or a copy
+/// for a binary view column (its values live in several buffers).
+fn image_at(col: &ArrayRef, shared: &Option<Arc<dyn AsRef<[u8]> + Send + Sync>>, i: usize) -> Option<ImageBytes> {
+    if col.is_null(i) {
+        return None;
+    }
+    match (col.data_type(), shared) {
+        (DataType::Binary, Some(buffer)) => {
+            let offsets = col.as_binary::<i32>().value_offsets();
+            Some(ImageBytes::Shared { buffer: buffer.clone(), start: offsets[i] as usize, end: offsets[i + 1] as usize })
+        }
+        (DataType::LargeBinary, Some(buffer)) => {
+            let offsets = col.as_binary::<i64>().value_offsets();
+            Some(ImageBytes::Shared { buffer: buffer.clone(), start: offsets[i] as usize, end: offsets[i + 1] as usize })
+        }
+        (DataType::BinaryView, _) => Some(ImageBytes::Owned(col.as_binary_view().value(i).to_vec())),
+        _ => None,
+    }
+}
+
+/// The rows of one record batch (a struct array, as the C data interface exports a batch).
+/// `Err` names what is missing when the batch has no image column.
+pub fn rows(batch: &StructArray) -> Result<Vec<TableRow>, String> {
+    let find = |names: &[&str], ok: fn(&DataType) -> bool| -> Option<ArrayRef> {
+        names.iter().find_map(|n| batch.column_by_name(n).filter(|c| ok(c.data_type())).cloned())
+    };
+    let Some(image) = find(&IMAGE_COLUMNS, is_binary) else {
+        return Err(format!("no binary image column (one of {IMAGE_COLUMNS:?}) in this Parquet file"));
+    };
+    let caption = find(&CAPTION_COLUMNS, is_string);
+    let key = find(&KEY_COLUMNS, is_string);
+    let used: Vec<&str> = [&IMAGE_COLUMNS[..], &CAPTION_COLUMNS[..], &KEY_COLUMNS[..]].concat();
+    let fields = batch.fields();
+    let meta_cols: Vec<(&str, &ArrayRef)> = fields
+        .iter()
+        .zip(batch.columns())
+        .filter(|(f, _)| !used.contains(&f.name().as_str()))
+        .map(|(f, c)| (f.name().as_str(), c))
+        .collect();
+    // One shared handle on the image values for the whole batch (an Arc clone per row).
+    let shared: Option<Arc<dyn AsRef<[u8]> + Send + Sync>> = match image.data_type() {
+        DataType::Binary => Some(Arc::new(image.as_binary::<i32>().values().clone())),
+        DataType::LargeBinary => Some(Arc::new(image.as_binary::<i64>().values().clone())),
+        _ => None,
+    };
+    Ok((0..batch.len())
+        .map(|i| {
+            let mut meta = Map::new();
+            for (name, col) in &meta_cols {
+                if let Some(v) = json_at(col, i) {
+                    meta.insert(name.to_string(), v);
+                }
+            }
+            TableRow {
+                key: key.as_ref().and_then(|c| string_at(c, i)),
+                image: image_at(&image, &shared, i),
+                text: caption.as_ref().and_then(|c| string_at(c, i)),
+                meta,
+            }
+        })
+        .collect())
+}
