@@ -18,6 +18,7 @@ pub mod lang;
 pub mod neardup;
 pub mod pipeline;
 pub mod rebalance;
+pub mod remote;
 pub mod resize;
 pub mod rng;
 pub mod sample;

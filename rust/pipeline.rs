@@ -29,7 +29,7 @@ use crate::decode::{decode, DecodeError};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
 use crate::sample::{to_sample, Sample};
-use crate::source::open_shard;
+use crate::source::open_shard_counted;
 use crate::stats::{Counter, Stats};
 use crate::tar::read_samples;
 use crate::sample::{is_table_shard, row_to_sample};
@@ -199,7 +199,7 @@ fn read_pass(
                 })
             }))
         } else {
-            let reader = match open_shard(shard) {
+            let (reader, retries) = match open_shard_counted(shard) {
                 Ok(r) => r,
                 Err(e) => {
                     stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
@@ -207,7 +207,7 @@ fn read_pass(
                 }
             };
             stats.incr(Counter::ShardsOpened);
-            catch_unwind(AssertUnwindSafe(|| {
+            let result = catch_unwind(AssertUnwindSafe(|| {
                 read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
                     let i = index;
                     index += 1;
@@ -216,7 +216,9 @@ fn read_pass(
                     }
                     handle(to_sample(raw, &name, stats), i)
                 })
-            }))
+            }));
+            stats.add(Counter::RemoteRetry, retries.load(std::sync::atomic::Ordering::Relaxed));
+            result
         };
         stats.add(Counter::NsRead, start.elapsed().saturating_sub(blocked).as_nanos() as u64);
         if result.is_err() {

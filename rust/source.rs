@@ -6,8 +6,12 @@
 //! framework or do not keep the zero padding of numeric ranges that shard names rely on.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::remote::{is_remote, open_remote, RetryPolicy};
 
 /// Why a shard spec could not be resolved. Its `Display` names the problem and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,14 +91,18 @@ fn is_glob(s: &str) -> bool {
 
 /// Resolve shard specs to a list of existing shard paths, in the order given (globs sorted).
 ///
-/// Every path must exist: a training run that silently skips a missing shard has lost data.
+/// Every local path must exist: a training run that silently skips a missing shard has lost
+/// data. Remote URLs are taken as given; one that cannot be read is counted when its turn comes.
 pub fn resolve_shards(specs: &[String]) -> Result<Vec<String>, SourceError> {
     let mut out = Vec::new();
     for spec in specs {
         let expanded = expand_braces(spec)
             .map_err(|why| SourceError::BadPattern { spec: spec.clone(), why })?;
         for path in expanded {
-            if is_glob(&path) {
+            if is_remote(&path) {
+                // Listing a bucket is not done here: give the names (brace patterns expand).
+                out.push(path);
+            } else if is_glob(&path) {
                 let mut matched: Vec<String> = glob::glob(&path)
                     .map_err(|e| SourceError::BadPattern { spec: spec.clone(), why: e.to_string() })?
                     .filter_map(Result::ok)
@@ -116,10 +124,24 @@ pub fn resolve_shards(specs: &[String]) -> Result<Vec<String>, SourceError> {
     Ok(out)
 }
 
-/// Open a shard for streaming. Local files only for now; remote URLs are a later stage.
+/// Open a shard for streaming: a local file, or a remote URL (`http(s)://`, `s3://`, `gs://`,
+/// `pipe:`; see `remote.rs`), read as it arrives and resumed where a connection drops.
 pub fn open_shard(path: &str) -> std::io::Result<Box<dyn Read + Send>> {
+    open_shard_counted(path).map(|(r, _)| r)
+}
+
+/// [`open_shard`], with a counter of the reconnections a remote shard needed.
+pub fn open_shard_counted(path: &str) -> std::io::Result<(Box<dyn Read + Send>, Arc<AtomicU64>)> {
+    let retries = Arc::new(AtomicU64::new(0));
+    if is_remote(path) {
+        let mut r = BufReader::with_capacity(1 << 20, open_remote(path, RetryPolicy::from_env(), retries.clone())?);
+        // Connect now (with the retries), so that a shard that cannot be reached at all is
+        // reported as unreadable, with the reason, not as an empty or truncated tar.
+        r.fill_buf()?;
+        return Ok((Box::new(r), retries));
+    }
     let file = File::open(path)?;
-    Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+    Ok((Box::new(BufReader::with_capacity(1 << 20, file)), retries))
 }
 
 #[cfg(test)]

@@ -1,0 +1,391 @@
+//! Remote shards, streamed: `http(s)://`, `s3://`, `gs://` and `pipe:` URLs → a byte stream that
+//! survives dropped connections.
+//!
+//! A shard is read front to back as it arrives (no download first). When the connection fails
+//! part-way (a reset, a timeout, a body cut short of its `Content-Length`), the reader waits
+//! (exponential backoff) and asks again from the byte it had reached (`Range: bytes=N-`), so
+//! the tar reader above never sees the gap; a server that ignores `Range` is read from the
+//! start and the first N bytes skipped. Only after the last retry does the read fail, with an
+//! error that names the URL, the byte reached and the attempts made. Answers that retrying
+//! cannot change (404, 403, 400) fail at once.
+//!
+//! - `s3://bucket/key`: a presigned GET (SigV4, `rusty-s3`) with the credentials of
+//!   `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), unsigned when there
+//!   are none; endpoint `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (path-style, for MinIO and
+//!   other S3-compatible stores), else `https://s3.<region>.amazonaws.com`; region `AWS_REGION`
+//!   or `AWS_DEFAULT_REGION` (default `us-east-1`).
+//! - `gs://bucket/object`: the JSON API's media download, at `STORAGE_EMULATOR_HOST` when set
+//!   (the variable Google's own clients honour), else `https://storage.googleapis.com`; with
+//!   `Authorization: Bearer $GOOGLE_OAUTH_ACCESS_TOKEN` when set, anonymous otherwise.
+//! - `pipe:COMMAND`: the standard output of `sh -c COMMAND` (webdataset's convention, e.g.
+//!   `pipe:aws s3 cp s3://b/k -`); a retry runs it again and skips what was read; a non-zero
+//!   exit status is an error carrying the command's stderr.
+//!
+//! Retries: `WEBLI_IO_RETRIES` (default 5) after the first attempt, waiting
+//! `WEBLI_IO_RETRY_BACKOFF` seconds (default 0.5) doubled each time, up to 30 s.
+//! HTTP uses `ureq` (blocking, rustls); only the resume logic is ours, as no client resumes a
+//! streamed body by itself.
+
+use std::io::{self, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Is `path` a remote URL (or a `pipe:` command) rather than a local path?
+pub fn is_remote(path: &str) -> bool {
+    path.starts_with("pipe:") || ["http://", "https://", "s3://", "gs://"].iter().any(|p| path.starts_with(p))
+}
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// How often and how patiently to retry.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub fn from_env() -> Self {
+        Self {
+            retries: env_f64("WEBLI_IO_RETRIES", 5.0).max(0.0) as u32,
+            backoff: Duration::from_secs_f64(env_f64("WEBLI_IO_RETRY_BACKOFF", 0.5).clamp(0.0, 30.0)),
+        }
+    }
+
+    fn wait(&self, attempt: u32) -> Duration {
+        (self.backoff * 2u32.saturating_pow(attempt.saturating_sub(1).min(16))).min(Duration::from_secs(30))
+    }
+}
+
+/// Opens the resource at a byte offset: the body from there, and its total length when known.
+type Opener = Box<dyn FnMut(u64) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> + Send>;
+
+/// A byte stream that reconnects from where it stopped (see the module docs).
+pub struct Resumable {
+    what: String,
+    open: Opener,
+    inner: Option<Box<dyn Read + Send>>,
+    offset: u64,
+    total: Option<u64>,
+    policy: RetryPolicy,
+    /// Failed attempts since the last byte read (the retry budget is per stall, so a long
+    /// shard on a flaky link still finishes as long as each attempt makes progress).
+    failures: u32,
+    /// Reconnections made, shared with whoever counts them.
+    retries: Arc<AtomicU64>,
+}
+
+/// Errors that another attempt cannot mend.
+fn is_permanent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput)
+}
+
+impl Resumable {
+    fn new(what: String, open: Opener, policy: RetryPolicy, retries: Arc<AtomicU64>) -> Self {
+        Self { what, open, inner: None, offset: 0, total: None, policy, failures: 0, retries }
+    }
+
+    fn give_up(&self, e: io::Error) -> io::Error {
+        let attempts = self.failures;
+        io::Error::new(
+            e.kind(),
+            format!("{}: {e} (at byte {}, after {attempts} attempt{})", self.what, self.offset, if attempts == 1 { "" } else { "s" }),
+        )
+    }
+}
+
+impl Read for Resumable {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let failure = match self.inner.as_mut() {
+                None => match (self.open)(self.offset) {
+                    Ok((r, total)) => {
+                        self.inner = Some(r);
+                        if total.is_some() {
+                            self.total = total;
+                        }
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+                Some(r) => match r.read(buf) {
+                    Ok(0) => match self.total {
+                        Some(t) if self.offset < t => {
+                            io::Error::new(io::ErrorKind::UnexpectedEof, format!("connection closed at byte {} of {t}", self.offset))
+                        }
+                        _ => return Ok(0),
+                    },
+                    Ok(n) => {
+                        self.offset += n as u64;
+                        self.failures = 0;
+                        return Ok(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => e,
+                },
+            };
+            // Failed to connect, or the connection failed part-way: try again from `offset`.
+            self.inner = None;
+            self.failures += 1;
+            if is_permanent(&failure) || self.failures > self.policy.retries {
+                return Err(self.give_up(failure));
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(self.policy.wait(self.failures));
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(15)).timeout_read(Duration::from_secs(60)).build()
+}
+
+fn http_error(url: &str, e: ureq::Error) -> io::Error {
+    match e {
+        ureq::Error::Status(code, _) => {
+            let kind = match code {
+                404 | 410 => io::ErrorKind::NotFound,
+                401 | 403 => io::ErrorKind::PermissionDenied,
+                400 | 405 | 416 => io::ErrorKind::InvalidInput,
+                _ => io::ErrorKind::Other, // 5xx, 429: worth another try
+            };
+            io::Error::new(kind, format!("HTTP {code} for {url}"))
+        }
+        ureq::Error::Transport(t) => io::Error::new(io::ErrorKind::ConnectionAborted, format!("{t}")),
+    }
+}
+
+/// GET `url` from byte `offset` on.
+fn http_open(agent: &ureq::Agent, url: &str, headers: &[(String, String)], offset: u64) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    if offset > 0 {
+        req = req.set("Range", &format!("bytes={offset}-"));
+    }
+    let resp = req.call().map_err(|e| http_error(url, e))?;
+    let length: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
+    if offset > 0 && resp.status() == 206 {
+        // Content-Range: bytes START-END/TOTAL
+        let total = resp.header("Content-Range").and_then(|v| v.rsplit('/').next()).and_then(|t| t.trim().parse().ok());
+        return Ok((resp.into_reader(), total.or(length.map(|l| l + offset))));
+    }
+    let mut body = resp.into_reader();
+    if offset > 0 {
+        // The server sent the whole body again: skip what we already have.
+        let skipped = io::copy(&mut (&mut body).take(offset), &mut io::sink())?;
+        if skipped < offset {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{url} is shorter than before")));
+        }
+    }
+    Ok((body, length))
+}
+
+/// `s3://bucket/key` → a GET URL (presigned when there are credentials).
+fn s3_url(bucket: &str, key: &str) -> io::Result<String> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+    let custom = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL"));
+    let style = if custom.is_some() { rusty_s3::UrlStyle::Path } else { rusty_s3::UrlStyle::VirtualHost };
+    let endpoint = custom.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let endpoint: url::Url = endpoint.parse().map_err(|e| bad(format!("bad S3 endpoint {endpoint:?}: {e}")))?;
+    let bucket = rusty_s3::Bucket::new(endpoint, style, bucket.to_string(), region).map_err(|e| bad(format!("bad S3 bucket: {e}")))?;
+    let creds = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"), var("AWS_SESSION_TOKEN")) {
+        (Some(k), Some(s), Some(t)) => Some(rusty_s3::Credentials::new_with_token(k, s, t)),
+        (Some(k), Some(s), None) => Some(rusty_s3::Credentials::new(k, s)),
+        _ => None,
+    };
+    use rusty_s3::S3Action;
+    Ok(bucket.get_object(creds.as_ref(), key).sign(Duration::from_secs(6 * 3600)).to_string())
+}
+
+/// Percent-encode a GCS object name for the JSON API path.
+fn encode_object(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn split_bucket<'a>(url: &'a str, scheme: &str) -> io::Result<(&'a str, &'a str)> {
+    let rest = &url[scheme.len()..];
+    match rest.split_once('/') {
+        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b, k)),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{url:?}: expected {scheme}BUCKET/OBJECT"))),
+    }
+}
+
+/// A `pipe:` command's output; at its end, a non-zero exit status is an error.
+struct PipeReader {
+    child: Child,
+    cmd: String,
+    done: bool,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.child.stdout.as_mut().map_or(Ok(0), |o| o.read(buf))?;
+        if n == 0 {
+            self.done = true;
+            let status = self.child.wait()?;
+            if !status.success() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                let tail: String = err.trim().chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+                return Err(io::Error::other(format!("pipe:{} exited with {status}: {tail}", self.cmd)));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn pipe_open(cmd: &str, offset: u64) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
+    let child = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut r = PipeReader { child, cmd: cmd.to_string(), done: false };
+    if offset > 0 {
+        io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
+    }
+    Ok((Box::new(r), None))
+}
+
+/// Open a remote shard as a resumable stream; `retries` counts the reconnections.
+pub fn open_remote(url: &str, policy: RetryPolicy, retries: Arc<AtomicU64>) -> io::Result<Resumable> {
+    let opener: Opener = if let Some(cmd) = url.strip_prefix("pipe:") {
+        let cmd = cmd.to_string();
+        Box::new(move |offset| pipe_open(&cmd, offset))
+    } else {
+        let (target, headers) = if url.starts_with("s3://") {
+            let (bucket, key) = split_bucket(url, "s3://")?;
+            (s3_url(bucket, key)?, vec![])
+        } else if url.starts_with("gs://") {
+            let (bucket, object) = split_bucket(url, "gs://")?;
+            let host = std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|v| !v.is_empty());
+            let host = host.map(|h| if h.contains("://") { h } else { format!("http://{h}") });
+            let base = host.unwrap_or_else(|| "https://storage.googleapis.com".into());
+            let target = format!("{}/storage/v1/b/{bucket}/o/{}?alt=media", base.trim_end_matches('/'), encode_object(object));
+            let headers = match std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN") {
+                Ok(t) if !t.is_empty() => vec![("Authorization".to_string(), format!("Bearer {t}"))],
+                _ => vec![],
+            };
+            (target, headers)
+        } else {
+            (url.to_string(), vec![])
+        };
+        let agent = agent();
+        Box::new(move |offset| http_open(&agent, &target, &headers, offset))
+    };
+    Ok(Resumable::new(url.to_string(), opener, policy, retries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream that fails after `cut` bytes on each of its first `fails` openings.
+    fn flaky(data: Vec<u8>, cut: usize, fails: u32) -> (Resumable, Arc<AtomicU64>) {
+        let mut opened = 0u32;
+        let opener: Opener = Box::new(move |offset| {
+            opened += 1;
+            let rest = data[offset as usize..].to_vec();
+            let total = Some(data.len() as u64);
+            if opened <= fails {
+                let part = rest[..cut.min(rest.len())].to_vec();
+                let err: Box<dyn Read + Send> = Box::new(io::Cursor::new(part).chain(FailingRead));
+                Ok((err, total))
+            } else {
+                Ok((Box::new(io::Cursor::new(rest)), total))
+            }
+        });
+        let n = Arc::new(AtomicU64::new(0));
+        (Resumable::new("test://x".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO }, n.clone()), n)
+    }
+
+    struct FailingRead;
+    impl Read for FailingRead {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer"))
+        }
+    }
+
+    #[test]
+    fn resumes_where_the_connection_dropped() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (mut r, n) = flaky(data.clone(), 3000, 3);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(n.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn gives_up_after_the_last_retry_with_a_clear_error() {
+        // 100 bytes, then the connection drops and the server never answers again.
+        let mut opened = 0;
+        let opener: Opener = Box::new(move |_| {
+            opened += 1;
+            if opened == 1 {
+                Ok((Box::new(io::Cursor::new(vec![1u8; 100]).chain(FailingRead)) as Box<dyn Read + Send>, Some(10_000)))
+            } else {
+                Err(io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused"))
+            }
+        });
+        let n = Arc::new(AtomicU64::new(0));
+        let mut r = Resumable::new("test://x".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO }, n.clone());
+        let mut got = Vec::new();
+        let e = r.read_to_end(&mut got).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(got.len(), 100);
+        assert!(msg.contains("test://x") && msg.contains("at byte 100") && msg.contains("4 attempts"), "{msg}");
+        assert_eq!(n.load(Ordering::Relaxed), 3);
+        // A 404 is not retried.
+        let opener: Opener = Box::new(|_| Err(io::Error::new(io::ErrorKind::NotFound, "HTTP 404 for test://y")));
+        let e = Resumable::new("test://y".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO }, n).read(&mut [0u8; 8]).unwrap_err();
+        assert!(e.to_string().contains("404") && e.to_string().contains("1 attempt)"), "{e}");
+    }
+
+    #[test]
+    fn pipe_reads_a_command_and_reports_its_failure() {
+        let n = Arc::new(AtomicU64::new(0));
+        let mut out = String::new();
+        open_remote("pipe:printf hello", RetryPolicy { retries: 0, backoff: Duration::ZERO }, n.clone()).unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello");
+        let e = open_remote("pipe:echo oops >&2; exit 3", RetryPolicy { retries: 1, backoff: Duration::ZERO }, n)
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("oops") && e.to_string().contains("2 attempts"), "{e}");
+    }
+
+    #[test]
+    fn s3_and_gs_urls_are_checked() {
+        assert!(split_bucket("s3://bucket", "s3://").is_err());
+        assert_eq!(split_bucket("gs://b/dir/o.tar", "gs://").unwrap(), ("b", "dir/o.tar"));
+        assert_eq!(encode_object("dir/a b.tar"), "dir%2Fa%20b.tar");
+        assert!(is_remote("s3://b/k") && is_remote("pipe:cat x") && !is_remote("/data/x.tar"));
+    }
+}
