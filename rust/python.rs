@@ -532,6 +532,12 @@ fn table_rows<'py>(py: Python<'py>, batch: &Bound<'py, PyAny>) -> PyResult<Vec<(
         .collect()
 }
 
+/// The 64-bit content hash (xxh3) of each image, as the stream's exact dedup computes it.
+#[pyfunction]
+fn content_hashes(images: Vec<Vec<u8>>) -> Vec<u64> {
+    images.iter().map(|b| xxhash_rust::xxh3::xxh3_64(b)).collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStream>()?;
@@ -545,6 +551,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_in_subset, m)?)?;
     m.add_function(wrap_pyfunction!(fingerprints, m)?)?;
     m.add_function(wrap_pyfunction!(table_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(content_hashes, m)?)?;
     let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     m.add("STAT_NAMES", names)?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;

@@ -186,7 +186,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     m = prepare(args.shards, args.out, lid_model=args.lid_model, min_confidence=args.min_confidence,
                 workers=args.workers, lang_fields=args.lang_field or ("language", "lang", "content-language", "content_language"),
-                progress=not args.json)
+                progress=not args.json, dedup=args.dedup, engine=args.engine, ray_address=args.ray_address)
     if args.json:
         print(json.dumps({k: v for k, v in m.items() if k != "shards"}, ensure_ascii=False, indent=2))
         return 0
@@ -296,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--min-confidence", type=float, default=0.5, help="LID predictions below this give 'und'")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     prep.add_argument("--lang-field", action="append", default=None, help="json field with the page language (repeatable)")
+    prep.add_argument("--dedup", action="store_true",
+                      help="drop exact duplicate images across all shards (xxh3 of the bytes; the first copy in shard order is kept)")
+    prep.add_argument("--engine", choices=["local", "ray"], default="local",
+                      help="'local': a process pool here; 'ray': Ray Data tasks, duplicates found with Ray's groupby")
+    prep.add_argument("--ray-address", default=None, help="with --engine ray: the cluster to join (default: start a local Ray)")
     prep.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     prep.set_defaults(func=cmd_prepare)
 

