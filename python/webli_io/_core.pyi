@@ -1,6 +1,6 @@
 """Types of the native module `webli_io._core` (built from rust/python.rs)."""
 
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ class Stream(Iterator[Dict[str, Any]]):
         blocklist: Optional[str] = None,
         blocklist_radius: Tuple[int, int] = ...,
         near_dedup_radius: Optional[Tuple[int, int]] = None,
+        table_reader: Optional[Callable[[str], Iterator[Any]]] = None,
     ) -> None: ...
     def __iter__(self) -> "Stream": ...
     def __next__(self) -> Dict[str, Any]: ...
@@ -55,7 +56,7 @@ class Stream(Iterator[Dict[str, Any]]):
     def close(self) -> None: ...
 
 def expand_shards(specs: Sequence[str]) -> List[str]:
-    """Resolve paths, globs and brace patterns to existing shard paths.
+    """Resolve paths, globs and brace patterns to existing shard paths (URLs: expanded only).
 
     Raises FileNotFoundError for a missing path or an empty glob, ValueError for a bad pattern.
     """
@@ -68,11 +69,19 @@ def consumed_bitmaps(
     shuffle_buffer: int = 0,
     max_member_bytes: int = ...,
     exclude: Optional[Dict[str, bytes]] = None,
+    table_reader: Optional[Callable[[str], Iterator[Any]]] = None,
 ) -> Dict[str, bytes]:
     """Per-shard bitmaps of the samples behind the first `n` samples of a shuffled stream."""
 
 def count_samples(shards: Sequence[str]) -> List[int]:
     """Samples per shard from the tar headers alone."""
+
+def table_rows(batch: Any) -> List[Tuple[Optional[str], int, int, Optional[str], Dict[str, Any]]]:
+    """The rows of an Arrow record batch as the core sees them: (key, image address, image
+    length, caption, metadata). The address shows the image was shared, not copied."""
+
+def content_hashes(images: Sequence[bytes]) -> List[int]:
+    """xxh3-64 of each image's bytes, as the stream's exact dedup computes it."""
 
 DEFAULT_NEAR_RADIUS: Tuple[int, int]
 

@@ -18,8 +18,11 @@ examples:
   webli-io train 'data/{000..099}.tar' --model b16 --batch-size 256 --image-size 224 --out run1
   webli-io stream 'data/shard-{000000..000099}.tar' --batch-size 256 --workers 4
   webli-io stream 'data/*.tar' --resize center_crop --json
+  webli-io stream 's3://bucket/webli/{00000..00099}.tar'   remote shards (also https://, gs://, pipe:CMD)
+  webli-io stream 'parquet/part-*.parquet'        img2dataset Parquet output
   webli-io bench                                 webli-io vs PIL/torchvision, PIL draft, simplejpeg
   webli-io prepare 'raw/*.tar' -o annotated/      language per sample + manifest.json
+  webli-io prepare 'raw/*.tar' -o out/ --dedup --engine ray   + global exact dedup on Ray Data
   webli-io index-eval coco_val/ -o evalset.idx    decontamination blocklist
 
 In Python:
@@ -252,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the languages seen (from each sample's json) and every skipped or repaired sample by reason.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    stream.add_argument("shards", nargs="+", help="shard paths, globs or brace patterns, e.g. 'data/shard-{000000..000099}.tar'")
+    stream.add_argument("shards", nargs="+", help="shards (.tar or .parquet): paths, globs, brace patterns or URLs, e.g. 'data/shard-{000000..000099}.tar'")
     _add_stream_args(stream)
     stream.set_defaults(func=cmd_stream)
 
@@ -300,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="drop exact duplicate images across all shards (xxh3 of the bytes; the first copy in shard order is kept)")
     prep.add_argument("--engine", choices=["local", "ray"], default="local",
                       help="'local': a process pool here; 'ray': Ray Data tasks, duplicates found with Ray's groupby")
-    prep.add_argument("--ray-address", default=None, help="with --engine ray: the cluster to join (default: start a local Ray)")
+    prep.add_argument("--ray-address", default=None, help="with --engine ray: the cluster to join; none: start a local Ray for the run")
     prep.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     prep.set_defaults(func=cmd_prepare)
 

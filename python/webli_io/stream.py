@@ -108,7 +108,7 @@ class _SharedStats:
 
 
 class WebLIStream(IterableDataset):
-    """Image–text batches from WebDataset ``.tar`` shards, decoded and resized in Rust.
+    """Image–text batches from WebDataset ``.tar`` or Parquet shards, decoded and resized in Rust.
 
     Use it with ``batch_size=None`` in a DataLoader (the stream makes its own batches)::
 
@@ -127,7 +127,10 @@ class WebLIStream(IterableDataset):
 
     Args:
         shards: a path, glob or brace pattern (``"data/shard-{000000..000009}.tar"``), or a list
-            of them. Every path must exist (FileNotFoundError otherwise).
+            of them. Every local path must exist (FileNotFoundError otherwise). Tar shards may
+            be URLs: ``http(s)://``, ``s3://``, ``gs://``, ``pipe:CMD`` (streamed, resumed by
+            HTTP Range when a connection drops; see ``rust/remote.rs``). ``.parquet`` shards
+            are read with pyarrow (img2dataset's columns; see ``columns``).
         batch_size: samples per batch.
         image_size: side of the square output images, in pixels.
         resize: ``"squash"`` (resize both sides, big_vision's default), ``"center_crop"``
