@@ -375,12 +375,23 @@ impl PyBlocklist {
         self.frozen().find(Fingerprint { phash, dhash }, radius.0.min(11), radius.1)
     }
 
-    /// How many of `queries` match (GIL released; for benchmarks).
+    /// How many of `queries` match (GIL released; for benchmarks): a list of (pHash, dHash)
+    /// pairs, or a uint64 array of shape (N, 2), read without conversion.
     #[pyo3(signature = (queries, radius=DEFAULT_NEAR_RADIUS))]
-    fn count_matches(&mut self, py: Python<'_>, queries: Vec<(u64, u64)>, radius: (u32, u32)) -> usize {
-        let queries: Vec<Fingerprint> = queries.into_iter().map(|(phash, dhash)| Fingerprint { phash, dhash }).collect();
+    fn count_matches(&mut self, py: Python<'_>, queries: &Bound<'_, PyAny>, radius: (u32, u32)) -> PyResult<usize> {
+        let queries: Vec<Fingerprint> = if let Ok(arr) = queries.cast::<numpy::PyArray2<u64>>() {
+            let arr = arr.readonly();
+            let view = arr.as_array();
+            if view.ncols() != 2 {
+                return Err(PyValueError::new_err("queries: expected shape (N, 2) of (pHash, dHash)"));
+            }
+            view.rows().into_iter().map(|r| Fingerprint { phash: r[0], dhash: r[1] }).collect()
+        } else {
+            let pairs: Vec<(u64, u64)> = queries.extract()?;
+            pairs.into_iter().map(|(phash, dhash)| Fingerprint { phash, dhash }).collect()
+        };
         let frozen = self.frozen();
-        py.detach(|| frozen.find_many(&queries, radius.0.min(11), radius.1).iter().filter(|h| h.is_some()).count())
+        Ok(py.detach(|| frozen.find_many(&queries, radius.0.min(11), radius.1).iter().filter(|h| h.is_some()).count()))
     }
 
     /// Write to `path` (the format `WebLIStream(blocklist=...)` reads).
