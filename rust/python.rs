@@ -532,8 +532,10 @@ impl TableReader for PyTableReader {
 
 /// The rows of a record batch as Rust sees them: `(key, address of the image bytes, length,
 /// caption, metadata)` — the address shows whether the image was shared or copied (tests).
+type RowView<'py> = (Option<String>, usize, usize, Option<String>, Bound<'py, PyAny>);
+
 #[pyfunction]
-fn table_rows<'py>(py: Python<'py>, batch: &Bound<'py, PyAny>) -> PyResult<Vec<(Option<String>, usize, usize, Option<String>, Bound<'py, PyAny>)>> {
+fn table_rows<'py>(py: Python<'py>, batch: &Bound<'py, PyAny>) -> PyResult<Vec<RowView<'py>>> {
     let rows = rows(&import_batch(batch)?).map_err(PyValueError::new_err)?;
     rows.into_iter()
         .map(|r| {
