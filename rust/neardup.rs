@@ -47,27 +47,29 @@ fn chunk(h: u64, c: usize) -> usize {
     ((h >> (16 * c)) & 0xFFFF) as usize
 }
 
-/// Every bucket (table × chunk value) a lookup within `rp` bits of `phash` must scan, with the
-/// Hamming distance of that chunk value from the query's chunk.
+/// Every bucket a lookup within `rp` bits of `phash` must scan, for tables indexed by the top
+/// `bits` bits of each 16-bit chunk (bucket = table × 2^bits + index value), with the Hamming
+/// distance of that value from the query's.
 ///
 /// The refined pigeonhole of Norouzi et al.: write `rp = 4a + b` (b < 4); if chunks `0..=b`
 /// each differ by more than `a` bits and the others by more than `a - 1`, the whole hash differs
 /// by at least `(b + 1)(a + 1) + (3 - b)a = rp + 1`. So chunks `0..=b` are probed to sub-radius
 /// `a` and the rest to `a - 1` (not at all when `a = 0`): 52 probes at the default `rp = 6`
 /// instead of 68 for sub-radius 1 everywhere.
-fn probe_buckets(phash: u64, rp: u32, out: &mut Vec<(usize, u32)>) {
+/// The pigeonhole holds on any subset of a chunk's bits, so a table may index fewer than 16.
+fn probe_buckets(phash: u64, rp: u32, bits: u32, out: &mut Vec<(usize, u32)>) {
     let (a, b) = (rp / CHUNKS as u32, rp % CHUNKS as u32);
     out.clear();
     for c in 0..CHUNKS {
         let sub = if c as u32 <= b { a } else if a == 0 { continue } else { a - 1 };
-        let (q, base) = (chunk(phash, c), c * BUCKETS);
+        let (q, base) = (chunk(phash, c) >> (16 - bits), c << bits);
         out.push((base + q, 0));
         if sub >= 1 {
-            out.extend((0..16).map(|i| (base + (q ^ (1 << i)), 1)));
+            out.extend((0..bits).map(|i| (base + (q ^ (1 << i)), 1)));
         }
         if sub >= 2 {
-            for i in 0..16 {
-                out.extend((i + 1..16).map(|j| (base + (q ^ (1 << i) ^ (1 << j)), 2)));
+            for i in 0..bits {
+                out.extend((i + 1..bits).map(|j| (base + (q ^ (1 << i) ^ (1 << j)), 2)));
             }
         }
     }
@@ -105,7 +107,7 @@ impl HashIndex {
     /// 11 (sub-radius 2 per chunk).
     pub fn find(&self, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
         let mut buckets = Vec::with_capacity(CHUNKS * 137);
-        probe_buckets(fp.phash, rp, &mut buckets);
+        probe_buckets(fp.phash, rp, 16, &mut buckets);
         buckets.iter().find_map(|&(b, _)| {
             // The entry (for its dHash) is read only when the pHash in the bucket is close.
             self.tables[b].iter().filter(|&&(p, _)| (p ^ fp.phash).count_ones() <= rp).find_map(|&(_, i)| {
@@ -280,27 +282,6 @@ impl FrozenIndex {
         }
     }
 
-    /// Every bucket a lookup within `rp` bits of `phash` must scan, with the Hamming distance of
-    /// its index bits from the query's (the plan of [`probe_buckets`], on the index bits).
-    fn probes(&self, phash: u64, rp: u32, out: &mut Vec<(usize, u32)>) {
-        let (a, b) = (rp / CHUNKS as u32, rp % CHUNKS as u32);
-        let per_table = 1usize << self.bits;
-        out.clear();
-        for c in 0..CHUNKS {
-            let sub = if c as u32 <= b { a } else if a == 0 { continue } else { a - 1 };
-            let (q, base) = (chunk(phash, c) >> (16 - self.bits), c * per_table);
-            out.push((base + q, 0));
-            if sub >= 1 {
-                out.extend((0..self.bits).map(|i| (base + (q ^ (1 << i)), 1)));
-            }
-            if sub >= 2 {
-                for i in 0..self.bits {
-                    out.extend((i + 1..self.bits).map(|j| (base + (q ^ (1 << i) ^ (1 << j)), 2)));
-                }
-            }
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -321,14 +302,20 @@ impl FrozenIndex {
         let room = rp - near;
         for (k, key) in self.keys()[a..b].iter().enumerate() {
             if (key ^ q).count_ones() <= room {
-                let e = self.slot[a + k] as usize;
-                let (p, d) = self.hashes[e];
-                if (p ^ fp.phash).count_ones() <= rp && (d ^ fp.dhash).count_ones() <= rd {
-                    return Some(self.ids[e]);
+                if let Some(id) = self.confirm(a + k, fp, rp, rd) {
+                    return Some(id);
                 }
             }
         }
         None
+    }
+
+    /// The full check of the entry behind key number `k`: its whole pHash and dHash.
+    #[inline(always)]
+    fn confirm(&self, k: usize, fp: Fingerprint, rp: u32, rd: u32) -> Option<u32> {
+        let e = self.slot[k] as usize;
+        let (p, d) = self.hashes[e];
+        ((p ^ fp.phash).count_ones() <= rp && (d ^ fp.dhash).count_ones() <= rd).then(|| self.ids[e])
     }
 
     /// As [`HashIndex::find`] (through [`FrozenIndex::find_many`], for its SIMD scan).
@@ -389,10 +376,8 @@ impl FrozenIndex {
                 while hits != 0 {
                     let j = hits.trailing_zeros() as usize;
                     hits &= hits - 1;
-                    let e = self.slot[a + k + j] as usize;
-                    let (p, d) = self.hashes[e];
-                    if (p ^ fp.phash).count_ones() <= rp && (d ^ fp.dhash).count_ones() <= rd {
-                        return Some(self.ids[e]);
+                    if let Some(id) = self.confirm(a + k + j, fp, rp, rd) {
+                        return Some(id);
                     }
                 }
                 k += 16;
@@ -420,7 +405,7 @@ impl FrozenIndex {
         for i in 0..n + 2 * d {
             if i < n {
                 let p = &mut probes[i % ring];
-                self.probes(queries[i].phash, rp, p);
+                probe_buckets(queries[i].phash, rp, self.bits, p);
                 for &(b, _) in p.iter() {
                     prefetch(&self.start[b]);
                 }
