@@ -18,6 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde_json::{Map, Value};
 
+use crate::rng::seed_for;
 use crate::stats::{Counter, Stats};
 
 /// Keys of the dedup set are already uniform 64-bit hashes: hashing them again is wasted work,
@@ -109,13 +110,18 @@ impl SelectConfig {
     }
 }
 
+/// The exact-dedup hash of an image: xxh3-64 of its encoded bytes (also what `prepare --dedup`
+/// groups by).
+pub fn content_hash(image: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(image)
+}
+
 /// Is `key` in the subset of this fraction?
 pub fn in_subset(key: &str, fraction: f64, seed: u64) -> bool {
     if fraction >= 1.0 {
         return true;
     }
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed);
-    (h as f64) < fraction * 18_446_744_073_709_551_616.0
+    (seed_for(seed, key) as f64) < fraction * 18_446_744_073_709_551_616.0
 }
 
 fn value_text(v: &Value) -> Option<String> {
@@ -163,7 +169,7 @@ impl Selector {
             }
         }
         if let Some(set) = self.dedup.as_mut() {
-            if !set.insert(xxhash_rust::xxh3::xxh3_64(image)) {
+            if !set.insert(content_hash(image)) {
                 stats.problem(Counter::Duplicate, shard, key, "the same image bytes came earlier in the stream");
                 return false;
             }
