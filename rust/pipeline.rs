@@ -28,11 +28,10 @@ use crate::neardup::HashIndex;
 use crate::decode::{decode, DecodeError};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
-use crate::sample::{to_sample, Sample};
+use crate::sample::{is_table_shard, row_to_sample, to_sample, Sample};
 use crate::source::open_shard_counted;
 use crate::stats::{Counter, Stats};
 use crate::tar::read_samples;
-use crate::sample::{is_table_shard, row_to_sample};
 
 /// A running stream of batches.
 pub struct Pipeline {
@@ -163,6 +162,12 @@ fn read_pass(
         let name: Arc<str> = Arc::from(shard.as_str());
         let excluded = cfg.exclude.get(shard.as_str());
         let mut index = 0u64;
+        // The next sample's number in the shard, or None when an earlier run consumed it.
+        let mut next_index = || {
+            let i = index;
+            index += 1;
+            (!excluded.is_some_and(|b| bit_is_set(b, i))).then_some(i)
+        };
         let mut alive = true;
         blocked = Duration::ZERO;
         let start = Instant::now();
@@ -189,13 +194,8 @@ fn read_pass(
             stats.incr(Counter::ShardsOpened);
             catch_unwind(AssertUnwindSafe(|| {
                 reader.read(shard, stats, &mut |row| {
-                    let i = index;
-                    index += 1;
                     stats.incr(Counter::SamplesRead);
-                    if excluded.is_some_and(|b| bit_is_set(b, i)) {
-                        return true;
-                    }
-                    handle(row_to_sample(row, i, &name, stats), i)
+                    next_index().is_none_or(|i| handle(row_to_sample(row, i, &name, stats), i))
                 })
             }))
         } else {
@@ -209,12 +209,7 @@ fn read_pass(
             stats.incr(Counter::ShardsOpened);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
-                    let i = index;
-                    index += 1;
-                    if excluded.is_some_and(|b| bit_is_set(b, i)) {
-                        return true;
-                    }
-                    handle(to_sample(raw, &name, stats), i)
+                    next_index().is_none_or(|i| handle(to_sample(raw, &name, stats), i))
                 })
             }));
             stats.add(Counter::RemoteRetry, retries.load(std::sync::atomic::Ordering::Relaxed));
