@@ -18,9 +18,9 @@ use crate::neardup::{FrozenIndex, HashIndex};
 use crate::lang::{normalize_lang, DEFAULT_LANG_FIELDS};
 use crate::pipeline::{prepare_image, replay, Pipeline};
 use crate::rebalance::{MixtureConfig, Target};
-use crate::select::{in_subset, SelectConfig};
-use crate::sample::{Sample, TableReader, TableRow};
-use crate::table::rows;
+use crate::select::{content_hash, in_subset, SelectConfig};
+use crate::sample::{is_table_shard, Sample, TableReader, TableRow};
+use crate::table::{rows, CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS};
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::StructArray;
 use crate::source::{resolve_shards, SourceError};
@@ -196,7 +196,7 @@ impl PyStream {
             blocklist,
             blocklist_radius,
             near_dedup: near_dedup_radius,
-            table_reader: table_reader.map(|open| Arc::new(PyTableReader { open }) as Arc<dyn TableReader>),
+            table_reader: table_reader.map(PyTableReader::shared),
         };
         let pipeline = Pipeline::start(cfg).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
@@ -262,7 +262,7 @@ fn consumed_bitmaps<'py>(
     exclude: Option<HashMap<String, Vec<u8>>>,
     table_reader: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let table_reader = table_reader.map(|open| Arc::new(PyTableReader { open }) as Arc<dyn TableReader>);
+    let table_reader = table_reader.map(PyTableReader::shared);
     let cfg = Config { shards, seed, shuffle_buffer, max_member_bytes, exclude: exclude.unwrap_or_default(), table_reader, ..Config::default() };
     let maps = py.detach(|| {
         let mut out = cfg.exclude.clone();
@@ -482,10 +482,16 @@ fn import_batch(batch: &Bound<'_, PyAny>) -> PyResult<StructArray> {
 }
 
 /// Reads table shards by calling a Python function `open(shard)` that returns an iterator of
-/// record batches (`webli_io.parquet.batches`, pyarrow). The GIL is held only to take the next
-/// batch; the rows are built and handed on without it.
+/// record batches (`webli_io.parquet.ParquetOpener`, pyarrow). The GIL is held only to take the
+/// next batch; the rows are built and handed on without it.
 struct PyTableReader {
     open: Py<PyAny>,
+}
+
+impl PyTableReader {
+    fn shared(open: Py<PyAny>) -> Arc<dyn TableReader> {
+        Arc::new(Self { open })
+    }
 }
 
 impl TableReader for PyTableReader {
@@ -545,10 +551,16 @@ fn table_rows<'py>(py: Python<'py>, batch: &Bound<'py, PyAny>) -> PyResult<Vec<R
         .collect()
 }
 
+/// Is `shard` read as a table (Parquet) rather than a tar? (By its extension.)
+#[pyfunction(name = "is_table_shard")]
+fn py_is_table_shard(shard: &str) -> bool {
+    is_table_shard(shard)
+}
+
 /// The 64-bit content hash (xxh3) of each image, as the stream's exact dedup computes it.
 #[pyfunction]
 fn content_hashes(images: Vec<Vec<u8>>) -> Vec<u64> {
-    images.iter().map(|b| xxhash_rust::xxh3::xxh3_64(b)).collect()
+    images.iter().map(|b| content_hash(b)).collect()
 }
 
 #[pymodule]
@@ -565,6 +577,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fingerprints, m)?)?;
     m.add_function(wrap_pyfunction!(table_rows, m)?)?;
     m.add_function(wrap_pyfunction!(content_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(py_is_table_shard, m)?)?;
+    m.add("TABLE_IMAGE_COLUMNS", IMAGE_COLUMNS.to_vec())?;
+    m.add("TABLE_CAPTION_COLUMNS", CAPTION_COLUMNS.to_vec())?;
+    m.add("TABLE_KEY_COLUMNS", KEY_COLUMNS.to_vec())?;
     let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     m.add("STAT_NAMES", names)?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;

@@ -80,6 +80,13 @@ def table_rows(batch: Any) -> List[Tuple[Optional[str], int, int, Optional[str],
     """The rows of an Arrow record batch as the core sees them: (key, image address, image
     length, caption, metadata). The address shows the image was shared, not copied."""
 
+TABLE_IMAGE_COLUMNS: List[str]
+TABLE_CAPTION_COLUMNS: List[str]
+TABLE_KEY_COLUMNS: List[str]
+
+def is_table_shard(shard: str) -> bool:
+    """Is `shard` read as a table (Parquet) rather than a tar? (By its extension.)"""
+
 def content_hashes(images: Sequence[bytes]) -> List[int]:
     """xxh3-64 of each image's bytes, as the stream's exact dedup computes it."""
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, List, Optional, Sequence
 
-IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "img", "image_bytes")
-CAPTION_COLUMNS = ("caption", "txt", "text")
-KEY_COLUMNS = ("key", "__key__")
-TABLE_EXTENSIONS = (".parquet", ".pq")
+from . import _core
 
-
-def is_table_shard(shard: str) -> bool:
-    """Is ``shard`` read as a table (Parquet) rather than a tar? Decided by its extension."""
-    return shard.split("?", 1)[0].split("#", 1)[0].endswith(TABLE_EXTENSIONS)
+# The core's own rules (rust/table.rs, rust/sample.rs), so the projection and the reader agree.
+IMAGE_COLUMNS = tuple(_core.TABLE_IMAGE_COLUMNS)
+CAPTION_COLUMNS = tuple(_core.TABLE_CAPTION_COLUMNS)
+KEY_COLUMNS = tuple(_core.TABLE_KEY_COLUMNS)
+is_table_shard = _core.is_table_shard
 
 
 def _open(path: str):
