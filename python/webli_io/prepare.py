@@ -124,14 +124,14 @@ def hash_shard(src: str) -> List[Tuple[int, int]]:
 
 def duplicates_local(hashed: Sequence[Tuple[int, List[Tuple[int, int]]]]) -> Dict[int, List[int]]:
     """``{shard number: [sample indices to drop]}``: all but the first of each hash, in order."""
-    first: Dict[int, Tuple[int, int]] = {}
+    seen: set = set()
     drop: Dict[int, List[int]] = {}
     for shard, rows in sorted(hashed):
         for index, h in rows:
-            if h in first:
+            if h in seen:
                 drop.setdefault(shard, []).append(index)
             else:
-                first[h] = (shard, index)
+                seen.add(h)
     return drop
 
 
@@ -205,14 +205,9 @@ def _copy_info(info: tarfile.TarInfo, size: int, name: Optional[str] = None) -> 
 _LID: Optional[LanguageId] = None
 
 
-def _init_worker(model: str, min_confidence: float) -> None:
-    global _LID
-    _LID = LanguageId(model, min_confidence)
-
-
 def _work(job: Dict[str, Any]) -> Dict[str, Any]:
     global _LID
-    if _LID is None:  # a Ray worker: load the model once per process
+    if _LID is None:  # the first job of this worker process (pool or Ray) loads the model
         _LID = LanguageId(job["model"], job["min_confidence"])
     _LID.seconds, _LID.count = 0.0, 0
     result = prepare_shard(job["src"], job["dst"], _LID, job["fields"], job["drop"])
@@ -250,7 +245,7 @@ def _ray_later_copies(group: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _run_ray(paths: Sequence[str], jobs: List[Dict[str, Any]], dedup: bool, address: Optional[str], workers: int,
-             bar: Any) -> Tuple[Dict[int, List[int]], List[Dict[str, Any]]]:
+             bar: Any) -> List[Dict[str, Any]]:
     try:
         import ray
     except ImportError as e:
@@ -273,7 +268,7 @@ def _run_ray(paths: Sequence[str], jobs: List[Dict[str, Any]], dedup: bool, addr
             for r in ray.data.from_items(jobs).map(_ray_work).iter_rows():
                 results.append(json.loads(r["result"]))
                 bar.update(1)
-        return drop, results
+        return results
     finally:
         if started:
             ray.shutdown()
@@ -329,12 +324,11 @@ def prepare(
     start = time.perf_counter()
     with tqdm(total=len(paths), initial=len(paths) - len(jobs), desc="prepare", unit="shard", disable=not progress) as bar:
         if engine == "ray":
-            drop, done_now = _run_ray(paths, jobs, dedup and bool(jobs), ray_address, workers, bar)
-            for r in done_now:
+            for r in _run_ray(paths, jobs, dedup and bool(jobs), ray_address, workers, bar):
                 results[os.path.basename(r["path"])] = r
         elif jobs:
             ctx = get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(model, min_confidence)) as pool:
+            with ctx.Pool(workers) as pool:
                 if dedup:
                     # Every shard is hashed (finished ones too): which copy is first is global.
                     drop = duplicates_local(list(pool.imap_unordered(_hash_job, list(enumerate(paths)))))
