@@ -17,7 +17,7 @@
 use serde_json::{Map, Value};
 
 /// The fields of a sample's `json` tried in order for its language.
-pub const DEFAULT_LANG_FIELDS: [&str; 4] = ["language", "lang", "content-language", "content_language"];
+pub use crate::config::DEFAULT_LANG_FIELDS;
 
 const ALIASES: &[(&str, &str)] = &[
     ("iw", "he"), ("in", "id"), ("ji", "yi"), ("jw", "jv"), ("mo", "ro"), ("tl", "fil"),

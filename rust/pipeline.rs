@@ -10,7 +10,9 @@
 //! order of its input. Dropping the [`Pipeline`] closes the channels, which stops both threads;
 //! `Drop` joins them, so no thread outlives its stream.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,19 +21,97 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
 use crate::batch::{assemble, Batch};
-use crate::config::{bit_is_set, Config};
+use crate::config::{bit_is_set, Settings};
 use crate::lang::sample_lang;
-use crate::rebalance::Rebalancer;
+use crate::lang::normalize_lang;
+use crate::rebalance::{MixtureConfig, Rebalancer, Target};
 use crate::select::Selector;
 use crate::fingerprint::{fingerprint, Fingerprint};
-use crate::neardup::HashIndex;
+use crate::neardup::{FrozenIndex, HashIndex};
 use crate::decode::{decode, DecodeError};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
-use crate::sample::{is_table_shard, row_to_sample, to_sample, Sample};
+use crate::sample::{is_table_shard, row_to_sample, to_sample, Sample, TableReader};
 use crate::source::open_shard_counted;
 use crate::stats::{Counter, Stats};
 use crate::tar::read_samples;
+
+/// What one reader does this epoch: its part of the work, decided by the layout (which reader
+/// of how many, which epoch, where a resume starts). Not settings: the same settings give every
+/// reader its own plan.
+#[derive(Clone, Debug, Default)]
+pub struct ReaderPlan {
+    /// Seed of this reader's sample shuffle (mixes the stream's seed, the epoch and the reader).
+    pub shuffle_seed: u64,
+    /// Seed of what is decided per sample (random crops, mixture copies): the stream's seed and
+    /// the epoch only, so the same sample gets the same crop and copies on every layout.
+    pub sample_seed: u64,
+    /// Decode threads.
+    pub num_threads: usize,
+    /// Resume: drop the first `skip` samples of the shuffled stream before decoding them.
+    pub skip: u64,
+    /// Resume after a change of layout: per shard path, a bitmap of sample indices (bit `i` of
+    /// byte `i / 8`) already consumed; they are dropped before the shuffle buffer.
+    pub exclude: HashMap<String, Vec<u8>>,
+    /// Deliver exactly this many samples, then stop (0: no limit). With `cycle`, a stream that
+    /// runs out is padded by reading its shards again, then by repeating what it has, so every
+    /// DDP rank can be given the same number of batches.
+    pub limit: u64,
+    /// When the shards run out, read them again (another shuffle each pass); use with `limit`.
+    pub cycle: bool,
+}
+
+/// A stream to run: the shards of one reader, the settings (whole), the reader's plan, and the
+/// resources the settings named, loaded (a blocklist, the manifest's counts, a Parquet reader).
+#[derive(Clone)]
+pub struct Job {
+    pub shards: Vec<String>,
+    pub settings: Arc<Settings>,
+    pub plan: ReaderPlan,
+    pub blocklist: Option<Arc<FrozenIndex>>,
+    /// Raw language counts from the manifest (exact mixture rates); None: estimated online.
+    pub mixture_counts: Option<HashMap<String, u64>>,
+    /// Reads table shards (`.parquet`); set by the Python bindings (pyarrow). None: such shards
+    /// are counted as unreadable.
+    pub table_reader: Option<Arc<dyn TableReader>>,
+}
+
+impl Job {
+    /// A job over `shards` with these settings and a plan of one thread and no resume.
+    pub fn new(shards: Vec<String>, settings: Settings) -> Self {
+        let plan = ReaderPlan { shuffle_seed: settings.read.seed, sample_seed: settings.read.seed, num_threads: 1, ..Default::default() };
+        Self { shards, settings: Arc::new(settings), plan, blocklist: None, mixture_counts: None, table_reader: None }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.settings.validate().map_err(|e| e.to_string())?;
+        if self.plan.num_threads == 0 || self.plan.num_threads > 1024 {
+            return Err(format!("num_threads must be between 1 and 1024, not {}", self.plan.num_threads));
+        }
+        if self.plan.cycle && self.plan.limit == 0 {
+            return Err("cycle needs a limit (it would never end)".into());
+        }
+        Ok(())
+    }
+
+    /// The rebalancing stage's configuration, when a mixture is set.
+    fn mixture(&self) -> Option<MixtureConfig> {
+        let m = &self.settings.mixture;
+        let target = match (&m.mixture, m.mixture_temperature) {
+            (Some(shares), _) => Target::Shares(shares.iter().map(|(l, p)| (normalize_lang(l), *p)).collect()),
+            (None, Some(t)) => Target::Temperature(t),
+            (None, None) => return None,
+        };
+        let counts = self.mixture_counts.as_ref().map(|c| {
+            let mut n: HashMap<String, u64> = HashMap::new();
+            for (l, v) in c {
+                *n.entry(normalize_lang(l)).or_default() += v;
+            }
+            n
+        });
+        Some(MixtureConfig { target, counts, window: m.mixture_window })
+    }
+}
 
 /// A running stream of batches.
 pub struct Pipeline {
@@ -44,18 +124,20 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Validate `cfg` and start the reader and batcher threads.
-    pub fn start(cfg: Config) -> Result<Self, String> {
-        cfg.validate()?;
-        let cfg = Arc::new(cfg);
+    /// Validate `job` and start the reader and batcher threads.
+    pub fn start(job: Job) -> Result<Self, String> {
+        job.validate()?;
+        let cfg = Arc::new(job);
         let stats = Arc::new(Stats::new());
-        let (sample_tx, sample_rx) = bounded::<Sample>((cfg.batch_size * 2).max(64));
-        let (batch_tx, batch_rx) = bounded::<Batch>(cfg.prefetch);
+        let (sample_tx, sample_rx) = bounded::<Sample>((cfg.settings.batch.batch_size * 2).clamp(64, 1 << 16));
+        let (batch_tx, batch_rx) = bounded::<Batch>(cfg.settings.run.prefetch);
+        // Tiles the batcher made: the reader stops cycling when a whole pass made none.
+        let made = Arc::new(AtomicU64::new(0));
         // Counted up front: a thread may run its start handler after `build` returns.
-        let pool_alive = Arc::new((Mutex::new(cfg.num_threads), Condvar::new()));
+        let pool_alive = Arc::new((Mutex::new(cfg.plan.num_threads), Condvar::new()));
         let on_exit = pool_alive.clone();
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.num_threads)
+            .num_threads(cfg.plan.num_threads)
             .thread_name(|i| format!("webli-decode-{i}"))
             .exit_handler(move |_| {
                 let mut n = on_exit.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -63,19 +145,25 @@ impl Pipeline {
                 on_exit.1.notify_all();
             })
             .build()
-            .map_err(|e| format!("cannot start {} decode threads: {e}", cfg.num_threads))?;
+            .map_err(|e| format!("cannot start {} decode threads: {e}", cfg.plan.num_threads))?;
         let reader = {
-            let (cfg, stats) = (cfg.clone(), stats.clone());
+            let (cfg, stats, made) = (cfg.clone(), stats.clone(), made.clone());
             std::thread::Builder::new()
                 .name("webli-reader".into())
-                .spawn(move || read_loop(&cfg, &stats, |s| sample_tx.send(s).is_ok()))
+                .spawn(move || {
+                    // A panic here (a bug, not bad data: that is caught per shard) must not end
+                    // the epoch silently: it is counted and named.
+                    if catch_unwind(AssertUnwindSafe(|| read_loop(&cfg, &stats, Some(&made), |s| sample_tx.send(s).is_ok()))).is_err() {
+                        stats.problem(Counter::Panic, cfg.shards.first().map_or("", |s| s.as_str()), "", "panic on the reader thread");
+                    }
+                })
                 .map_err(|e| e.to_string())?
         };
         let batcher = {
             let (cfg, stats) = (cfg.clone(), stats.clone());
             std::thread::Builder::new()
                 .name("webli-batcher".into())
-                .spawn(move || batch_loop(&cfg, &stats, pool, sample_rx, batch_tx))
+                .spawn(move || batch_loop(&cfg, &stats, pool, sample_rx, batch_tx, &made))
                 .map_err(|e| e.to_string())?
         };
         Ok(Self { rx: Some(batch_rx), stats, threads: vec![reader, batcher], pool_alive })
@@ -112,39 +200,51 @@ impl Drop for Pipeline {
 }
 
 /// Read every shard in order, number the samples, pass them through the shuffle buffer, and
-/// hand them to `sink` (which returns `false` to stop). Samples listed in `cfg.exclude` are
-/// dropped before the shuffle; the first `cfg.skip` samples after it are dropped unsent.
-pub fn read_loop(cfg: &Config, stats: &Stats, mut sink: impl FnMut(Sample) -> bool) {
+/// hand them to `sink` (which returns `false` to stop). Samples listed in `plan.exclude` are
+/// dropped before the shuffle; the first `plan.skip` samples after it are dropped unsent.
+/// When cycling, `made` (tiles the batcher made so far) ends the cycle once a whole pass made
+/// none: a reader whose samples all fail to decode, or are all filtered, cannot spin forever.
+pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: impl FnMut(Sample) -> bool) {
     let seq = std::cell::Cell::new(0u64);
     let mut emit = |mut s: Sample| -> bool {
         s.seq = seq.get();
         seq.set(s.seq + 1);
-        s.seq < cfg.skip || sink(s)
+        s.seq < cfg.plan.skip || sink(s)
     };
-    let mut rebalancer = cfg.mixture.clone().map(|m| Rebalancer::new(m, cfg.seed));
+    let mut rebalancer = cfg.mixture().map(|m| Rebalancer::new(m, cfg.plan.sample_seed));
+    let mut made_before = 0;
     for pass in 0u64.. {
         let before = seq.get();
         if !read_pass(cfg, stats, pass, rebalancer.as_mut(), &mut emit) {
             return;
         }
         // Stop after one pass, or when a pass gave nothing (cycling would spin forever).
-        if !cfg.cycle || seq.get() == before {
+        if !cfg.plan.cycle || seq.get() == before {
             return;
+        }
+        if let Some(made) = made {
+            let now = made.load(Ordering::Acquire);
+            if pass > 0 && now == made_before {
+                return; // the batcher pads from what it has
+            }
+            made_before = now;
         }
     }
 }
 
 /// One pass over the shards; `false` when the consumer has gone away.
 fn read_pass(
-    cfg: &Config,
+    cfg: &Job,
     stats: &Stats,
     pass: u64,
     mut rebalancer: Option<&mut Rebalancer>,
     emit: &mut impl FnMut(Sample) -> bool,
 ) -> bool {
-    let mut shuffler = Shuffler::new(cfg.shuffle_buffer, cfg.seed.wrapping_add(pass.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    let s = &cfg.settings;
+    let lang_fields = s.read.lang_fields();
+    let mut shuffler = Shuffler::new(s.read.buffer(), cfg.plan.shuffle_seed.wrapping_add(pass.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     // A new selector each pass: a padding pass (cycle) repeats samples on purpose.
-    let mut selector = Selector::new(cfg.select.clone());
+    let mut selector = Selector::new(s.select.clone());
     let mut blocked = Duration::ZERO;
     // Rebalanced samples go through the shuffle buffer to the consumer.
     let mut feed = |s: Sample, shuffler: &mut Shuffler, blocked: &mut Duration| -> bool {
@@ -160,7 +260,7 @@ fn read_pass(
     };
     for shard in &cfg.shards {
         let name: Arc<str> = Arc::from(shard.as_str());
-        let excluded = cfg.exclude.get(shard.as_str());
+        let excluded = cfg.plan.exclude.get(shard.as_str());
         let mut index = 0u64;
         // The next sample's number in the shard, or None when an earlier run consumed it.
         let mut next_index = || {
@@ -178,7 +278,7 @@ fn read_pass(
                     return true;
                 }
                 sample.index = i;
-                sample.lang = sample_lang(&sample.meta, &cfg.lang_fields);
+                sample.lang = sample_lang(&sample.meta, &lang_fields);
                 alive = match rebalancer.as_deref_mut() {
                     Some(rb) => rb.push(sample, stats, &mut |s| feed(s, &mut shuffler, &mut blocked)),
                     None => feed(sample, &mut shuffler, &mut blocked),
@@ -208,7 +308,7 @@ fn read_pass(
             };
             stats.incr(Counter::ShardsOpened);
             let result = catch_unwind(AssertUnwindSafe(|| {
-                read_samples(reader, shard, cfg.max_member_bytes, stats, |raw| {
+                read_samples(reader, shard, s.read.max_member_bytes, stats, |raw| {
                     next_index().is_none_or(|i| handle(to_sample(raw, &name, stats), i))
                 })
             }));
@@ -236,20 +336,47 @@ fn read_pass(
     true
 }
 
-/// The first `n` samples of the shuffled stream that `cfg` describes, as `(shard, index in
+/// The first `n` samples of the shuffled stream that `job` describes, as `(shard, index in
 /// shard)`, found by reading the shards without decoding any image. Resuming on another layout
-/// uses it to learn which samples an interrupted run had consumed.
-pub fn replay(cfg: &Config, n: u64) -> Vec<(Arc<str>, u64)> {
+/// uses it to learn which samples an interrupted run had consumed. The job carries the whole
+/// settings, so the replay numbers samples exactly as the stream did (selection, mixture).
+pub fn replay(job: &Job, n: u64) -> Vec<(Arc<str>, u64)> {
     let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
     if n == 0 {
         return out;
     }
-    let cfg = Config { skip: 0, ..cfg.clone() };
-    read_loop(&cfg, &Stats::new(), |s| {
+    let mut job = job.clone();
+    job.plan.skip = 0;
+    read_loop(&job, &Stats::new(), None, |s| {
         out.push((s.shard, s.index));
         (out.len() as u64) < n
     });
     out
+}
+
+/// Samples of each shard that survive selection (subset, metadata filters, exact dedup within
+/// the shard), counted without decoding: what `equal_batches` divides among readers. Shards are
+/// counted in parallel on `threads` threads.
+pub fn count_selected(job: &Job, threads: usize) -> Vec<u64> {
+    let count = |shard: &String| {
+        let mut one = job.clone();
+        one.shards = vec![shard.clone()];
+        let mut settings = (*job.settings).clone();
+        settings.read.shuffle_buffer = Some(0);
+        settings.mixture = Default::default();
+        one.settings = Arc::new(settings);
+        one.plan = ReaderPlan { num_threads: 1, ..Default::default() };
+        let mut n = 0u64;
+        read_loop(&one, &Stats::new(), None, |_| {
+            n += 1;
+            true
+        });
+        n
+    };
+    match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+        Ok(pool) => pool.install(|| job.shards.par_iter().map(count).collect()),
+        Err(_) => job.shards.iter().map(count).collect(),
+    }
 }
 
 /// A bounded shuffle buffer (webdataset's `shuffle(n)`): once full, each new sample swaps out a
@@ -290,34 +417,37 @@ impl Shuffler {
 
 /// Decode and resize one sample to a `size × size × 3` tile. A panic in a decoder is caught here
 /// and reported as this sample's error, so one bad image never takes the stream down.
-pub fn prepare_image(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Result<Vec<u8>, DecodeError> {
+pub fn prepare_image(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Result<Vec<u8>, DecodeError> {
     prepare(sample, cfg, stats).map(|(tile, _)| tile)
 }
 
 /// Decode, fingerprint (when the blocklist or near-dedup needs it), check the blocklist, resize.
-fn prepare(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Result<(Vec<u8>, Option<Fingerprint>), DecodeError> {
+fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Result<(Vec<u8>, Option<Fingerprint>), DecodeError> {
+    let (d, r, near) = (&cfg.settings.decode, &cfg.settings.resize, &cfg.settings.near);
     let run = || -> Result<(Vec<u8>, Option<Fingerprint>), DecodeError> {
         let t0 = Instant::now();
-        let seed = seed_for(cfg.seed, &sample.key);
-        let size = cfg.image_size as f64;
+        let seed = seed_for(cfg.plan.sample_seed, &sample.key);
+        let size = r.image_size as f64;
         // The crop is chosen on the full-size image, so a scaled decode changes nothing but cost;
         // the decoder may shrink the image as long as the crop stays >= the target on both sides.
-        let decoded = decode(&sample.image, cfg.max_pixels, cfg.scaled_decode, |w, h| {
-            let (_, _, cw, ch) = crop_box(cfg.resize, w, h, seed);
+        let decoded = decode(&sample.image, d.max_pixels, d.scaled_decode, |w, h| {
+            let (_, _, cw, ch) = crop_box(r.resize, w, h, seed);
             (size / cw).max(size / ch)
         })?;
         let (fw, fh) = (decoded.full_width, decoded.full_height);
-        if cfg.min_image_side > 0 && fw.min(fh) < cfg.min_image_side {
-            return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: a side under {}", cfg.min_image_side) });
+        if d.min_image_side > 0 && fw.min(fh) < d.min_image_side {
+            return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: a side under {}", d.min_image_side) });
         }
-        if cfg.max_aspect_ratio > 0.0 && fw.max(fh) as f64 > cfg.max_aspect_ratio * fw.min(fh) as f64 {
-            return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: aspect ratio over {}", cfg.max_aspect_ratio) });
+        if let Some(ratio) = d.max_aspect_ratio {
+            if fw.max(fh) as f64 > ratio * fw.min(fh) as f64 {
+                return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: aspect ratio over {ratio}") });
+            }
         }
         let img = decoded.image;
-        let fp = (cfg.blocklist.is_some() || cfg.near_dedup.is_some())
+        let fp = (cfg.blocklist.is_some() || near.near_dedup)
             .then(|| fingerprint(&img, (0.0, 0.0, img.width as f64, img.height as f64)));
         if let (Some(index), Some(fp)) = (&cfg.blocklist, fp) {
-            if let Some(id) = index.find(fp, cfg.blocklist_radius.0, cfg.blocklist_radius.1) {
+            if let Some(id) = index.find(fp, near.blocklist_radius.0, near.blocklist_radius.1) {
                 return Err(DecodeError { counter: Counter::Blocklisted, message: format!("matches blocklist image {id}") });
             }
         }
@@ -325,12 +455,12 @@ fn prepare(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Result<(Vec<
         if let Some(st) = stats {
             st.add(Counter::NsDecode, (t1 - t0).as_nanos() as u64);
         }
-        let (l, t, cw, ch) = crop_box(cfg.resize, decoded.full_width, decoded.full_height, seed);
+        let (l, t, cw, ch) = crop_box(r.resize, decoded.full_width, decoded.full_height, seed);
         let (fx, fy) = (img.width as f64 / decoded.full_width as f64, img.height as f64 / decoded.full_height as f64);
         let crop = (l * fx, t * fy, (cw * fx).min(img.width as f64 - l * fx), (ch * fy).min(img.height as f64 - t * fy));
-        let s = cfg.image_size as usize;
+        let s = r.image_size as usize;
         let mut tile = vec![0u8; s * s * 3];
-        resize_into(&img, crop, cfg.image_size, &mut tile)
+        resize_into(&img, crop, r.image_size, &mut tile)
             .map_err(|m| DecodeError { counter: Counter::CorruptImage, message: format!("resize failed: {m}") })?;
         if let Some(st) = stats {
             st.time(Counter::NsResize, t1);
@@ -347,23 +477,30 @@ fn prepare(sample: &Sample, cfg: &Config, stats: Option<&Stats>) -> Result<(Vec<
     })
 }
 
-fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sample>, tx: Sender<Batch>) {
-    let mut pending: Vec<(Sample, Vec<u8>)> = Vec::with_capacity(cfg.batch_size * 2);
-    let min_chunk = cfg.num_threads * 4;
+fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sample>, tx: Sender<Batch>, made: &AtomicU64) {
+    let (st, plan) = (&*cfg.settings, &cfg.plan);
+    let batch_size = st.batch.batch_size;
+    let mut pending: Vec<(Sample, Vec<u8>)> = Vec::with_capacity(batch_size * 2);
+    let min_chunk = plan.num_threads * 4;
     // Near-dedup: two generations of fingerprints, bounded like the exact dedup set.
-    let near_cap = cfg.select.dedup_capacity.unwrap_or(10_000_000);
+    let near_cap = st.select.dedup_capacity;
+    let near_radius = st.near.near_dedup_radius();
     let mut near: [HashIndex; 2] = [HashIndex::new(), HashIndex::new()];
+    // With a limit and cycling (equal batches): the last good tiles, to pad with when the shards
+    // cannot fill the share (all of a pass failed to decode or was filtered).
+    let keep_for_padding = plan.cycle && plan.limit > 0;
+    let mut recent: std::collections::VecDeque<(Sample, Vec<u8>)> = Default::default();
     let send = |items: Vec<(Sample, Vec<u8>)>| -> bool {
         let t = Instant::now();
-        let batch = assemble(items, cfg.image_size, cfg.layout);
+        let batch = assemble(items, st.resize.image_size, st.batch.layout);
         stats.time(Counter::NsBatch, t);
         tx.send(batch).is_ok()
     };
     let mut open = true;
     let mut delivered = 0u64;
-    let limit = if cfg.limit == 0 { u64::MAX } else { cfg.limit };
+    let limit = if plan.limit == 0 { u64::MAX } else { plan.limit };
     while open && delivered < limit {
-        let want = cfg.batch_size.saturating_sub(pending.len()).max(min_chunk);
+        let want = batch_size.saturating_sub(pending.len()).max(min_chunk);
         let mut chunk = Vec::with_capacity(want);
         match rx.recv() {
             Ok(s) => chunk.push(s),
@@ -380,7 +517,7 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
         for (sample, result) in chunk.into_iter().zip(results) {
             match result {
                 Ok((tile, fp)) => {
-                    if let (Some((rp, rd)), Some(fp)) = (cfg.near_dedup, fp) {
+                    if let (Some((rp, rd)), Some(fp)) = (near_radius, fp) {
                         // In stream order, so the first of a group is kept, whatever the threads.
                         if near.iter().any(|ix| ix.find(fp, rp, rd).is_some()) {
                             stats.problem(Counter::NearDuplicate, &sample.shard, &sample.key, "near-duplicate of an earlier image");
@@ -392,13 +529,20 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
                             near[0] = HashIndex::new();
                         }
                     }
+                    made.fetch_add(1, Ordering::Release);
+                    if keep_for_padding {
+                        if recent.len() == batch_size {
+                            recent.pop_front();
+                        }
+                        recent.push_back((sample.clone(), tile.clone()));
+                    }
                     pending.push((sample, tile))
                 }
                 Err(e) => stats.problem(e.counter, &sample.shard, &sample.key, e.message),
             }
         }
-        while pending.len() >= cfg.batch_size && delivered < limit {
-            let n = (cfg.batch_size as u64).min(limit - delivered) as usize;
+        while pending.len() >= batch_size && delivered < limit {
+            let n = (batch_size as u64).min(limit - delivered) as usize;
             let rest = pending.split_off(n);
             delivered += n as u64;
             if !send(std::mem::replace(&mut pending, rest)) {
@@ -406,7 +550,32 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
             }
         }
     }
-    if !pending.is_empty() && !cfg.drop_last && delivered < limit {
+    if keep_for_padding && delivered + (pending.len() as u64) < limit {
+        // The shards could not fill this reader's share: pad by repeating its own last good
+        // samples, counted, so every reader still yields the same number of batches.
+        if recent.is_empty() {
+            stats.problem(
+                Counter::PadFailed,
+                cfg.shards.first().map_or("", |s| s.as_str()),
+                "",
+                "equal_batches: this reader has no sample that decodes and passes the filters, so it cannot fill its share",
+            );
+            return;
+        }
+        let need = limit - delivered - pending.len() as u64;
+        stats.add(Counter::Padded, need);
+        pending.extend(recent.iter().cycle().take(need as usize).cloned());
+        while pending.len() >= batch_size && delivered < limit {
+            let rest = pending.split_off(batch_size);
+            delivered += batch_size as u64;
+            if !send(std::mem::replace(&mut pending, rest)) {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() && !st.batch.drop_last && plan.limit == 0 {
+        send(pending);
+    } else if !pending.is_empty() && !st.batch.drop_last && !plan.cycle && delivered < limit {
         let n = (pending.len() as u64).min(limit - delivered) as usize;
         pending.truncate(n);
         send(pending);
@@ -416,7 +585,7 @@ fn batch_loop(cfg: &Config, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ResizeMode;
+    use serde_json::json;
     use crate::decode::generic::tests::encoded;
     use crate::tar::tests::make_tar;
     use image::ImageFormat;
@@ -444,7 +613,17 @@ mod tests {
             .collect()
     }
 
-    fn run(cfg: Config) -> (Vec<Batch>, Arc<Stats>) {
+    /// A job over `shards` with these flat settings, one thread, no resume.
+    fn job(shards: Vec<String>, flat: serde_json::Value) -> Job {
+        Job::new(shards, Settings::from_flat(flat.as_object().unwrap().clone()).unwrap())
+    }
+
+    fn with_plan(mut job: Job, f: impl FnOnce(&mut ReaderPlan)) -> Job {
+        f(&mut job.plan);
+        job
+    }
+
+    fn run(cfg: Job) -> (Vec<Batch>, Arc<Stats>) {
         let mut p = Pipeline::start(cfg).unwrap();
         let mut out = Vec::new();
         while let Some(b) = p.next_batch() {
@@ -458,7 +637,7 @@ mod tests {
     fn streams_every_good_sample_once_and_counts_the_bad() {
         let dir = tempfile::tempdir().unwrap();
         let shards = write_shards(dir.path(), 3, 10);
-        let cfg = Config { shards, batch_size: 7, image_size: 16, num_threads: 2, ..Config::default() };
+        let cfg = with_plan(job(shards, json!({"batch_size": 7, "image_size": 16})), |p| p.num_threads = 2);
         let (batches, stats) = run(cfg);
         let keys: Vec<String> = batches.iter().flat_map(|b| b.keys.clone()).collect();
         assert_eq!(keys.len(), 30);
@@ -480,17 +659,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shards = write_shards(dir.path(), 2, 20);
         let keys = |threads: usize, seed: u64| {
-            let cfg = Config {
-                shards: shards.clone(),
-                batch_size: 5,
-                image_size: 8,
-                num_threads: threads,
-                shuffle_buffer: 16,
-                seed,
-                resize: ResizeMode::RandomResizedCrop,
-                drop_last: true,
-                ..Config::default()
-            };
+            let flat = json!({"batch_size": 5, "image_size": 8, "shuffle_buffer": 16, "seed": seed, "resize": "random_resized_crop", "drop_last": true});
+            let cfg = with_plan(job(shards.clone(), flat), |p| {
+                p.num_threads = threads;
+                p.shuffle_seed = seed;
+                p.sample_seed = seed;
+            });
             let (b, _) = run(cfg);
             (b.iter().flat_map(|b| b.keys.clone()).collect::<Vec<_>>(), b.into_iter().flat_map(|b| b.images).collect::<Vec<_>>())
         };
@@ -512,14 +686,17 @@ mod tests {
     fn dropping_midway_stops_the_threads() {
         let dir = tempfile::tempdir().unwrap();
         let shards = write_shards(dir.path(), 4, 50);
-        let cfg = Config { shards, batch_size: 4, image_size: 8, prefetch: 1, ..Config::default() };
+        let cfg = job(shards, json!({"batch_size": 4, "image_size": 8, "prefetch": 1}));
         let mut p = Pipeline::start(cfg).unwrap();
         assert!(p.next_batch().is_some());
         drop(p); // joins both threads; a hang here fails the test by timeout
     }
 
-    fn resumable_cfg(shards: Vec<String>) -> Config {
-        Config { shards, batch_size: 4, image_size: 8, num_threads: 2, shuffle_buffer: 7, seed: 3, ..Config::default() }
+    fn resumable_cfg(shards: Vec<String>) -> Job {
+        with_plan(job(shards, json!({"batch_size": 4, "image_size": 8, "shuffle_buffer": 7, "seed": 3})), |p| {
+            p.num_threads = 2;
+            p.shuffle_seed = 3;
+        })
     }
 
     #[test]
@@ -529,7 +706,7 @@ mod tests {
         let (full, _) = run(cfg.clone());
         let keys = |b: &[Batch]| b.iter().map(|b| b.keys.clone()).collect::<Vec<_>>();
         for k in 0..full.len() {
-            let (rest, _) = run(Config { skip: full[k].next_seq, ..cfg.clone() });
+            let (rest, _) = run(with_plan(cfg.clone(), |p| p.skip = full[k].next_seq));
             assert_eq!(keys(&rest), keys(&full[k + 1..]), "resumed after batch {k}");
             if let Some(first) = rest.first() {
                 assert_eq!(first.images, full[k + 1].images);
@@ -558,7 +735,12 @@ mod tests {
         // Another layout: a different seed and shard order, same data minus what was consumed.
         let mut shards = cfg.shards.clone();
         shards.reverse();
-        let (rest, _) = run(Config { shards, seed: 99, exclude, ..cfg.clone() });
+        let mut other = with_plan(cfg.clone(), |p| {
+            p.shuffle_seed = 99;
+            p.exclude = exclude;
+        });
+        other.shards = shards;
+        let (rest, _) = run(other);
         let mut seen: Vec<String> = full[..3].iter().chain(rest.iter()).flat_map(|b| b.keys.clone()).collect();
         let total = seen.len();
         seen.sort();
@@ -572,12 +754,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shards = write_shards(dir.path(), 2, 5); // 10 good samples
         for (limit, cycle, want) in [(6, false, vec![4, 2]), (8, true, vec![4, 4]), (24, true, vec![4; 6]), (24, false, vec![4, 4, 2])] {
-            let cfg = Config { shards: shards.clone(), batch_size: 4, image_size: 8, limit, cycle, shuffle_buffer: 3, ..Config::default() };
+            let cfg = with_plan(job(shards.clone(), json!({"batch_size": 4, "image_size": 8, "shuffle_buffer": 3})), |p| {
+                p.limit = limit;
+                p.cycle = cycle;
+            });
             let (b, _) = run(cfg);
             assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), want, "limit {limit} cycle {cycle}");
         }
         // A cycled stream repeats samples only after it has given each one.
-        let cfg = Config { shards, batch_size: 5, image_size: 8, limit: 20, cycle: true, ..Config::default() };
+        let cfg = with_plan(job(shards, json!({"batch_size": 5, "image_size": 8})), |p| {
+            p.limit = 20;
+            p.cycle = true;
+        });
         let (b, _) = run(cfg);
         let keys: Vec<String> = b.iter().flat_map(|b| b.keys.clone()).collect();
         let mut first: Vec<_> = keys[..10].to_vec();
@@ -591,7 +779,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut shards = write_shards(dir.path(), 1, 3);
         shards.insert(0, dir.path().join("gone.tar").to_string_lossy().into_owned());
-        let (batches, stats) = run(Config { shards, batch_size: 10, image_size: 8, ..Config::default() });
+        let (batches, stats) = run(job(shards, json!({"batch_size": 10, "image_size": 8})));
         assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 3);
         assert_eq!(stats.get(Counter::UnreadableShard), 1);
     }

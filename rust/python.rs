@@ -1,31 +1,32 @@
 //! The PyO3 bindings: the only file that knows Python. It converts arguments to a
-//! [`Config`], runs the pipeline with the GIL released, and hands each batch over as a dict
+//! [`Settings`] once ([`PyOptions`]), runs the pipeline with the GIL released, and hands each batch over as a dict
 //! whose `images` array takes ownership of the Rust buffer (no copy).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use numpy::{PyArray1, PyArrayMethods};
-use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
+use std::collections::BTreeMap;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyAttributeError, PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyIterator, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyFloat, PyInt, PyIterator, PyList, PyString, PyTuple};
 use serde_json::{Map, Value};
 
 use crate::batch::Batch;
-use crate::config::{Config, Layout, ResizeMode, DEFAULT_MAX_PIXELS, DEFAULT_NEAR_RADIUS};
+use crate::config::{ConfigError as SettingError, Settings, DEFAULT_MAX_PIXELS, DEFAULT_NEAR_RADIUS};
 use crate::fingerprint::Fingerprint;
 use crate::neardup::{FrozenIndex, HashIndex};
-use crate::lang::{normalize_lang, DEFAULT_LANG_FIELDS};
-use crate::pipeline::{prepare_image, replay, Pipeline};
-use crate::rebalance::{MixtureConfig, Target};
-use crate::select::{content_hash, in_subset, SelectConfig};
+use crate::lang::normalize_lang;
+use crate::pipeline::{prepare_image, replay, Job, Pipeline, ReaderPlan};
+use crate::select::{content_hash, in_subset};
 use crate::sample::{is_table_shard, Sample, TableReader, TableRow};
 use crate::table::{rows, CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS};
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::StructArray;
 use crate::source::{resolve_shards, SourceError};
 use crate::stats::{Counter, Stats};
-use crate::tar::DEFAULT_MAX_MEMBER_BYTES;
 
 fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
@@ -87,7 +88,239 @@ fn stats_to_py<'py>(py: Python<'py>, stats: &Stats) -> PyResult<Bound<'py, PyDic
     Ok(d)
 }
 
-/// The native stream over a list of shard paths (see `webli_io.WebLIStream` for the public API).
+create_exception!(
+    _core,
+    ConfigError,
+    PyValueError,
+    "A setting of a stream is wrong. ``setting`` names it; the message says what it accepts."
+);
+
+fn config_error(py: Python<'_>, e: &SettingError) -> PyErr {
+    let err = ConfigError::new_err(e.to_string());
+    let _ = err.value(py).setattr("setting", e.setting.as_str());
+    err
+}
+
+/// A Python value as JSON, for the settings: what is not plain data is an error naming `setting`.
+fn py_to_json(v: &Bound<'_, PyAny>, setting: &str) -> Result<Value, SettingError> {
+    let bad = |what: String| SettingError::new(setting, what);
+    if v.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if v.is_instance_of::<PyInt>() {
+        if let Ok(i) = v.extract::<i64>() {
+            return Ok(Value::from(i));
+        }
+        if let Ok(u) = v.extract::<u64>() {
+            return Ok(Value::from(u));
+        }
+        return Err(bad(format!("{v} is out of range")));
+    }
+    if let Ok(f) = v.cast::<PyFloat>() {
+        let x = f.value();
+        return serde_json::Number::from_f64(x).map(Value::Number).ok_or_else(|| bad(format!("must be a finite number, not {x}")));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(Value::String(s.to_string()));
+    }
+    if let Ok(d) = v.cast::<PyDict>() {
+        let mut m = Map::new();
+        for (k, x) in d.iter() {
+            let k: String = k.extract().map_err(|_| bad(format!("keys must be strings, not {}", k.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+            m.insert(k, py_to_json(&x, setting)?);
+        }
+        return Ok(Value::Object(m));
+    }
+    if v.cast::<PyList>().is_ok() || v.cast::<PyTuple>().is_ok() {
+        let items: Vec<Bound<'_, PyAny>> = v.try_iter().map_err(|e| bad(e.to_string()))?.collect::<PyResult<_>>().map_err(|e| bad(e.to_string()))?;
+        return items.iter().map(|x| py_to_json(x, setting)).collect::<Result<Vec<_>, _>>().map(Value::Array);
+    }
+    // os.PathLike (a blocklist or manifest path).
+    if let Ok(path) = v.call_method0("__fspath__") {
+        if let Ok(s) = path.extract::<String>() {
+            return Ok(Value::String(s));
+        }
+    }
+    let type_name = v.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    Err(bad(format!("expected plain data (a number, string, list or dict), not {type_name}")))
+}
+
+fn flat_settings(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Map<String, Value>> {
+    let mut flat = Map::new();
+    if let Some(kw) = kwargs {
+        for (k, v) in kw.iter() {
+            let name: String = k.extract()?;
+            let value = py_to_json(&v, &name).map_err(|e| config_error(py, &e))?;
+            flat.insert(name, value);
+        }
+    }
+    Ok(flat)
+}
+
+/// Raw language counts from a manifest written by `webli-io prepare` (the file or its folder).
+fn manifest_counts(path: &str) -> Result<BTreeMap<String, u64>, SettingError> {
+    let mut file = std::path::PathBuf::from(path);
+    if file.is_dir() {
+        file.push("manifest.json");
+    }
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| SettingError::new("manifest", format!("cannot read {}: {e} (write one with `webli-io prepare`)", file.display())))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| SettingError::new("manifest", format!("{}: not JSON ({e})", file.display())))?;
+    let langs = v
+        .get("languages")
+        .and_then(Value::as_object)
+        .ok_or_else(|| SettingError::new("manifest", format!("{} is not a webli-io manifest (no 'languages' counts)", file.display())))?;
+    langs
+        .iter()
+        .map(|(l, n)| n.as_u64().map(|n| (l.clone(), n)).ok_or_else(|| SettingError::new("manifest", format!("{}: count of {l:?} is not a count", file.display()))))
+        .collect()
+}
+
+/// The settings of a stream, validated once (see `webli_io.WebLIStream` for each setting).
+/// Immutable; plain data (`to_dict()`), picklable, and the one value the stream, the resume
+/// replay, the state's identity and the equal-batches count all read.
+#[pyclass(module = "webli_io._core", name = "Options", frozen, eq)]
+#[derive(Clone, PartialEq)]
+struct PyOptions {
+    settings: Arc<Settings>,
+    /// Loaded from `manifest` once, here, and carried (to workers too).
+    counts: Option<BTreeMap<String, u64>>,
+}
+
+impl PyOptions {
+    fn build(py: Python<'_>, settings: Settings, counts: Option<BTreeMap<String, u64>>) -> PyResult<Self> {
+        let counts = match (&settings.mixture.manifest, counts) {
+            (Some(_), Some(c)) => Some(c),
+            (Some(path), None) => Some(manifest_counts(path).map_err(|e| config_error(py, &e))?),
+            (None, _) => None,
+        };
+        if let Some(path) = &settings.near.blocklist {
+            if !std::path::Path::new(path).is_file() {
+                let e = SettingError::new("blocklist", format!("file not found: {path:?} (write one with `webli-io index-eval`)"));
+                return Err(config_error(py, &e));
+            }
+        }
+        Ok(Self { settings: Arc::new(settings), counts })
+    }
+
+    fn job(&self, py: Python<'_>, shards: Vec<String>, table_reader: Option<Py<PyAny>>) -> PyResult<Job> {
+        let mut job = Job::new(shards, (*self.settings).clone());
+        job.settings = self.settings.clone();
+        job.mixture_counts = self.counts.as_ref().map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect());
+        job.table_reader = table_reader.map(PyTableReader::shared);
+        if let Some(path) = &self.settings.near.blocklist {
+            job.blocklist = Some(frozen_blocklist(path)?);
+        }
+        let _ = py;
+        Ok(job)
+    }
+
+    fn identity_json(&self) -> Value {
+        let mut id = self.settings.identity();
+        id.insert("manifest_counts".into(), serde_json::to_value(&self.counts).expect("counts serialise"));
+        Value::Object(id)
+    }
+}
+
+#[pymethods]
+impl PyOptions {
+    #[new]
+    #[pyo3(signature = (**settings))]
+    fn new(py: Python<'_>, settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let flat = flat_settings(py, settings)?;
+        let s = Settings::from_flat(flat).map_err(|e| config_error(py, &e))?;
+        Self::build(py, s, None)
+    }
+
+    /// These options with some settings changed (validated again).
+    #[pyo3(signature = (**settings))]
+    fn replace(&self, py: Python<'_>, settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let flat = flat_settings(py, settings)?;
+        let manifest_changed = flat.contains_key("manifest");
+        let s = self.settings.with(flat).map_err(|e| config_error(py, &e))?;
+        Self::build(py, s, if manifest_changed { None } else { self.counts.clone() })
+    }
+
+    /// Every setting by name (plain data).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        map_to_py(py, &self.settings.to_flat())
+    }
+
+    /// What a resume state is bound to: every setting that decides which samples come out and
+    /// how (all but `num_threads` and `prefetch`), plus the manifest's counts.
+    fn identity<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let Value::Object(m) = self.identity_json() else { unreachable!() };
+        map_to_py(py, &m)
+    }
+
+    /// A short digest of `identity()` and the shard list.
+    fn fingerprint(&self, shards: Vec<String>) -> String {
+        let text = serde_json::to_string(&(self.identity_json(), shards)).expect("serialise");
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+    }
+
+    /// Does selection (subset, filters, dedup) drop samples before decoding?
+    #[getter]
+    fn selects_before_decode(&self) -> bool {
+        let s = &self.settings.select;
+        s.subset.is_some() || s.dedup || !s.min_score.is_empty() || !s.drop_if.is_empty()
+    }
+
+    /// The shuffle buffer's size, resolved (1000 when `shuffle` and unset).
+    #[getter]
+    fn shuffle_buffer_size(&self) -> usize {
+        self.settings.read.buffer()
+    }
+
+    /// The names of every setting.
+    #[staticmethod]
+    fn names() -> Vec<&'static str> {
+        Settings::names()
+    }
+
+    /// Every setting's default.
+    #[staticmethod]
+    fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        map_to_py(py, &Settings::default().to_flat())
+    }
+
+    fn __getattr__<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        match self.settings.to_flat().get(name) {
+            Some(v) => json_to_py(py, v),
+            None => Err(PyAttributeError::new_err(format!("Options has no setting {name:?}"))),
+        }
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
+        let me = slf.get();
+        let state = serde_json::json!({"settings": me.settings.to_flat(), "manifest_counts": me.counts});
+        Ok((slf.get_type().getattr("_from_json")?, (state.to_string(),)))
+    }
+
+    /// The inverse of pickling (`__reduce__`): settings and the manifest's counts as carried.
+    #[staticmethod]
+    fn _from_json(py: Python<'_>, text: &str) -> PyResult<Self> {
+        let v: Value = serde_json::from_str(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let flat = v.get("settings").and_then(Value::as_object).cloned().unwrap_or_default();
+        let counts: Option<BTreeMap<String, u64>> = serde_json::from_value(v.get("manifest_counts").cloned().unwrap_or(Value::Null))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let s = Settings::from_flat(flat).map_err(|e| config_error(py, &e))?;
+        Ok(Self { settings: Arc::new(s), counts })
+    }
+
+    fn __repr__(&self) -> String {
+        let defaults = Settings::default().to_flat();
+        let changed: Vec<String> =
+            self.settings.to_flat().into_iter().filter(|(k, v)| defaults.get(k) != Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
+        format!("Options({})", changed.join(", "))
+    }
+}
+
+/// The native stream of one reader over its shards (see `webli_io.WebLIStream` for the public
+/// API): the options whole, and this reader's plan (seeds, threads, where a resume starts).
 #[pyclass(module = "webli_io._core", name = "Stream")]
 struct PyStream {
     pipeline: Option<Pipeline>,
@@ -98,107 +331,26 @@ struct PyStream {
 impl PyStream {
     #[new]
     #[pyo3(signature = (
-        shards, *, batch_size=256, image_size=224, resize="squash", layout="NHWC",
-        shuffle_buffer=0, seed=0, num_threads=1, max_pixels=DEFAULT_MAX_PIXELS,
-        max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, scaled_decode=true, drop_last=false, prefetch=2,
-        skip=0, exclude=None, limit=0, cycle=false, lang_fields=None, mixture=None,
-        mixture_temperature=None, mixture_counts=None, mixture_window=10_000,
-        subset=None, subset_seed=0, min_score=None, drop_if=None, dedup_capacity=None,
-        min_image_side=0, max_aspect_ratio=0.0, blocklist=None, blocklist_radius=DEFAULT_NEAR_RADIUS,
-        near_dedup_radius=None, table_reader=None
+        shards, options, *, shuffle_seed, sample_seed, num_threads, skip=0, exclude=None, limit=0,
+        cycle=false, table_reader=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         shards: Vec<String>,
-        batch_size: usize,
-        image_size: u32,
-        resize: &str,
-        layout: &str,
-        shuffle_buffer: usize,
-        seed: u64,
+        options: &PyOptions,
+        shuffle_seed: u64,
+        sample_seed: u64,
         num_threads: usize,
-        max_pixels: u64,
-        max_member_bytes: u64,
-        scaled_decode: bool,
-        drop_last: bool,
-        prefetch: usize,
         skip: u64,
         exclude: Option<HashMap<String, Vec<u8>>>,
         limit: u64,
         cycle: bool,
-        lang_fields: Option<Vec<String>>,
-        mixture: Option<HashMap<String, f64>>,
-        mixture_temperature: Option<f64>,
-        mixture_counts: Option<HashMap<String, u64>>,
-        mixture_window: u64,
-        subset: Option<f64>,
-        subset_seed: u64,
-        min_score: Option<HashMap<String, f64>>,
-        drop_if: Option<HashMap<String, Vec<String>>>,
-        dedup_capacity: Option<usize>,
-        min_image_side: u32,
-        max_aspect_ratio: f64,
-        blocklist: Option<String>,
-        blocklist_radius: (u32, u32),
-        near_dedup_radius: Option<(u32, u32)>,
         table_reader: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let blocklist = match blocklist {
-            Some(path) => Some(frozen_blocklist(&path)?),
-            None => None,
-        };
-        let target = match (mixture, mixture_temperature) {
-            (Some(_), Some(_)) => return Err(PyValueError::new_err("give mixture or mixture_temperature, not both")),
-            (Some(shares), None) => Some(Target::Shares(shares.into_iter().map(|(l, p)| (normalize_lang(&l), p)).collect())),
-            (None, Some(t)) => Some(Target::Temperature(t)),
-            (None, None) => None,
-        };
-        let mixture = target.map(|target| MixtureConfig {
-            target,
-            counts: mixture_counts.map(|c| {
-                let mut n: HashMap<String, u64> = HashMap::new();
-                for (l, v) in c {
-                    *n.entry(normalize_lang(&l)).or_default() += v;
-                }
-                n
-            }),
-            window: mixture_window,
-        });
-        let cfg = Config {
-            shards,
-            batch_size,
-            image_size,
-            resize: resize.parse::<ResizeMode>().map_err(PyValueError::new_err)?,
-            layout: layout.parse::<Layout>().map_err(PyValueError::new_err)?,
-            shuffle_buffer,
-            seed,
-            num_threads,
-            max_pixels,
-            max_member_bytes,
-            scaled_decode,
-            drop_last,
-            prefetch,
-            skip,
-            exclude: exclude.unwrap_or_default(),
-            limit,
-            cycle,
-            lang_fields: lang_fields.unwrap_or_else(|| DEFAULT_LANG_FIELDS.iter().map(|s| s.to_string()).collect()),
-            mixture,
-            select: SelectConfig {
-                subset,
-                subset_seed,
-                min_score: min_score.unwrap_or_default(),
-                drop_if: drop_if.unwrap_or_default(),
-                dedup_capacity,
-            },
-            min_image_side,
-            max_aspect_ratio,
-            blocklist,
-            blocklist_radius,
-            near_dedup: near_dedup_radius,
-            table_reader: table_reader.map(PyTableReader::shared),
-        };
-        let pipeline = Pipeline::start(cfg).map_err(PyValueError::new_err)?;
+        let mut job = options.job(py, shards, table_reader)?;
+        job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads, skip, exclude: exclude.unwrap_or_default(), limit, cycle };
+        let pipeline = Pipeline::start(job).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
         Ok(Self { pipeline: Some(pipeline), stats })
     }
@@ -246,27 +398,28 @@ impl PyStream {
     }
 }
 
-/// Which samples the first `n` samples of a shuffled stream came from, as per-shard bitmaps of
-/// sample indices (`{shard: bytes}`, bit i of byte i // 8), merged with `exclude` (the exclusions
-/// that stream itself ran with). Reads the shards, decodes nothing.
+/// Which samples the first `n` samples of a reader's shuffled stream came from, as per-shard
+/// bitmaps of sample indices (`{shard: bytes}`, bit i of byte i // 8), merged with `exclude` (the
+/// exclusions that reader itself ran with). Reads the shards with the whole options (so samples
+/// are numbered exactly as the stream numbered them), decodes nothing.
 #[pyfunction]
-#[pyo3(signature = (shards, n, *, seed=0, shuffle_buffer=0, max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, exclude=None, table_reader=None))]
+#[pyo3(signature = (shards, n, options, *, shuffle_seed, sample_seed, exclude=None, table_reader=None))]
 #[allow(clippy::too_many_arguments)]
 fn consumed_bitmaps<'py>(
     py: Python<'py>,
     shards: Vec<String>,
     n: u64,
-    seed: u64,
-    shuffle_buffer: usize,
-    max_member_bytes: u64,
+    options: &PyOptions,
+    shuffle_seed: u64,
+    sample_seed: u64,
     exclude: Option<HashMap<String, Vec<u8>>>,
     table_reader: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let table_reader = table_reader.map(PyTableReader::shared);
-    let cfg = Config { shards, seed, shuffle_buffer, max_member_bytes, exclude: exclude.unwrap_or_default(), table_reader, ..Config::default() };
+    let mut job = options.job(py, shards, table_reader)?;
+    job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads: 1, exclude: exclude.unwrap_or_default(), ..Default::default() };
     let maps = py.detach(|| {
-        let mut out = cfg.exclude.clone();
-        for (shard, i) in replay(&cfg, n) {
+        let mut out = job.plan.exclude.clone();
+        for (shard, i) in replay(&job, n) {
             let bm = out.entry(shard.to_string()).or_default();
             let byte = (i / 8) as usize;
             if bm.len() <= byte {
@@ -281,6 +434,16 @@ fn consumed_bitmaps<'py>(
         d.set_item(shard, PyBytes::new(py, &bm))?;
     }
     Ok(d)
+}
+
+/// Samples per shard that survive selection before decoding (subset, metadata filters, exact
+/// dedup within the shard), read without decoding, shards in parallel: what `equal_batches`
+/// divides among readers when selection is on.
+#[pyfunction]
+#[pyo3(signature = (shards, options, *, threads=1, table_reader=None))]
+fn count_selected(py: Python<'_>, shards: Vec<String>, options: &PyOptions, threads: usize, table_reader: Option<Py<PyAny>>) -> PyResult<Vec<u64>> {
+    let job = options.job(py, shards, table_reader)?;
+    Ok(py.detach(|| crate::pipeline::count_selected(&job, threads)))
 }
 
 /// Normalise a language tag as the stream does (`iw` → `he`, `en-US` → `en`, `tl` → `fil`,
@@ -411,6 +574,13 @@ impl PyBlocklist {
     }
 }
 
+/// `0..n` shuffled with `seed` (the core's SplitMix64 Fisher–Yates): the shard order of an
+/// epoch, fixed across processes, machines and releases (unlike `random.shuffle`).
+#[pyfunction]
+fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
+    crate::rng::shuffled_order(n, seed)
+}
+
 /// Is `key` in the subset of `fraction` (seeded by `subset_seed`)? As the stream decides.
 #[pyfunction(name = "in_subset")]
 #[pyo3(signature = (key, fraction, subset_seed=0))]
@@ -448,15 +618,14 @@ fn decode_resize<'py>(
     max_pixels: u64,
     scaled_decode: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let cfg = Config {
-        image_size,
-        resize: resize.parse::<ResizeMode>().map_err(PyValueError::new_err)?,
-        seed,
-        max_pixels,
-        scaled_decode,
-        ..Config::default()
-    };
-    cfg.validate().map_err(PyValueError::new_err)?;
+    let mut flat = Map::new();
+    flat.insert("image_size".into(), Value::from(image_size));
+    flat.insert("resize".into(), Value::from(resize));
+    flat.insert("max_pixels".into(), Value::from(max_pixels));
+    flat.insert("scaled_decode".into(), Value::from(scaled_decode));
+    let settings = Settings::from_flat(flat).map_err(|e| config_error(py, &e))?;
+    let mut cfg = Job::new(Vec::new(), settings);
+    cfg.plan.sample_seed = seed;
     let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data.into(), text: String::new(), meta: Map::new(), lang: String::new() };
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))
@@ -566,6 +735,10 @@ fn content_hashes(images: Vec<Vec<u8>>) -> Vec<u64> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStream>()?;
+    m.add_class::<PyOptions>()?;
+    m.add("ConfigError", m.py().get_type::<ConfigError>())?;
+    m.add_function(wrap_pyfunction!(count_selected, m)?)?;
+    m.add_function(wrap_pyfunction!(shuffled_order, m)?)?;
     m.add_class::<PyBlocklist>()?;
     m.add("DEFAULT_NEAR_RADIUS", DEFAULT_NEAR_RADIUS)?;
     m.add_function(wrap_pyfunction!(expand_shards, m)?)?;

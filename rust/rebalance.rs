@@ -42,28 +42,6 @@ pub struct MixtureConfig {
     pub window: u64,
 }
 
-impl MixtureConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        match &self.target {
-            Target::Shares(s) => {
-                let total: f64 = s.values().sum();
-                if s.values().any(|p| !(0.0..=1.0).contains(p) || p.is_nan()) || total > 1.0 + 1e-9 {
-                    return Err(format!("mixture shares must be in [0, 1] and sum to at most 1 (they sum to {total})"));
-                }
-            }
-            Target::Temperature(t) => {
-                if !(*t > 0.0 && t.is_finite()) {
-                    return Err(format!("mixture temperature must be positive, not {t}"));
-                }
-            }
-        }
-        if self.window == 0 {
-            return Err("mixture window must be at least 1".into());
-        }
-        Ok(())
-    }
-}
-
 /// Copies per raw sample, per language, for `target` given raw `counts`.
 pub fn rates(target: &Target, counts: &HashMap<String, u64>) -> (HashMap<String, f64>, f64) {
     let n: u64 = counts.values().sum();

@@ -37,6 +37,18 @@ impl SplitMix64 {
     }
 }
 
+/// The order `0..n` shuffled by Fisher–Yates with `seed`: the shard order of an epoch, the
+/// same in every process, on every machine and in every release.
+pub fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = SplitMix64::new(seed);
+    for i in (1..n).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
 /// A 64-bit seed from a base seed and a string (e.g. a sample key), stable across platforms.
 pub fn seed_for(seed: u64, key: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed)

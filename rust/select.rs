@@ -13,7 +13,7 @@
 //!   memory stays under two full generations (about 9 bytes a hash plus the table's slack) and
 //!   duplicates are caught within the last `capacity`..`2·capacity` images.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde_json::{Map, Value};
@@ -81,34 +81,7 @@ impl DedupSet {
     }
 }
 
-/// The selection settings (all off by default).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SelectConfig {
-    /// Keep this fraction of the keys (None: all).
-    pub subset: Option<f64>,
-    /// Seed of the subset hash: keep it fixed to get the same subset across runs.
-    pub subset_seed: u64,
-    /// Minimum value of numeric metadata fields.
-    pub min_score: HashMap<String, f64>,
-    /// Drop a sample whose metadata field has one of these values (strings or booleans as text).
-    pub drop_if: HashMap<String, Vec<String>>,
-    /// Exact dedup on the image bytes (None: off), with this set capacity.
-    pub dedup_capacity: Option<usize>,
-}
-
-impl SelectConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(f) = self.subset {
-            if !(f > 0.0 && f <= 1.0) {
-                return Err(format!("subset must be in (0, 1], not {f}"));
-            }
-        }
-        if self.dedup_capacity == Some(0) {
-            return Err("dedup_capacity must be at least 1".into());
-        }
-        Ok(())
-    }
-}
+pub use crate::config::SelectOptions;
 
 /// The exact-dedup hash of an image: xxh3-64 of its encoded bytes (also what `prepare --dedup`
 /// groups by).
@@ -135,13 +108,13 @@ fn value_text(v: &Value) -> Option<String> {
 
 /// The selection stage: one per stream (the dedup set is its state).
 pub struct Selector {
-    cfg: SelectConfig,
+    cfg: SelectOptions,
     dedup: Option<DedupSet>,
 }
 
 impl Selector {
-    pub fn new(cfg: SelectConfig) -> Self {
-        let dedup = cfg.dedup_capacity.map(DedupSet::new);
+    pub fn new(cfg: SelectOptions) -> Self {
+        let dedup = cfg.dedup.then(|| DedupSet::new(cfg.dedup_capacity));
         Self { cfg, dedup }
     }
 
@@ -227,10 +200,11 @@ mod tests {
     #[test]
     fn filters_and_reasons() {
         let stats = Stats::new();
-        let cfg = SelectConfig {
+        let cfg = SelectOptions {
             min_score: [("clip_score".to_string(), 0.28)].into(),
             drop_if: [("NSFW".to_string(), vec!["NSFW".to_string(), "true".to_string()])].into(),
-            dedup_capacity: Some(100),
+            dedup: true,
+            dedup_capacity: 100,
             ..Default::default()
         };
         let mut sel = Selector::new(cfg);

@@ -69,6 +69,13 @@ pub enum Counter {
     MixtureRepeated,
     /// Samples left out to reach the mixture (the thinned-out majority).
     MixtureDropped,
+    // --- equal batches ---
+    /// Samples repeated to fill a reader's share of an epoch (`equal_batches`), after its
+    /// shards ran out of samples that decode and pass the filters.
+    Padded,
+    /// A reader that could not fill its share: not one of its samples decodes and passes the
+    /// filters (the stream raises an error naming the shards).
+    PadFailed,
     // --- time spent per stage, in nanoseconds of thread time (summed over threads) ---
     /// Reading shards: I/O, tar headers, grouping, sample rules (not time blocked on a full queue).
     NsRead,
@@ -81,7 +88,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 30] = [
+    pub const ALL: [Counter; 32] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -108,6 +115,8 @@ impl Counter {
         Counter::InvalidUtf8Caption,
         Counter::MixtureRepeated,
         Counter::MixtureDropped,
+        Counter::Padded,
+        Counter::PadFailed,
         Counter::NsRead,
         Counter::NsDecode,
         Counter::NsResize,
@@ -142,6 +151,8 @@ impl Counter {
             Counter::InvalidUtf8Caption => "repaired_invalid_utf8_caption",
             Counter::MixtureRepeated => "mixture_repeated",
             Counter::MixtureDropped => "mixture_dropped",
+            Counter::Padded => "samples_padded",
+            Counter::PadFailed => "equal_batches_unfilled",
             Counter::NsRead => "ns_read",
             Counter::NsDecode => "ns_decode",
             Counter::NsResize => "ns_resize",

@@ -42,7 +42,7 @@ pub fn split_key(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Members larger than this are skipped (counted), so one absurd member cannot exhaust memory.
-pub const DEFAULT_MAX_MEMBER_BYTES: u64 = 256 << 20;
+pub use crate::config::DEFAULT_MAX_MEMBER_BYTES;
 
 /// Read all samples of one tar stream, calling `emit` for each, in shard order. Returns when the
 /// shard ends, is damaged, or `emit` returns `false` (the consumer has gone away).

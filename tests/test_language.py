@@ -149,5 +149,6 @@ def test_mixture_preset_temperature_and_errors(tmp_path, web_images):
         WebLIStream(paths, mixture={"bn": 0.7, "hi": 0.6})
     with pytest.raises(ValueError, match="not both"):
         WebLIStream(paths, mixture={"bn": 0.1}, mixture_temperature=2.0)
-    with pytest.raises(FileNotFoundError, match="manifest not found"):
+    with pytest.raises(ValueError, match="manifest: cannot read .*none.json") as e:
         WebLIStream(paths, mixture={"bn": 0.1}, manifest=str(tmp_path / "none.json"))
+    assert e.value.setting == "manifest"

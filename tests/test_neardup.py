@@ -72,8 +72,9 @@ def test_index_eval_and_decontaminated_stream(tmp_path, photos):
     assert kept == [k for k, _ in rows if k.startswith("other")]
     assert s.stats()["skipped_blocklisted"] == 3
     assert [k for b in WebLIStream(shard, batch_size=16, image_size=32) for k in b["keys"]] == [k for k, _ in rows]
-    with pytest.raises(FileNotFoundError, match="blocklist not found"):
+    with pytest.raises(ValueError, match="blocklist: file not found") as e:
         WebLIStream(shard, blocklist=str(tmp_path / "none.idx"))
+    assert e.value.setting == "blocklist"
     (tmp_path / "bad.idx").write_bytes(b"not a blocklist at all")
     with pytest.raises(ValueError, match="not a webli-io blocklist"):
         next(iter(WebLIStream(shard, blocklist=str(tmp_path / "bad.idx"))))

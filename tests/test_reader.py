@@ -9,7 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from webli_io import WebLIStream, expand_shards
+from webli_io import ConfigError, WebLIStream, expand_shards
 
 
 def collect(stream):
@@ -131,15 +131,15 @@ def test_missing_shard_and_bad_arguments(make_shards, tmp_path):
         WebLIStream(str(ds["dir"] / "shard-{0..x}.tar"))
     with pytest.raises(ValueError, match="shards is empty"):
         WebLIStream([])
-    with pytest.raises(ValueError, match="resize must be one of"):
-        WebLIStream(ds["paths"], resize="stretch")
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        WebLIStream(ds["paths"], batch_size=0)
-    with pytest.raises(TypeError, match="image_size must be an int"):
-        WebLIStream(ds["paths"], image_size=224.0)
-    with pytest.raises(ValueError, match="layout"):
-        WebLIStream(ds["paths"], layout="HWC")
-    with pytest.raises(ValueError, match="rank and world_size"):
-        WebLIStream(ds["paths"], rank=0)
-    with pytest.raises(ValueError, match="rank must be between 0 and 1"):
-        WebLIStream(ds["paths"], rank=2, world_size=2)
+    # A bad setting is a ConfigError (a ValueError) that names it and says what it accepts.
+    for kw, setting, says in [
+        ({"resize": "stretch"}, "resize", "expected one of `squash`, `center_crop`, `random_resized_crop`"),
+        ({"batch_size": 0}, "batch_size", "must be between 1 and"),
+        ({"image_size": 224.0}, "image_size", "invalid type: floating point"),
+        ({"layout": "HWC"}, "layout", "must be 'NHWC' or 'NCHW'"),
+        ({"rank": 0}, "rank", "give both rank and world_size"),
+        ({"rank": 2, "world_size": 2}, "rank", r"must be an int in \[0, 2\)"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{setting}: .*{says}") as e:
+            WebLIStream(ds["paths"], **kw)
+        assert e.value.setting == setting and isinstance(e.value, ValueError)

@@ -117,9 +117,9 @@ def test_state_names_the_mismatch(data):
     s = WebLIStream(data["paths"], **KW)
     state = s.state_dict()
     other = WebLIStream(data["paths"], **{**KW, "seed": 12})
-    with pytest.raises(ValueError, match="seed=11"):
+    with pytest.raises(ValueError, match="seed: state 11, stream 12"):
         other.load_state_dict(state)
-    with pytest.raises(ValueError, match="not a webli-io state"):
+    with pytest.raises(ValueError, match="not a usable webli-io state: version None"):
         other.load_state_dict({"epoch": 1})
 
 

@@ -31,7 +31,7 @@ def test_subsets_are_nested_and_independent_of_workers(make_shards):
     s = WebLIStream(ds["paths"], batch_size=8, image_size=8, subset=0.1)
     keys(s)
     assert s.stats()["skipped_out_of_subset"] == 200 - len(one)
-    with pytest.raises(ValueError, match="subset must be a fraction"):
+    with pytest.raises(ValueError, match=r"subset: must be in \(0, 1\], not 10"):
         WebLIStream(ds["paths"], subset=10)
 
 

@@ -12,7 +12,7 @@ threads with the GIL released; this package is the thin Python layer around it::
         batch["texts"]   # list[str]
 """
 
-from ._core import __version__, decode_resize, expand_shards
-from .stream import WebLIStream
+from ._core import ConfigError, Options, __version__, decode_resize, expand_shards
+from .stream import Topology, WebLIStream, resolve_topology
 
-__all__ = ["WebLIStream", "expand_shards", "decode_resize", "__version__"]
+__all__ = ["WebLIStream", "Options", "ConfigError", "Topology", "resolve_topology", "expand_shards", "decode_resize", "__version__"]

@@ -1,54 +1,86 @@
 """Types of the native module `webli_io._core` (built from rust/python.rs)."""
 
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "Blocklist",
+    "ConfigError",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_NEAR_RADIUS",
+    "Options",
+    "STAT_NAMES",
+    "Stream",
+    "TABLE_CAPTION_COLUMNS",
+    "TABLE_IMAGE_COLUMNS",
+    "TABLE_KEY_COLUMNS",
+    "__version__",
+    "consumed_bitmaps",
+    "content_hashes",
+    "count_samples",
+    "count_selected",
+    "decode_resize",
+    "expand_shards",
+    "fingerprints",
+    "in_subset",
+    "is_table_shard",
+    "normalize_lang",
+    "shuffled_order",
+    "table_rows",
+]
 
 __version__: str
 STAT_NAMES: List[str]
 DEFAULT_MAX_PIXELS: int
 
-class Stream(Iterator[Dict[str, Any]]):
-    """The native stream over resolved shard paths; see `webli_io.WebLIStream`."""
+class ConfigError(ValueError):
+    """A setting of a stream is wrong; ``setting`` names it."""
 
-    def __init__(
-        self,
+    setting: str
+
+@final
+class Options:
+    """The settings of a stream, validated once in the core (see `webli_io.WebLIStream` for
+    each setting; `Options.names()` lists them). Immutable, picklable, plain data."""
+
+    def __new__(cls, **settings: Any) -> "Options": ...
+    def replace(self, **settings: Any) -> "Options": ...
+    def to_dict(self) -> Dict[str, Any]: ...
+    def identity(self) -> Dict[str, Any]: ...
+    def fingerprint(self, shards: Sequence[str]) -> str: ...
+    @property
+    def selects_before_decode(self) -> bool: ...
+    @property
+    def shuffle_buffer_size(self) -> int: ...
+    @staticmethod
+    def names() -> List[str]: ...
+    @staticmethod
+    def defaults() -> Dict[str, Any]: ...
+    @staticmethod
+    def _from_json(text: str) -> "Options": ...
+    def __getattr__(self, name: str) -> Any: ...
+    def __reduce__(self) -> Tuple[Any, Tuple[str]]: ...
+
+@final
+class Stream(Iterator[Dict[str, Any]]):
+    """The native stream of one reader over its shards; see `webli_io.WebLIStream`."""
+
+    def __new__(
+        cls,
         shards: Sequence[str],
+        options: Options,
         *,
-        batch_size: int = 256,
-        image_size: int = 224,
-        resize: str = "squash",
-        layout: str = "NHWC",
-        shuffle_buffer: int = 0,
-        seed: int = 0,
-        num_threads: int = 1,
-        max_pixels: int = ...,
-        max_member_bytes: int = ...,
-        scaled_decode: bool = True,
-        drop_last: bool = False,
-        prefetch: int = 2,
+        shuffle_seed: int,
+        sample_seed: int,
+        num_threads: int,
         skip: int = 0,
         exclude: Optional[Dict[str, bytes]] = None,
         limit: int = 0,
         cycle: bool = False,
-        lang_fields: Optional[Sequence[str]] = None,
-        mixture: Optional[Dict[str, float]] = None,
-        mixture_temperature: Optional[float] = None,
-        mixture_counts: Optional[Dict[str, int]] = None,
-        mixture_window: int = 10000,
-        subset: Optional[float] = None,
-        subset_seed: int = 0,
-        min_score: Optional[Dict[str, float]] = None,
-        drop_if: Optional[Dict[str, List[str]]] = None,
-        dedup_capacity: Optional[int] = None,
-        min_image_side: int = 0,
-        max_aspect_ratio: float = 0.0,
-        blocklist: Optional[str] = None,
-        blocklist_radius: Tuple[int, int] = ...,
-        near_dedup_radius: Optional[Tuple[int, int]] = None,
         table_reader: Optional[Callable[[str], Iterator[Any]]] = None,
-    ) -> None: ...
+    ) -> "Stream": ...
     def __iter__(self) -> "Stream": ...
     def __next__(self) -> Dict[str, Any]: ...
     def stats(self) -> Dict[str, int]: ...
@@ -64,14 +96,26 @@ def expand_shards(specs: Sequence[str]) -> List[str]:
 def consumed_bitmaps(
     shards: Sequence[str],
     n: int,
+    options: Options,
     *,
-    seed: int = 0,
-    shuffle_buffer: int = 0,
-    max_member_bytes: int = ...,
+    shuffle_seed: int,
+    sample_seed: int,
     exclude: Optional[Dict[str, bytes]] = None,
     table_reader: Optional[Callable[[str], Iterator[Any]]] = None,
 ) -> Dict[str, bytes]:
-    """Per-shard bitmaps of the samples behind the first `n` samples of a shuffled stream."""
+    """Per-shard bitmaps of the samples behind the first `n` samples of a reader's stream."""
+
+def count_selected(
+    shards: Sequence[str],
+    options: Options,
+    *,
+    threads: int = 1,
+    table_reader: Optional[Callable[[str], Iterator[Any]]] = None,
+) -> List[int]:
+    """Samples per shard that survive selection before decoding (read, not decoded)."""
+
+def shuffled_order(n: int, seed: int) -> List[int]:
+    """`range(n)` shuffled with `seed` by the core's RNG (the shard order of an epoch)."""
 
 def count_samples(shards: Sequence[str]) -> List[int]:
     """Samples per shard from the tar headers alone."""
@@ -92,10 +136,11 @@ def content_hashes(images: Sequence[bytes]) -> List[int]:
 
 DEFAULT_NEAR_RADIUS: Tuple[int, int]
 
+@final
 class Blocklist:
     """Fingerprints with multi-index Hamming lookup (the format of `webli-io index-eval`)."""
 
-    def __init__(self, path: Optional[str] = None) -> None: ...
+    def __new__(cls, path: Optional[str] = None) -> "Blocklist": ...
     def add(self, fingerprints: Sequence[Tuple[int, int]], id: int) -> None: ...
     def find(self, phash: int, dhash: int, radius: Tuple[int, int] = ...) -> Optional[int]: ...
     def count_matches(self, queries: Sequence[Tuple[int, int]], radius: Tuple[int, int] = ...) -> int: ...

@@ -261,7 +261,8 @@ def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip
     if workers > 0:
         pipelines[f"webli-io ({workers} workers)"] = lambda: webli_loader(paths, size, batch, workers, threads)
     available = {"wds + PIL + torchvision": "torchvision", "wds + PIL draft()": "draft", "wds + simplejpeg scaled": "simplejpeg"}
-    missing = []
+    # Baselines that could not run, by the same name they have when they run: name -> reason.
+    missing: Dict[str, str] = {}
     for name, kind in available.items():
         if name in skip:
             continue
@@ -271,7 +272,7 @@ def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip
 
             pipelines[name] = (lambda k: (lambda: wds_loader(paths, size, batch, workers, k)))(kind)
         except ImportError as e:
-            missing.append(f"{name} ({e.name} not installed)")
+            missing[name] = f"{e.name} not installed (pip install 'webli-io[bench]')"
     best: Dict[str, float] = {k: 0.0 for k in pipelines}
     for _ in range(repeat):
         for name, make in pipelines.items():
@@ -286,8 +287,8 @@ def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip
         if progress is not None:
             progress.set_description("decode-only")
         best["decode-only (yardstick)"] = max(decode_only(jpegs, workers) for _ in range(repeat))
-    except ImportError:
-        missing.append("decode-only (simplejpeg not installed)")
+    except ImportError as e:
+        missing["decode-only (yardstick)"] = f"{e.name} not installed (pip install 'webli-io[bench]')"
     result["images_per_second"] = {k: round(v, 1) for k, v in best.items()}
     ours = best["webli-io (threads)"]
     result["webli_io_ratio_to"] = {k: round(ours / v, 2) for k, v in best.items() if not k.startswith("webli-io") and v > 0}
@@ -350,6 +351,6 @@ def format_table(result: Dict[str, Any]) -> str:
         lines.append(f"memory over {m['images']} images ({m['epochs']} epochs): RSS {m['rss_mb_before']} MB before, "
                      f"{m['rss_mb_after_10pct']} MB after 10%, "
                      f"peak {m['rss_mb_peak_after_10pct']} MB after that, {m['rss_mb_end']} MB at the end")
-    for n in result.get("not_run", []):
-        lines.append(f"not run: {n}")
+    for name, why in result.get("not_run", {}).items():
+        lines.append(f"not run: {name}: {why}")
     return "\n".join(lines)

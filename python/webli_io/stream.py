@@ -1,9 +1,11 @@
 """`WebLIStream`: the torch IterableDataset over the Rust core.
 
-It validates its arguments, resolves the shard list once, and at iteration time picks this
-process's share of the shards (by DDP rank and DataLoader worker), then runs the native
-pipeline over them. Counters are kept in a small shared-memory table so that `stats()` in the
-main process sums what every DataLoader worker saw.
+The settings are one value, :class:`Options`, built and validated once in the core; the process
+topology (rank, world size) is resolved once where the stream is built and carried to DataLoader
+workers; the epoch reaches workers through shared memory, whatever their lifetime. At iteration
+time a reader (rank x worker) takes its share of the shards and runs the native pipeline over
+them. Counters live in a small shared-memory table, so that `stats()` in the main process sums
+what every DataLoader worker saw.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
-import random
+from dataclasses import dataclass
 from multiprocessing.context import get_spawning_popen
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -27,17 +29,16 @@ log = logging.getLogger("webli_io")
 PathLike = Union[str, "os.PathLike[str]"]
 ShardSpec = Union[PathLike, Sequence[PathLike]]
 
-RESIZE_MODES = ("squash", "center_crop", "random_resized_crop")
-LAYOUTS = ("NHWC", "NCHW")
-#: Target mixtures by name. "webli-100b": the paper's recipe, each of the 7 Crossmodal-3600
-#: low-resource languages at 1% of the mix (7% in all), the other 93% the original stream.
-MIXTURES: Dict[str, Dict[str, float]] = {
-    "webli-100b": {lang: 0.01 for lang in ("bn", "fil", "hi", "he", "mi", "sw", "te")},
-}
+#: The settings of a stream, validated once in the core (see WebLIStream for each one).
+Options = _core.Options
+#: A wrong setting (a ValueError); ``.setting`` names it.
+ConfigError = _core.ConfigError
 #: Problems kept for ``problems()`` (the newest; all are counted in ``stats()``).
 MAX_PROBLEMS = 1000
 #: Problems logged at WARNING per stream; the rest go to DEBUG (all are counted in `stats()`).
 WARN_PROBLEMS = 5
+#: Version of the dict that ``state_dict`` returns.
+STATE_VERSION = 2
 
 
 def _available_cpus() -> int:
@@ -62,12 +63,57 @@ def _check_int(name: str, value: Any, lo: int, hi: Optional[int] = None) -> int:
     return value
 
 
-class _SharedStats:
-    """Counters shared by the main process and its DataLoader workers.
+def _config_error(setting: str, message: str) -> Exception:
+    err = ConfigError(f"{setting}: {message}")
+    err.setting = setting  # type: ignore[attr-defined]
+    return err
 
-    One row per worker (and one for the main process) in a lock-free shared-memory table: each
-    process writes only its own row, the main process sums them. It travels to worker processes
-    by inheritance (fork) or as a spawning argument (spawn), as multiprocessing allows.
+
+@dataclass(frozen=True)
+class Topology:
+    """Which rank of how many this process is, and where that was learned."""
+
+    rank: int
+    world_size: int
+    #: "explicit" (rank=/world_size=), "torch.distributed", "env" (RANK/WORLD_SIZE), or
+    #: "default" (none of them: one process; looked up again where the loader is built).
+    source: str
+
+
+def resolve_topology(rank: Optional[int] = None, world_size: Optional[int] = None) -> Topology:
+    """The topology, in order: explicit ``rank``/``world_size``; ``torch.distributed`` when
+    initialised; the ``RANK``/``WORLD_SIZE`` variables torchrun and SLURM launchers set; else
+    rank 0 of 1."""
+    if (rank is None) != (world_size is None):
+        raise _config_error("rank", "give both rank and world_size, or neither (to take them from torch.distributed or RANK/WORLD_SIZE)")
+    if world_size is not None:
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise _config_error("world_size", f"must be an int >= 1, not {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise _config_error("rank", f"must be an int in [0, {world_size}), not {rank!r}")
+        return Topology(rank, world_size, "explicit")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return Topology(dist.get_rank(), dist.get_world_size(), "torch.distributed")
+    env_rank, env_world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if env_rank is not None and env_world is not None:
+        try:
+            r, w = int(env_rank), int(env_world)
+        except ValueError:
+            raise _config_error("rank", f"RANK={env_rank!r} / WORLD_SIZE={env_world!r} are not integers") from None
+        if not 0 <= r < w:
+            raise _config_error("rank", f"RANK={r} is outside WORLD_SIZE={w}")
+        return Topology(r, w, "env")
+    return Topology(0, 1, "default")
+
+
+class _Shared:
+    """Memory shared by the main process and its DataLoader workers: the counters (one row per
+    worker, one for the main process; each process writes only its own row, the main process
+    sums them) and the epoch (written by ``set_epoch``, read by every ``__iter__``, so workers
+    kept alive by ``persistent_workers=True`` see it). It travels to worker processes by
+    inheritance (fork) or as a spawning argument (spawn, forkserver).
     """
 
     ROWS = 257  # 256 worker rows + the main process
@@ -75,6 +121,7 @@ class _SharedStats:
     def __init__(self) -> None:
         self.names: List[str] = list(_core.STAT_NAMES)
         self.table = mp.RawArray(ctypes.c_int64, self.ROWS * len(self.names))
+        self.epoch = mp.RawValue(ctypes.c_int64, 0)
 
     def row_of(self, worker_id: Optional[int]) -> int:
         return self.ROWS - 1 if worker_id is None else worker_id % (self.ROWS - 1)
@@ -92,19 +139,65 @@ class _SharedStats:
         values = list(self.table)
         return {k: sum(values[r * n + i] for r in range(self.ROWS)) for i, k in enumerate(self.names)}
 
+    def worker_batches(self) -> int:
+        """Batches yielded by worker processes (all rows but the main process's)."""
+        n, i = len(self.names), self.names.index("batches_yielded")
+        values = list(self.table)
+        return sum(values[r * n + i] for r in range(self.ROWS - 1))
+
     def reset(self) -> None:
         ctypes.memset(self.table, 0, ctypes.sizeof(self.table))
 
     def __getstate__(self) -> Dict[str, Any]:
         if get_spawning_popen() is None:
             # Pickled for another purpose than starting a worker (e.g. a copy): the copy keeps
-            # its own counters rather than failing.
-            return {"names": self.names, "table": None}
-        return {"names": self.names, "table": self.table}
+            # its own counters and epoch rather than failing.
+            return {"names": self.names, "table": None, "epoch": int(self.epoch.value)}
+        return {"names": self.names, "table": self.table, "epoch": self.epoch}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.names = state["names"]
         self.table = state["table"] if state["table"] is not None else mp.RawArray(ctypes.c_int64, self.ROWS * len(self.names))
+        epoch = state["epoch"]
+        if isinstance(epoch, int):
+            self.epoch = mp.RawValue(ctypes.c_int64, epoch)
+        else:
+            self.epoch = epoch
+
+
+def _check_state(state: Any, depth: int = 0) -> Dict[str, Any]:
+    """Structure, types and ranges of a state from ``state_dict`` (it may come from a file)."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"not a usable webli-io state: {what}")
+
+    if not isinstance(state, dict):
+        raise bad(f"expected the dict from WebLIStream.state_dict(), not {type(state).__name__}")
+    if state.get("version") != STATE_VERSION:
+        raise bad(f"version {state.get('version')!r}, this webli-io reads version {STATE_VERSION}")
+    def int_in(name: str, value: Any, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise bad(f"{name} must be an int in [{lo}, {hi}], not {value!r}")
+        return value
+
+    int_in("epoch", state.get("epoch"), 0, 2**62)
+    slots = state.get("slots")
+    if slots is not None:
+        int_in("slots", slots, 1, 1 << 20)
+    positions = state.get("positions")
+    if not isinstance(positions, dict):
+        raise bad("positions must be a dict")
+    for slot, pos in positions.items():
+        if not isinstance(slot, str) or not slot.isdigit() or slots is None or int(slot) >= slots:
+            raise bad(f"reader slot {slot!r} is not one of the {slots} slots")
+        if not isinstance(pos, dict):
+            raise bad(f"position of slot {slot} must be a dict")
+        int_in(f"positions[{slot}].seq", pos.get("seq"), 0, 2**53)
+        int_in(f"positions[{slot}].yielded", pos.get("yielded"), 0, 2**53)
+    if state.get("base") is not None:
+        if depth > 64:
+            raise bad("base states nested too deep")
+        _check_state(state["base"], depth + 1)
+    return state
 
 
 class WebLIStream(IterableDataset):
@@ -123,7 +216,15 @@ class WebLIStream(IterableDataset):
     Shards are split across DDP ranks and DataLoader workers (shard ``i`` goes to
     ``rank * num_workers + worker``, modulo ``world_size * num_workers``), so every sample is
     read exactly once per epoch; a process with no shard yields nothing. Use as many shards as
-    ``world_size * num_workers`` or more.
+    ``world_size * num_workers`` or more. The rank and world size are resolved once, when the
+    stream is built (explicit ``rank=``/``world_size=``, else ``torch.distributed`` when
+    initialised, else the ``RANK``/``WORLD_SIZE`` variables of torchrun), and carried to the
+    DataLoader workers, whatever their start method (fork, spawn, forkserver) or lifetime
+    (``persistent_workers=True``): build the stream after ``init_process_group``, or pass them.
+
+    Settings are keyword arguments (below), or an :class:`Options` value (``options=``) with
+    keyword arguments overriding it. They are validated once, in the core: a wrong one raises
+    :class:`ConfigError` (a ``ValueError``) naming it; ``Options.names()`` lists them all.
 
     Args:
         shards: a path, glob or brace pattern (``"data/shard-{000000..000009}.tar"``), or a list
@@ -212,40 +313,11 @@ class WebLIStream(IterableDataset):
     def __init__(
         self,
         shards: ShardSpec,
+        options: Optional[Options] = None,
         *,
-        batch_size: int = 256,
-        image_size: int = 224,
-        resize: str = "squash",
-        layout: str = "NHWC",
-        shuffle: bool = False,
-        shuffle_buffer: Optional[int] = None,
-        seed: int = 0,
-        num_threads: Optional[int] = None,
-        max_pixels: int = _core.DEFAULT_MAX_PIXELS,
-        scaled_decode: bool = True,
-        drop_last: bool = False,
-        prefetch: int = 2,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
-        equal_batches: Optional[str] = None,
-        lang_fields: Optional[Sequence[str]] = None,
-        mixture: Union[None, str, Mapping[str, float]] = None,
-        mixture_temperature: Optional[float] = None,
-        manifest: Optional[str] = None,
-        mixture_window: int = 10_000,
-        subset: Optional[float] = None,
-        subset_seed: int = 0,
-        dedup: bool = False,
-        dedup_capacity: int = 10_000_000,
-        min_score: Optional[Mapping[str, float]] = None,
-        drop_if: Optional[Mapping[str, Sequence[Any]]] = None,
-        min_image_side: int = 0,
-        max_aspect_ratio: Optional[float] = None,
-        blocklist: Optional[str] = None,
-        blocklist_radius: Optional[Tuple[int, int]] = None,
-        near_dedup: bool = False,
-        near_dedup_radius: Optional[Tuple[int, int]] = None,
-        columns: Optional[Sequence[str]] = None,
+        **settings: Any,
     ) -> None:
         super().__init__()
         if isinstance(shards, (str, os.PathLike)):
@@ -259,126 +331,88 @@ class WebLIStream(IterableDataset):
                 ) from None
         if not specs:
             raise ValueError("shards is empty: give at least one shard path or pattern")
+        if options is None:
+            options = Options(**settings)
+        elif not isinstance(options, Options):
+            raise TypeError(f"options must be a webli_io.Options, not {type(options).__name__}")
+        elif settings:
+            options = options.replace(**settings)
+        #: The settings, validated once (immutable).
+        self.options: Options = options
         self.shards: List[str] = _core.expand_shards(specs)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.image_size = _check_int("image_size", image_size, 8, 8192)
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, not {resize!r}")
-        self.resize = resize
-        if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
-            raise ValueError(f"layout must be 'NHWC' or 'NCHW', not {layout!r}")
-        self.layout = layout.upper()
-        self.shuffle = bool(shuffle)
-        if shuffle_buffer is None:
-            shuffle_buffer = 1000 if self.shuffle else 0
-        self.shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 0)
-        self.seed = _check_int("seed", seed, 0, 2**63 - 1)
-        self.num_threads = None if num_threads is None else _check_int("num_threads", num_threads, 1, 1024)
-        self.max_pixels = _check_int("max_pixels", max_pixels, 1)
-        self.scaled_decode = bool(scaled_decode)
-        self.drop_last = bool(drop_last)
-        self.prefetch = _check_int("prefetch", prefetch, 1, 1024)
-        if (rank is None) != (world_size is None):
-            raise ValueError("give both rank and world_size, or neither (to take them from torch.distributed)")
-        if world_size is not None:
-            _check_int("world_size", world_size, 1)
-            _check_int("rank", rank, 0, world_size - 1)
-        self.rank, self.world_size = rank, world_size
-        if equal_batches not in (None, "drop", "pad"):
-            raise ValueError(f"equal_batches must be None, 'drop' or 'pad', not {equal_batches!r}")
-        self.equal_batches = equal_batches
-        self.lang_fields = list(lang_fields) if lang_fields is not None else None
-        if self.lang_fields is not None and (not self.lang_fields or not all(isinstance(f, str) for f in self.lang_fields)):
-            raise ValueError("lang_fields must be a non-empty list of json field names, e.g. ['language', 'lang']")
-        if isinstance(mixture, str):
-            if mixture not in MIXTURES:
-                raise ValueError(f"unknown mixture {mixture!r}: use one of {sorted(MIXTURES)} or a dict {{lang: share}}")
-            mixture = MIXTURES[mixture]
-        if mixture is not None:
-            mixture = {str(k): float(v) for k, v in dict(mixture).items()}
-            if any(not 0.0 <= v <= 1.0 for v in mixture.values()) or sum(mixture.values()) > 1.0 + 1e-9:
-                raise ValueError(f"mixture shares must each be in [0, 1] and sum to at most 1, not {mixture}")
-        if mixture is not None and mixture_temperature is not None:
-            raise ValueError("give mixture= or mixture_temperature=, not both")
-        if mixture_temperature is not None and not mixture_temperature > 0:
-            raise ValueError(f"mixture_temperature must be positive, not {mixture_temperature}")
-        self.mixture, self.mixture_temperature = mixture, mixture_temperature
-        self.mixture_window = _check_int("mixture_window", mixture_window, 1)
-        if subset is not None and not (isinstance(subset, (int, float)) and 0.0 < subset <= 1.0):
-            raise ValueError(f"subset must be a fraction in (0, 1], e.g. 0.01 for the 1% subset, not {subset!r}")
-        self.subset = None if subset is None else float(subset)
-        self.subset_seed = _check_int("subset_seed", subset_seed, 0, 2**63 - 1)
-        self.dedup = bool(dedup)
-        self.dedup_capacity = _check_int("dedup_capacity", dedup_capacity, 1)
-        self.min_score = {str(k): float(v) for k, v in dict(min_score or {}).items()}
-        self.drop_if: Dict[str, List[str]] = {}
-        for field, values in dict(drop_if or {}).items():
-            if isinstance(values, (str, bool, int, float)):
-                values = [values]
-            self.drop_if[str(field)] = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
-        self.min_image_side = _check_int("min_image_side", min_image_side, 0)
-        if max_aspect_ratio is not None and not max_aspect_ratio >= 1.0:
-            raise ValueError(f"max_aspect_ratio must be at least 1 (long side / short side), not {max_aspect_ratio!r}")
-        self.max_aspect_ratio = max_aspect_ratio
-        def radius(name: str, value: Optional[Tuple[int, int]]) -> Tuple[int, int]:
-            if value is None:
-                return tuple(_core.DEFAULT_NEAR_RADIUS)  # type: ignore[return-value]
-            if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value)
-                    and 0 <= value[0] <= 11 and 0 <= value[1] <= 64):
-                raise ValueError(f"{name} must be (pHash bits <= 11, dHash bits <= 64), not {value!r}")
-            return int(value[0]), int(value[1])
-
-        if blocklist is not None and not os.path.isfile(os.fspath(blocklist)):
-            raise FileNotFoundError(f"blocklist not found: {os.fspath(blocklist)!r} (write one with `webli-io index-eval`)")
-        self.blocklist = None if blocklist is None else os.fspath(blocklist)
-        self.blocklist_radius = radius("blocklist_radius", blocklist_radius)
-        self.near_dedup = bool(near_dedup)
-        self.near_dedup_radius = radius("near_dedup_radius", near_dedup_radius)
+        self.topology: Topology = resolve_topology(rank, world_size)
         self._table_opener: Optional[ParquetOpener] = (
-            ParquetOpener(meta_columns=columns) if any(is_table_shard(s) for s in self.shards) else None
+            ParquetOpener(meta_columns=options.columns) if any(is_table_shard(s) for s in self.shards) else None
         )
-        self.mixture_counts: Optional[Dict[str, int]] = None
-        if manifest is not None:
-            from .prepare import load_counts
-
-            self.mixture_counts = load_counts(os.fspath(manifest))
-        elif mixture is not None or mixture_temperature is not None:
+        if options.manifest is None and (options.mixture is not None or options.mixture_temperature is not None):
             log.warning("no manifest given: the language shares are estimated online from the samples seen so far, "
-                        "so the mixture settles as the stream goes (write one with `webli-io prepare`)")
-        # Samples per shard from the tar headers: needed to give every reader the same number of
-        # batches. One header scan per shard, here, so that every worker agrees.
-        self._counts: Optional[List[int]] = self._count_samples() if equal_batches else None
-        self.epoch = 0
+                        "so the mixture settles as the stream goes and differs between layouts (write one with `webli-io prepare`)")
+        # Samples per shard, after selection: what every reader's equal share is computed from.
+        # Counted once, here, so that every worker agrees.
+        self._counts: Optional[List[int]] = self._count_samples() if options.equal_batches else None
+        self._shared = _Shared()
         self._resume: Optional[Dict[str, Any]] = None
         self._positions: Dict[int, Dict[str, int]] = {}
         self._positions_epoch = 0
         self._slots: Optional[int] = None
-        self._stats = _SharedStats()
+        self._worker_batches_mark = 0
         self._problems: List[Dict[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        # Settings read as attributes (stream.batch_size): one source, the options.
+        if name.startswith("_") or name in ("options",):
+            raise AttributeError(name)
+        try:
+            return getattr(self.options, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        if get_spawning_popen() is not None and self.topology.source == "default":
+            # Pickled to start a worker: this is the process that builds the loader, where
+            # torch.distributed may have been initialised since the stream was made.
+            state["topology"] = resolve_topology()
+        return state
+
+    @property
+    def epoch(self) -> int:
+        """The epoch (shared with DataLoader workers)."""
+        return int(self._shared.epoch.value)
 
     # -- epochs and splitting -------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch: it reseeds the shard order, the sample shuffle and the random crops."""
-        self.epoch = _check_int("epoch", epoch, 0)
+        """Set the epoch: it reseeds the shard order, the sample shuffle and the random crops.
+        It reaches DataLoader workers already running (``persistent_workers=True``) too."""
+        self._shared.epoch.value = _check_int("epoch", epoch, 0, 2**62)
         if self._positions_epoch != self.epoch:
             self._positions, self._positions_epoch = {}, self.epoch
+            self._worker_batches_mark = self._shared.worker_batches()
 
-    def _rank_world(self) -> Tuple[int, int]:
-        if self.world_size is not None:
-            return int(self.rank), int(self.world_size)  # type: ignore[arg-type]
-        import torch.distributed as dist
+    def _topology_here(self) -> Topology:
+        """The carried topology; where it had to default, the process building the loader (or a
+        forked copy of it) may know better now."""
+        if self.topology.source == "default":
+            self.topology = resolve_topology()
+        elif self.topology.source != "explicit":
+            import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+            if dist.is_available() and dist.is_initialized():
+                here = (dist.get_rank(), dist.get_world_size())
+                if here != (self.topology.rank, self.topology.world_size):
+                    raise RuntimeError(
+                        f"this stream was built for rank {self.topology.rank} of {self.topology.world_size} "
+                        f"(from {self.topology.source}) but torch.distributed says rank {here[0]} of {here[1]}: "
+                        "build the stream after init_process_group, or pass rank= and world_size="
+                    )
+        return self.topology
 
     def _order(self) -> List[str]:
-        """This epoch's shard order: the same in every process."""
-        order = list(self.shards)
-        if self.shuffle:
-            random.Random(_mix_seed(self.seed, self.epoch, "shards")).shuffle(order)
-        return order
+        """This epoch's shard order: the same in every process (the core's seeded shuffle)."""
+        if not self.options.shuffle:
+            return list(self.shards)
+        return [self.shards[i] for i in _core.shuffled_order(len(self.shards), _mix_seed(self.options.seed, self.epoch, "shards"))]
 
     def shards_for(self, rank: int, world_size: int, worker: int, num_workers: int) -> List[str]:
         """The shards that DataLoader worker ``worker`` of rank ``rank`` reads this epoch."""
@@ -386,7 +420,13 @@ class WebLIStream(IterableDataset):
         return self._order()[slot::slots]
 
     def _slot_seed(self, slot: int) -> int:
-        return _mix_seed(self.seed, self.epoch, slot)
+        """Seed of reader `slot`'s sample shuffle this epoch."""
+        return _mix_seed(self.options.seed, self.epoch, slot)
+
+    def _sample_seed(self) -> int:
+        """Seed of per-sample choices (crops, mixture copies) this epoch: no reader in it, so a
+        sample gets the same crop and copies on every layout."""
+        return _mix_seed(self.options.seed, self.epoch, "sample")
 
     def _batches_per_reader(self, slots: int, exclude: Optional[Dict[str, bytes]] = None) -> int:
         """With ``equal_batches``: the number of full batches every reader yields this epoch
@@ -397,11 +437,17 @@ class WebLIStream(IterableDataset):
             count[shard] = max(0, count.get(shard, 0) - sum(bin(b).count("1") for b in bitmap))
         order = self._order()
         per_slot = [sum(count[s] for s in order[i::slots]) for i in range(slots)]
-        if self.equal_batches == "drop":
-            return min(n // self.batch_size for n in per_slot)
-        return max(-(-n // self.batch_size) for n in per_slot)
+        batch = self.options.batch_size
+        if self.options.equal_batches == "drop":
+            return min(n // batch for n in per_slot)
+        return max(-(-n // batch) for n in per_slot)
 
     def _count_samples(self) -> List[int]:
+        if self.options.selects_before_decode:
+            # Selection drops samples before decoding: count what survives it (reads the shards,
+            # decodes nothing). Dedup across shards and decode failures can still leave a reader
+            # short: it then pads from its own samples (counted as samples_padded).
+            return _core.count_selected(self.shards, self.options, threads=_available_cpus(), table_reader=self._table_opener)
         tars = [s for s in self.shards if not is_table_shard(s)]
         counted = dict(zip(tars, _core.count_samples(tars))) if tars else {}
         return [num_rows(s) if is_table_shard(s) else counted[s] for s in self.shards]
@@ -416,17 +462,20 @@ class WebLIStream(IterableDataset):
             theirs = order[slot::slots]
             if consumed and wanted.intersection(theirs):
                 exclude = _core.consumed_bitmaps(
-                    theirs, consumed, seed=self._slot_seed(slot), shuffle_buffer=self.shuffle_buffer, exclude=exclude,
-                    table_reader=self._table_opener,
+                    theirs, consumed, self.options, shuffle_seed=self._slot_seed(slot), sample_seed=self._sample_seed(),
+                    exclude=exclude, table_reader=self._table_opener,
                 )
         return exclude
 
     # -- iteration ------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
-        rank, world = self._rank_world()
+        topo = self._topology_here()
+        rank, world = topo.rank, topo.world_size
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self._positions_epoch != self.epoch:
+            self._positions, self._positions_epoch = {}, self.epoch
         shards = self.shards_for(rank, world, worker, workers)
         if len(self.shards) < world * workers and worker == 0 and rank == 0:
             log.warning(
@@ -435,6 +484,7 @@ class WebLIStream(IterableDataset):
                 len(self.shards), world * workers, world, workers,
             )
         slot, slots = rank * workers + worker, world * workers
+        equal = self.options.equal_batches
         skip, yielded, exclude = 0, 0, {}
         resume = self._resume if self._resume is not None and self._resume["epoch"] == self.epoch else None
         if resume is not None:
@@ -442,67 +492,37 @@ class WebLIStream(IterableDataset):
                 mine = resume["positions"].get(str(slot), {})
                 skip, yielded = int(mine.get("seq", 0)), int(mine.get("yielded", 0))
                 if resume.get("base"):
-                    exclude = self._exclusions(resume["base"], self.shards if self.equal_batches else shards)
+                    exclude = self._exclusions(resume["base"], self.shards if equal else shards)
             else:
-                exclude = self._exclusions(resume, self.shards if self.equal_batches else shards)
+                exclude = self._exclusions(resume, self.shards if equal else shards)
         limit, cycle = 0, False
-        if self.equal_batches:
-            per_reader = self._batches_per_reader(slots, exclude) * self.batch_size
+        if equal:
+            per_reader = self._batches_per_reader(slots, exclude) * self.options.batch_size
             limit, cycle = per_reader - yielded, True
             if not shards and limit > 0:
                 # A reader with no shard of its own pads from one shard (equal_batches="pad").
                 shards = [self._order()[slot % len(self.shards)]]
-        if not shards or (self.equal_batches and limit <= 0):
+        if not shards or (equal and limit <= 0):
             return
-        threads = self.num_threads or max(1, _available_cpus() // workers)
+        threads = self.options.num_threads or max(1, _available_cpus() // workers)
         core = _core.Stream(
-            shards,
-            batch_size=self.batch_size,
-            image_size=self.image_size,
-            resize=self.resize,
-            layout=self.layout,
-            shuffle_buffer=self.shuffle_buffer,
-            seed=self._slot_seed(slot),
-            num_threads=threads,
-            max_pixels=self.max_pixels,
-            scaled_decode=self.scaled_decode,
-            drop_last=self.drop_last or bool(self.equal_batches),
-            prefetch=self.prefetch,
-            skip=skip,
-            exclude=exclude,
-            limit=limit,
-            cycle=cycle,
-            lang_fields=self.lang_fields,
-            mixture=self.mixture,
-            mixture_temperature=self.mixture_temperature,
-            mixture_counts=self.mixture_counts,
-            mixture_window=self.mixture_window,
-            subset=self.subset,
-            subset_seed=self.subset_seed,
-            min_score=self.min_score,
-            drop_if=self.drop_if,
-            dedup_capacity=self.dedup_capacity if self.dedup else None,
-            min_image_side=self.min_image_side,
-            max_aspect_ratio=self.max_aspect_ratio or 0.0,
-            blocklist=self.blocklist,
-            blocklist_radius=self.blocklist_radius,
-            near_dedup_radius=self.near_dedup_radius if self.near_dedup else None,
-            table_reader=self._table_opener,
+            shards, self.options, shuffle_seed=self._slot_seed(slot), sample_seed=self._sample_seed(), num_threads=threads,
+            skip=skip, exclude=exclude, limit=limit, cycle=cycle, table_reader=self._table_opener,
         )
-        row = self._stats.row_of(info.id if info is not None else None)
-        base = self._stats.read_row(row)
+        row = self._shared.row_of(info.id if info is not None else None)
+        base = self._shared.read_row(row)
         self._slots = slots
-        if self._positions_epoch != self.epoch:
-            self._positions, self._positions_epoch = {}, self.epoch
+        epoch = self.epoch
         try:
             for batch in core:
-                self._stats.write_row(row, base, core.stats())
+                self._shared.write_row(row, base, core.stats())
                 yielded += len(batch["keys"])
-                batch["position"] = {"epoch": self.epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
+                batch["position"] = {"epoch": epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
                 self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
                 yield batch
         finally:
-            self._stats.write_row(row, base, core.stats())
+            stats = core.stats()
+            self._shared.write_row(row, base, stats)
             problems = core.problems()
             core.close()
             for i, p in enumerate(problems):
@@ -510,6 +530,12 @@ class WebLIStream(IterableDataset):
                 log.log(level, "skipped or repaired %s in %s: %s (%s)", p["key"] or "-", p["shard"], p["reason"], p["message"])
             if info is None:
                 self._problems = (self._problems + problems)[-MAX_PROBLEMS:]
+        if stats.get("equal_batches_unfilled"):
+            raise RuntimeError(
+                f"equal_batches: reader {slot} of {slots} (shards {shards[:3]}{'...' if len(shards) > 3 else ''}) has no sample "
+                "that decodes and passes the filters, so it cannot give its share of batches; the other ranks would wait "
+                "for it: remove or fix these shards, or relax the filters"
+            )
 
     # -- resume ---------------------------------------------------------------------------
 
@@ -527,14 +553,25 @@ class WebLIStream(IterableDataset):
             self._positions[slot] = {"seq": seq, "yielded": yielded}
 
     def _identity(self) -> Dict[str, Any]:
+        """What a state is bound to: the settings that decide the samples, and the shards."""
         digest = hashlib.blake2b("\n".join(self.shards).encode(), digest_size=16).hexdigest()
-        return {"seed": self.seed, "shards": len(self.shards), "shards_digest": digest,
-                "shuffle": self.shuffle, "shuffle_buffer": self.shuffle_buffer}
+        return {"fingerprint": self.options.fingerprint(self.shards), "settings": self.options.identity(),
+                "shards": len(self.shards), "shards_digest": digest}
 
     def state_dict(self) -> Dict[str, Any]:
         """Where this epoch stands: per reader slot, the samples of its shuffled stream consumed
-        by the batches seen so far. Plain data (ints, strings, dicts): ``torch.save`` or JSON."""
+        by the batches seen so far, bound to the settings and shards that produced it. Plain data
+        (ints, strings, dicts): ``torch.save`` or JSON.
+
+        Raises RuntimeError when DataLoader workers yielded batches this epoch but none was
+        passed to ``observe()``: the state would silently restart the epoch."""
         positions = {str(k): v for k, v in self._positions.items()} if self._positions_epoch == self.epoch else {}
+        if not positions and self._shared.worker_batches() > self._worker_batches_mark:
+            raise RuntimeError(
+                "DataLoader workers yielded batches this epoch, but none was passed to stream.observe(batch): "
+                "call it for each batch the loop receives (or use torchdata's StatefulDataLoader), "
+                "or this state would restart the epoch"
+            )
         slots, base = self._slots, None
         resume = self._resume if self._resume is not None and self._resume["epoch"] == self.epoch else None
         if resume is not None:
@@ -544,35 +581,41 @@ class WebLIStream(IterableDataset):
                 slots, base = resume["slots"], resume.get("base")
             else:
                 base = resume  # another layout: the old state stays the base of this one
-        return {"version": 1, "epoch": self.epoch, "slots": slots, "positions": positions, "base": base, **self._identity()}
+        return {"version": STATE_VERSION, "epoch": self.epoch, "slots": slots, "positions": positions, "base": base,
+                **self._identity()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue from `state` (from ``state_dict``) at the next iteration: it sets the epoch,
-        and the readers skip what was consumed. The shards, seed and shuffle must be the same."""
-        if not isinstance(state, dict) or state.get("version") != 1:
-            raise ValueError("not a webli-io state (expected the dict from WebLIStream.state_dict())")
+        and the readers skip what was consumed. Raises ValueError naming what differs when the
+        state was taken with other settings or shards, or when its values are out of range."""
+        _check_state(state)
         mine = self._identity()
-        for key, value in mine.items():
-            if state.get(key) != value:
-                raise ValueError(f"cannot resume: the state was taken with {key}={state.get(key)!r}, this stream has {value!r}")
-        self.epoch = int(state["epoch"])
+        if state.get("fingerprint") != mine["fingerprint"]:
+            theirs = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+            differ = sorted(k for k in set(theirs) | set(mine["settings"]) if theirs.get(k) != mine["settings"].get(k))
+            what = [f"{k}: state {theirs.get(k)!r}, stream {mine['settings'].get(k)!r}" for k in differ]
+            if state.get("shards_digest") != mine["shards_digest"]:
+                what.append(f"the shard list ({state.get('shards')} shards in the state, {mine['shards']} here, or another order)")
+            raise ValueError("cannot resume: the state was taken with other settings or shards: " + ("; ".join(what) or "fingerprint differs"))
+        self._shared.epoch.value = int(state["epoch"])
         if state.get("slots") is None or not state.get("positions"):
             self._resume = None  # nothing consumed yet: start the epoch from the beginning
         else:
             self._resume = state
         self._positions, self._positions_epoch = {}, self.epoch
         self._slots = None
+        self._worker_batches_mark = self._shared.worker_batches()
 
     # -- counters -------------------------------------------------------------------------
 
     def stats(self) -> Dict[str, int]:
         """Counters summed over this process and its DataLoader workers since construction
         (or ``reset_stats``): samples read and yielded, and every skip or repair by reason."""
-        return self._stats.total()
+        return self._shared.total()
 
     def reset_stats(self) -> None:
         """Zero the counters."""
-        self._stats.reset()
+        self._shared.reset()
         self._problems.clear()
 
     def problems(self) -> List[Dict[str, str]]:
@@ -581,7 +624,5 @@ class WebLIStream(IterableDataset):
         return list(self._problems)
 
     def __repr__(self) -> str:
-        return (
-            f"WebLIStream({len(self.shards)} shards, batch_size={self.batch_size}, image_size={self.image_size}, "
-            f"resize={self.resize!r}, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})"
-        )
+        topo = self.topology
+        return f"WebLIStream({len(self.shards)} shards, {self.options!r}, rank {topo.rank} of {topo.world_size}, epoch {self.epoch})"

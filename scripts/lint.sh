@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The guardrails (scripts/test.sh runs them, so CI does): rustfmt, clippy with warnings as
+# errors (with and without the PyO3 bindings), ruff, and stubtest of `_core.pyi` against the
+# built extension. Needs the test extras (ruff, mypy) and the package installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+echo "-- cargo fmt --check"
+cargo fmt --check
+echo "-- cargo clippy -D warnings (stages alone, then with the python feature)"
+cargo clippy --locked --all-targets -q -- -D warnings
+cargo clippy --locked --features python -q -- -D warnings
+echo "-- ruff check"
+"$PY" -m ruff check python tests benches
+echo "-- stubtest webli_io._core"
+"$PY" -m mypy.stubtest webli_io._core --allowlist scripts/stubtest-allowlist.txt
