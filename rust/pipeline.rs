@@ -59,6 +59,9 @@ pub struct ReaderPlan {
     pub limit: u64,
     /// When the shards run out, read them again (another shuffle each pass); use with `limit`.
     pub cycle: bool,
+    /// With `cycle`: when a whole pass over this reader's shards gives nothing (all of it fails
+    /// to decode or is filtered out), pad from these instead (the epoch's other shards).
+    pub fallback_shards: Vec<String>,
 }
 
 /// A stream to run: the shards of one reader, the settings (whole), the reader's plan, and the
@@ -213,21 +216,34 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: i
     };
     let mut rebalancer = cfg.mixture().map(|m| Rebalancer::new(m, cfg.plan.sample_seed));
     let mut made_before = 0;
+    let mut shards: &[String] = &cfg.shards;
+    let mut fallback = !cfg.plan.fallback_shards.is_empty();
     for pass in 0u64.. {
         let before = seq.get();
-        if !read_pass(cfg, stats, pass, rebalancer.as_mut(), &mut emit) {
+        // Padding from the fallback shards repeats samples on purpose: no exclusions there.
+        let padding = !std::ptr::eq(shards, cfg.shards.as_slice());
+        if !read_pass(cfg, shards, !padding, stats, pass, rebalancer.as_mut(), &mut emit) {
             return;
         }
-        // Stop after one pass, or when a pass gave nothing (cycling would spin forever).
-        if !cfg.plan.cycle || seq.get() == before {
+        if !cfg.plan.cycle {
             return;
         }
-        if let Some(made) = made {
-            let now = made.load(Ordering::Acquire);
-            if pass > 0 && now == made_before {
-                return; // the batcher pads from what it has
-            }
+        // A pass that gave nothing (nothing selected, or, a pass later, nothing that decodes):
+        // cycling over these shards would spin forever. Pad from the fallback shards once; then
+        // stop, and the batcher pads from what it has.
+        let gave_nothing = seq.get() == before;
+        let made_nothing = made.is_some_and(|m| {
+            let now = m.load(Ordering::Acquire);
+            let none = pass > 0 && now == made_before;
             made_before = now;
+            none
+        });
+        if gave_nothing || made_nothing {
+            if !fallback {
+                return;
+            }
+            fallback = false;
+            shards = &cfg.plan.fallback_shards;
         }
     }
 }
@@ -235,6 +251,8 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: i
 /// One pass over the shards; `false` when the consumer has gone away.
 fn read_pass(
     cfg: &Job,
+    shards: &[String],
+    use_exclude: bool,
     stats: &Stats,
     pass: u64,
     mut rebalancer: Option<&mut Rebalancer>,
@@ -246,8 +264,14 @@ fn read_pass(
     // A new selector each pass: a padding pass (cycle) repeats samples on purpose.
     let mut selector = Selector::new(s.select.clone());
     let mut blocked = Duration::ZERO;
-    // Rebalanced samples go through the shuffle buffer to the consumer.
+    let exclude = &cfg.plan.exclude;
+    // Rebalanced samples go through the shuffle buffer to the consumer, but for the copies an
+    // earlier run consumed (a resume on another layout). They are left out here, after selection
+    // and rebalancing, so that dedup and the mixture decide exactly as in the uninterrupted run.
     let mut feed = |s: Sample, shuffler: &mut Shuffler, blocked: &mut Duration| -> bool {
+        if use_exclude && !exclude.is_empty() && is_excluded(exclude, &s) {
+            return true;
+        }
         match shuffler.push(s) {
             Some(out) => {
                 let t = Instant::now();
@@ -258,16 +282,17 @@ fn read_pass(
             None => true,
         }
     };
-    for shard in &cfg.shards {
+    for shard in shards {
         let name: Arc<str> = Arc::from(shard.as_str());
-        let excluded = cfg.plan.exclude.get(shard.as_str());
         let mut index = 0u64;
-        // The next sample's number in the shard, or None when an earlier run consumed it.
+        // The next sample's number in the shard.
         let mut next_index = || {
-            let i = index;
             index += 1;
-            (!excluded.is_some_and(|b| bit_is_set(b, i))).then_some(i)
+            index - 1
         };
+        // Exact dedup is within a shard: which samples a shard keeps is then the same on every
+        // layout, for every reader, and after any resume (`prepare --dedup` dedups across shards).
+        selector.start_shard();
         let mut alive = true;
         blocked = Duration::ZERO;
         let start = Instant::now();
@@ -295,7 +320,8 @@ fn read_pass(
             catch_unwind(AssertUnwindSafe(|| {
                 reader.read(shard, stats, &mut |row| {
                     stats.incr(Counter::SamplesRead);
-                    next_index().is_none_or(|i| handle(row_to_sample(row, i, &name, stats), i))
+                    let i = next_index();
+                    handle(row_to_sample(row, i, &name, stats), i)
                 })
             }))
         } else {
@@ -309,7 +335,8 @@ fn read_pass(
             stats.incr(Counter::ShardsOpened);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 read_samples(reader, shard, s.read.max_member_bytes, stats, |raw| {
-                    next_index().is_none_or(|i| handle(to_sample(raw, &name, stats), i))
+                    let i = next_index();
+                    handle(to_sample(raw, &name, stats), i)
                 })
             }));
             stats.add(Counter::RemoteRetry, retries.load(std::sync::atomic::Ordering::Relaxed));
@@ -336,11 +363,27 @@ fn read_pass(
     true
 }
 
+/// The key of copy `copy` (≥ 1) of a sample of `shard` in an exclusion map: copy 0 (the sample
+/// itself) is bit `index` of `exclude[shard]`, copy k of `exclude[shard + "\0" + k]` (no path
+/// holds a NUL).
+pub fn copy_key(shard: &str, copy: u32) -> String {
+    if copy == 0 {
+        shard.to_string()
+    } else {
+        format!("{shard}\0{copy}")
+    }
+}
+
+fn is_excluded(exclude: &HashMap<String, Vec<u8>>, s: &Sample) -> bool {
+    let bitmap = if s.copy == 0 { exclude.get(&*s.shard) } else { exclude.get(&copy_key(&s.shard, s.copy)) };
+    bitmap.is_some_and(|b| bit_is_set(b, s.index))
+}
+
 /// The first `n` samples of the shuffled stream that `job` describes, as `(shard, index in
-/// shard)`, found by reading the shards without decoding any image. Resuming on another layout
+/// shard, copy)`, found by reading the shards without decoding any image. Resuming on another layout
 /// uses it to learn which samples an interrupted run had consumed. The job carries the whole
 /// settings, so the replay numbers samples exactly as the stream did (selection, mixture).
-pub fn replay(job: &Job, n: u64) -> Vec<(Arc<str>, u64)> {
+pub fn replay(job: &Job, n: u64) -> Vec<(Arc<str>, u64, u32)> {
     let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
     if n == 0 {
         return out;
@@ -348,7 +391,7 @@ pub fn replay(job: &Job, n: u64) -> Vec<(Arc<str>, u64)> {
     let mut job = job.clone();
     job.plan.skip = 0;
     read_loop(&job, &Stats::new(), None, |s| {
-        out.push((s.shard, s.index));
+        out.push((s.shard, s.index, s.copy));
         (out.len() as u64) < n
     });
     out
@@ -725,7 +768,7 @@ mod tests {
         // The consumed samples are exactly those the first 3 batches came from (plus the bad ones
         // between them, which never reach a batch).
         let mut exclude: std::collections::HashMap<String, Vec<u8>> = Default::default();
-        for (shard, i) in &done {
+        for (shard, i, _) in &done {
             let bm = exclude.entry(shard.to_string()).or_default();
             if bm.len() <= (*i / 8) as usize {
                 bm.resize((*i / 8) as usize + 1, 0);

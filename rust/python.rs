@@ -332,7 +332,7 @@ impl PyStream {
     #[new]
     #[pyo3(signature = (
         shards, options, *, shuffle_seed, sample_seed, num_threads, skip=0, exclude=None, limit=0,
-        cycle=false, table_reader=None
+        cycle=false, fallback_shards=None, table_reader=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -346,10 +346,12 @@ impl PyStream {
         exclude: Option<HashMap<String, Vec<u8>>>,
         limit: u64,
         cycle: bool,
+        fallback_shards: Option<Vec<String>>,
         table_reader: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let mut job = options.job(py, shards, table_reader)?;
-        job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads, skip, exclude: exclude.unwrap_or_default(), limit, cycle };
+        let (exclude, fallback_shards) = (exclude.unwrap_or_default(), fallback_shards.unwrap_or_default());
+        job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads, skip, exclude, limit, cycle, fallback_shards };
         let pipeline = Pipeline::start(job).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
         Ok(Self { pipeline: Some(pipeline), stats })
@@ -419,8 +421,8 @@ fn consumed_bitmaps<'py>(
     job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads: 1, exclude: exclude.unwrap_or_default(), ..Default::default() };
     let maps = py.detach(|| {
         let mut out = job.plan.exclude.clone();
-        for (shard, i) in replay(&job, n) {
-            let bm = out.entry(shard.to_string()).or_default();
+        for (shard, i, copy) in replay(&job, n) {
+            let bm = out.entry(crate::pipeline::copy_key(&shard, copy)).or_default();
             let byte = (i / 8) as usize;
             if bm.len() <= byte {
                 bm.resize(byte + 1, 0);
@@ -626,7 +628,7 @@ fn decode_resize<'py>(
     let settings = Settings::from_flat(flat).map_err(|e| config_error(py, &e))?;
     let mut cfg = Job::new(Vec::new(), settings);
     cfg.plan.sample_seed = seed;
-    let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data.into(), text: String::new(), meta: Map::new(), lang: String::new() };
+    let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data.into(), text: String::new(), meta: Map::new(), lang: String::new(), copy: 0 };
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))
         .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;

@@ -143,10 +143,12 @@ impl Rebalancer {
             return true;
         }
         stats.add(Counter::MixtureRepeated, copies - 1);
-        for _ in 1..copies {
+        for copy in 1..copies {
             let at = self.position + rng.below(self.cfg.window);
             self.order += 1;
-            self.pending.push(Reverse(Pending { at, order: self.order, sample: sample.clone() }));
+            let mut extra = sample.clone();
+            extra.copy = copy as u32;
+            self.pending.push(Reverse(Pending { at, order: self.order, sample: extra }));
         }
         emit(sample)
     }
@@ -176,6 +178,7 @@ mod tests {
             text: String::new(),
             meta: Default::default(),
             lang: lang.into(),
+            copy: 0,
         }
     }
 

@@ -104,7 +104,7 @@ pub fn row_to_sample(row: TableRow, index: u64, shard_name: &Arc<str>, stats: &S
         stats.problem(Counter::MissingCaption, shard, &key, "no caption (null or empty)");
         return None;
     }
-    Some(Sample { key, shard: shard_name.clone(), index, seq: 0, image, text, meta: row.meta, lang: String::from("und") })
+    Some(Sample { key, shard: shard_name.clone(), index, seq: 0, image, text, meta: row.meta, lang: String::from("und"), copy: 0 })
 }
 
 /// One image–text pair, not yet decoded.
@@ -122,6 +122,9 @@ pub struct Sample {
     pub meta: Map<String, Value>,
     /// The normalised language (see `lang.rs`), `und` when unknown.
     pub lang: String,
+    /// Which copy of the sample this is: 0 for the sample itself, 1.. for the extra copies a
+    /// mixture makes (a resume excludes exactly the copies consumed).
+    pub copy: u32,
 }
 
 fn last_ext(ext: &str) -> &str {
@@ -188,7 +191,7 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option
         stats.problem(Counter::MissingCaption, shard, &key, "caption is empty");
         return None;
     }
-    Some(Sample { key, shard: shard_name.clone(), index: 0, seq: 0, image: image.into(), text, meta, lang: String::from("und") })
+    Some(Sample { key, shard: shard_name.clone(), index: 0, seq: 0, image: image.into(), text, meta, lang: String::from("und"), copy: 0 })
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -118,6 +118,13 @@ impl Selector {
         Self { cfg, dedup }
     }
 
+    /// A new shard begins: exact dedup is within a shard (the same decisions on every layout).
+    pub fn start_shard(&mut self) {
+        if let Some(set) = self.dedup.as_mut() {
+            *set = DedupSet::new(self.cfg.dedup_capacity);
+        }
+    }
+
     /// Keep the sample? Counts the reason when not.
     pub fn keep(&mut self, key: &str, shard: &str, meta: &Map<String, Value>, image: &[u8], stats: &Stats) -> bool {
         if let Some(f) = self.cfg.subset {

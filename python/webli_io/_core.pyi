@@ -79,6 +79,7 @@ class Stream(Iterator[Dict[str, Any]]):
         exclude: Optional[Dict[str, bytes]] = None,
         limit: int = 0,
         cycle: bool = False,
+        fallback_shards: Optional[Sequence[str]] = None,
         table_reader: Optional[Callable[[str], Iterator[Any]]] = None,
     ) -> "Stream": ...
     def __iter__(self) -> "Stream": ...

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
+import warnings
 from dataclasses import dataclass
 from multiprocessing.context import get_spawning_popen
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -37,6 +38,11 @@ ConfigError = _core.ConfigError
 MAX_PROBLEMS = 1000
 #: Problems logged at WARNING per stream; the rest go to DEBUG (all are counted in `stats()`).
 WARN_PROBLEMS = 5
+class ObserveWarning(UserWarning):
+    """``state_dict()`` was called with batches from DataLoader workers never passed to
+    ``observe()``."""
+
+
 #: Version of the dict that ``state_dict`` returns.
 STATE_VERSION = 2
 
@@ -368,12 +374,11 @@ class WebLIStream(IterableDataset):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
 
     def __getstate__(self) -> Dict[str, Any]:
-        state = self.__dict__.copy()
         if get_spawning_popen() is not None and self.topology.source == "default":
             # Pickled to start a worker: this is the process that builds the loader, where
             # torch.distributed may have been initialised since the stream was made.
-            state["topology"] = resolve_topology()
-        return state
+            self.topology = resolve_topology()
+        return self.__dict__.copy()
 
     @property
     def epoch(self) -> int:
@@ -433,7 +438,8 @@ class WebLIStream(IterableDataset):
         (of the samples not excluded, after a resume on another layout)."""
         assert self._counts is not None
         count = dict(zip(self.shards, self._counts))
-        for shard, bitmap in (exclude or {}).items():
+        for key, bitmap in (exclude or {}).items():
+            shard = key.split("\0")[0]  # "shard\0k": copy k of a mixture's samples
             count[shard] = max(0, count.get(shard, 0) - sum(bin(b).count("1") for b in bitmap))
         order = self._order()
         per_slot = [sum(count[s] for s in order[i::slots]) for i in range(slots)]
@@ -500,14 +506,16 @@ class WebLIStream(IterableDataset):
             per_reader = self._batches_per_reader(slots, exclude) * self.options.batch_size
             limit, cycle = per_reader - yielded, True
             if not shards and limit > 0:
-                # A reader with no shard of its own pads from one shard (equal_batches="pad").
-                shards = [self._order()[slot % len(self.shards)]]
+                # A reader with no shard of its own pads from the epoch's shards (equal_batches="pad").
+                shards = self._order()
         if not shards or (equal and limit <= 0):
             return
         threads = self.options.num_threads or max(1, _available_cpus() // workers)
         core = _core.Stream(
             shards, self.options, shuffle_seed=self._slot_seed(slot), sample_seed=self._sample_seed(), num_threads=threads,
             skip=skip, exclude=exclude, limit=limit, cycle=cycle, table_reader=self._table_opener,
+            # A reader whose own shards cannot fill its share pads from the epoch's other shards.
+            fallback_shards=self._order() if equal else None,
         )
         row = self._shared.row_of(info.id if info is not None else None)
         base = self._shared.read_row(row)
@@ -563,14 +571,16 @@ class WebLIStream(IterableDataset):
         by the batches seen so far, bound to the settings and shards that produced it. Plain data
         (ints, strings, dicts): ``torch.save`` or JSON.
 
-        Raises RuntimeError when DataLoader workers yielded batches this epoch but none was
-        passed to ``observe()``: the state would silently restart the epoch."""
+        Warns (``ObserveWarning``) when DataLoader workers made batches this epoch but none was
+        passed to ``observe()``: the state would restart the epoch."""
         positions = {str(k): v for k, v in self._positions.items()} if self._positions_epoch == self.epoch else {}
         if not positions and self._shared.worker_batches() > self._worker_batches_mark:
-            raise RuntimeError(
-                "DataLoader workers yielded batches this epoch, but none was passed to stream.observe(batch): "
+            # Workers prefetch, so this is also seen when the loop stopped before its first batch;
+            # hence a warning, not an error.
+            warnings.warn(
+                "DataLoader workers made batches this epoch, but none was passed to stream.observe(batch): "
                 "call it for each batch the loop receives (or use torchdata's StatefulDataLoader), "
-                "or this state would restart the epoch"
+                "or this state restarts the epoch", ObserveWarning, stacklevel=2,
             )
         slots, base = self._slots, None
         resume = self._resume if self._resume is not None and self._resume["epoch"] == self.epoch else None
@@ -583,6 +593,37 @@ class WebLIStream(IterableDataset):
                 base = resume  # another layout: the old state stays the base of this one
         return {"version": STATE_VERSION, "epoch": self.epoch, "slots": slots, "positions": positions, "base": base,
                 **self._identity()}
+
+    @staticmethod
+    def merge_states(states: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+        """One state from the ``state_dict()`` of every rank of a DDP job (each rank knows only
+        its own readers): gather them (e.g. ``torch.distributed.all_gather_object``) and merge,
+        so that a resume, on this layout or another, knows where every reader stood."""
+        if not states:
+            raise ValueError("merge_states needs the state of every rank, got none")
+        for st in states:
+            _check_state(st)
+        first = states[0]
+        for st in states[1:]:
+            for key in ("fingerprint", "epoch", "shards_digest"):
+                if st.get(key) != first.get(key):
+                    raise ValueError(f"cannot merge states with another {key}: {st.get(key)!r} vs {first.get(key)!r}")
+        # A rank that consumed nothing since it resumed on this layout still holds the state it
+        # loaded, which the others hold as their base: it adds nothing.
+        bases = [st["base"] for st in states if st.get("base") is not None]
+        newer = [st for st in states if not any(st.get("slots") == b.get("slots") and st["positions"] == b.get("positions")
+                                                  for b in bases)]
+        states = newer or states
+        slots = {st["slots"] for st in states if st.get("slots") is not None}
+        if len(slots) > 1:
+            raise ValueError(f"cannot merge states of different layouts ({sorted(slots)} readers)")
+        positions: Dict[str, Dict[str, int]] = {}
+        for st in states:
+            for slot, pos in st["positions"].items():
+                if slot not in positions or pos["seq"] > positions[slot]["seq"]:
+                    positions[slot] = dict(pos)
+        base = next((st["base"] for st in states if st.get("base") is not None), None)
+        return {**first, "slots": slots.pop() if slots else None, "positions": positions, "base": base}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue from `state` (from ``state_dict``) at the next iteration: it sets the epoch,
