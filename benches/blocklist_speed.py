@@ -17,8 +17,6 @@ import sys
 import time
 
 import numpy as np
-from PIL import Image
-
 from webli_io._core import DEFAULT_NEAR_RADIUS, Blocklist, fingerprints
 from webli_io.bench import load_photos
 

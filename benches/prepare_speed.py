@@ -16,7 +16,6 @@ import tempfile
 import time
 
 from PIL import Image
-
 from webli_io.prepare import prepare
 from webli_io.sample_data import CAPTIONS
 

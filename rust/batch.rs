@@ -86,7 +86,17 @@ mod tests {
     use super::*;
 
     fn sample(key: &str) -> Sample {
-        Sample { key: key.into(), shard: "s".into(), index: 0, seq: 0, image: Default::default(), text: format!("t{key}"), meta: Map::new(), lang: "und".into(), copy: 0 }
+        Sample {
+            key: key.into(),
+            shard: "s".into(),
+            index: 0,
+            seq: 0,
+            image: Default::default(),
+            text: format!("t{key}"),
+            meta: Map::new(),
+            lang: "und".into(),
+            copy: 0,
+        }
     }
 
     #[test]

@@ -168,7 +168,14 @@ pub struct SelectOptions {
 
 impl Default for SelectOptions {
     fn default() -> Self {
-        Self { subset: None, subset_seed: 0, dedup: false, dedup_capacity: 10_000_000, min_score: BTreeMap::new(), drop_if: BTreeMap::new() }
+        Self {
+            subset: None,
+            subset_seed: 0,
+            dedup: false,
+            dedup_capacity: 10_000_000,
+            min_score: BTreeMap::new(),
+            drop_if: BTreeMap::new(),
+        }
     }
 }
 
@@ -426,7 +433,11 @@ impl Settings {
     /// a resume state is bound to.
     pub fn identity(&self) -> Map<String, Value> {
         let Value::Object(nested) = serde_json::to_value(self).expect("settings serialise") else { unreachable!() };
-        nested.into_iter().filter(|(g, _)| !RUN_GROUPS.contains(&g.as_str())).flat_map(|(_, g)| if let Value::Object(m) = g { m } else { Map::new() }).collect()
+        nested
+            .into_iter()
+            .filter(|(g, _)| !RUN_GROUPS.contains(&g.as_str()))
+            .flat_map(|(_, g)| if let Value::Object(m) = g { m } else { Map::new() })
+            .collect()
     }
 
     /// Check every setting; the error names the setting and what it accepts.

@@ -6,6 +6,7 @@
 //!   thumbnail (the usual pHash): tolerant to re-encoding, rescaling and brightness;
 //! - `dhash`: signs of the horizontal gradients of a 9×8 grey thumbnail: a second, largely
 //!   independent look, used to confirm a pHash candidate.
+//!
 //! Written by hand: the DCT of a 32×32 block restricted to 8×8 outputs is a few lines, and
 //! `image_hasher` would convert through its own image types and resizer on every sample.
 //!

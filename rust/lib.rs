@@ -25,9 +25,9 @@ pub mod sample;
 pub mod select;
 pub mod source;
 pub mod stats;
-pub mod tar;
 #[cfg(feature = "python")]
 pub mod table;
+pub mod tar;
 
 #[cfg(feature = "python")]
 mod python;

@@ -61,7 +61,13 @@ fn probe_buckets(phash: u64, rp: u32, bits: u32, out: &mut Vec<(usize, u32)>) {
     let (a, b) = (rp / CHUNKS as u32, rp % CHUNKS as u32);
     out.clear();
     for c in 0..CHUNKS {
-        let sub = if c as u32 <= b { a } else if a == 0 { continue } else { a - 1 };
+        let sub = if c as u32 <= b {
+            a
+        } else if a == 0 {
+            continue;
+        } else {
+            a - 1
+        };
         let (q, base) = (chunk(phash, c) >> (16 - bits), c << bits);
         out.push((base + q, 0));
         if sub >= 1 {
@@ -465,8 +471,7 @@ mod tests {
     fn finds_exactly_what_brute_force_finds() {
         let mut rng = SplitMix64::new(5);
         let mut index = HashIndex::new();
-        let entries: Vec<Fingerprint> =
-            (0..5000).map(|_| Fingerprint { phash: rng.next_u64(), dhash: rng.next_u64() }).collect();
+        let entries: Vec<Fingerprint> = (0..5000).map(|_| Fingerprint { phash: rng.next_u64(), dhash: rng.next_u64() }).collect();
         for (i, &e) in entries.iter().enumerate() {
             index.insert(e, i as u32);
         }
@@ -476,7 +481,10 @@ mod tests {
             let mut want = Vec::new();
             for k in 0..300 {
                 let base = entries[k * 7];
-                let q = Fingerprint { phash: flip(base.phash, rng.below(rp as u64 + 3) as u32, &mut rng), dhash: flip(base.dhash, 3, &mut rng) };
+                let q = Fingerprint {
+                    phash: flip(base.phash, rng.below(rp as u64 + 3) as u32, &mut rng),
+                    dhash: flip(base.dhash, 3, &mut rng),
+                };
                 let brute = entries.iter().any(|e| (e.phash ^ q.phash).count_ones() <= rp && (e.dhash ^ q.dhash).count_ones() <= 8);
                 assert_eq!(index.find(q, rp, 8).is_some(), brute, "rp {rp} query {k}");
                 assert_eq!(frozen.find(q, rp, 8).is_some(), brute, "frozen, rp {rp} query {k}");

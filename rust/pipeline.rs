@@ -22,16 +22,16 @@ use rayon::prelude::*;
 
 use crate::batch::{assemble, Batch};
 use crate::config::{bit_is_set, Settings};
-use crate::lang::sample_lang;
-use crate::lang::normalize_lang;
-use crate::rebalance::{MixtureConfig, Rebalancer, Target};
-use crate::select::Selector;
-use crate::fingerprint::{fingerprint, Fingerprint};
-use crate::neardup::{FrozenIndex, HashIndex};
 use crate::decode::{decode, DecodeError};
+use crate::fingerprint::{fingerprint, Fingerprint};
+use crate::lang::normalize_lang;
+use crate::lang::sample_lang;
+use crate::neardup::{FrozenIndex, HashIndex};
+use crate::rebalance::{MixtureConfig, Rebalancer, Target};
 use crate::resize::{crop_box, resize_into};
 use crate::rng::{seed_for, SplitMix64};
 use crate::sample::{is_table_shard, row_to_sample, to_sample, Sample, TableReader};
+use crate::select::Selector;
 use crate::source::open_shard_counted;
 use crate::stats::{Counter, Stats};
 use crate::tar::read_samples;
@@ -465,9 +465,12 @@ pub fn prepare_image(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Resul
 }
 
 /// Decode, fingerprint (when the blocklist or near-dedup needs it), check the blocklist, resize.
-fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Result<(Vec<u8>, Option<Fingerprint>), DecodeError> {
+/// A sample's tile, and its fingerprint when the blocklist or near-dedup needs one.
+type Prepared = Result<(Vec<u8>, Option<Fingerprint>), DecodeError>;
+
+fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
     let (d, r, near) = (&cfg.settings.decode, &cfg.settings.resize, &cfg.settings.near);
-    let run = || -> Result<(Vec<u8>, Option<Fingerprint>), DecodeError> {
+    let run = || -> Prepared {
         let t0 = Instant::now();
         let seed = seed_for(cfg.plan.sample_seed, &sample.key);
         let size = r.image_size as f64;
@@ -487,8 +490,7 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Result<(Vec<u8>
             }
         }
         let img = decoded.image;
-        let fp = (cfg.blocklist.is_some() || near.near_dedup)
-            .then(|| fingerprint(&img, (0.0, 0.0, img.width as f64, img.height as f64)));
+        let fp = (cfg.blocklist.is_some() || near.near_dedup).then(|| fingerprint(&img, (0.0, 0.0, img.width as f64, img.height as f64)));
         if let (Some(index), Some(fp)) = (&cfg.blocklist, fp) {
             if let Some(id) = index.find(fp, near.blocklist_radius.0, near.blocklist_radius.1) {
                 return Err(DecodeError { counter: Counter::Blocklisted, message: format!("matches blocklist image {id}") });
@@ -555,8 +557,7 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
                 Err(_) => open = false,
             }
         }
-        let results: Vec<Result<(Vec<u8>, Option<Fingerprint>), DecodeError>> =
-            pool.install(|| chunk.par_iter().map(|s| prepare(s, cfg, Some(stats))).collect());
+        let results: Vec<Prepared> = pool.install(|| chunk.par_iter().map(|s| prepare(s, cfg, Some(stats))).collect());
         for (sample, result) in chunk.into_iter().zip(results) {
             match result {
                 Ok((tile, fp)) => {
@@ -628,10 +629,10 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::decode::generic::tests::encoded;
     use crate::tar::tests::make_tar;
     use image::ImageFormat;
+    use serde_json::json;
 
     fn write_shards(dir: &std::path::Path, shards: usize, per: usize) -> Vec<String> {
         let jpg = encoded(64, 48, ImageFormat::Jpeg);

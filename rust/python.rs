@@ -17,16 +17,16 @@ use serde_json::{Map, Value};
 use crate::batch::Batch;
 use crate::config::{ConfigError as SettingError, Settings, DEFAULT_MAX_PIXELS, DEFAULT_NEAR_RADIUS};
 use crate::fingerprint::Fingerprint;
-use crate::neardup::{FrozenIndex, HashIndex};
 use crate::lang::normalize_lang;
+use crate::neardup::{FrozenIndex, HashIndex};
 use crate::pipeline::{prepare_image, replay, Job, Pipeline, ReaderPlan};
-use crate::select::{content_hash, in_subset};
 use crate::sample::{is_table_shard, Sample, TableReader, TableRow};
+use crate::select::{content_hash, in_subset};
+use crate::source::{resolve_shards, SourceError};
+use crate::stats::{Counter, Stats};
 use crate::table::{rows, CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS};
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::StructArray;
-use crate::source::{resolve_shards, SourceError};
-use crate::stats::{Counter, Stats};
 
 fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
@@ -129,13 +129,16 @@ fn py_to_json(v: &Bound<'_, PyAny>, setting: &str) -> Result<Value, SettingError
     if let Ok(d) = v.cast::<PyDict>() {
         let mut m = Map::new();
         for (k, x) in d.iter() {
-            let k: String = k.extract().map_err(|_| bad(format!("keys must be strings, not {}", k.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+            let k: String = k.extract().map_err(|_| {
+                bad(format!("keys must be strings, not {}", k.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+            })?;
             m.insert(k, py_to_json(&x, setting)?);
         }
         return Ok(Value::Object(m));
     }
     if v.cast::<PyList>().is_ok() || v.cast::<PyTuple>().is_ok() {
-        let items: Vec<Bound<'_, PyAny>> = v.try_iter().map_err(|e| bad(e.to_string()))?.collect::<PyResult<_>>().map_err(|e| bad(e.to_string()))?;
+        let items: Vec<Bound<'_, PyAny>> =
+            v.try_iter().map_err(|e| bad(e.to_string()))?.collect::<PyResult<_>>().map_err(|e| bad(e.to_string()))?;
         return items.iter().map(|x| py_to_json(x, setting)).collect::<Result<Vec<_>, _>>().map(Value::Array);
     }
     // os.PathLike (a blocklist or manifest path).
@@ -175,7 +178,11 @@ fn manifest_counts(path: &str) -> Result<BTreeMap<String, u64>, SettingError> {
         .ok_or_else(|| SettingError::new("manifest", format!("{} is not a webli-io manifest (no 'languages' counts)", file.display())))?;
     langs
         .iter()
-        .map(|(l, n)| n.as_u64().map(|n| (l.clone(), n)).ok_or_else(|| SettingError::new("manifest", format!("{}: count of {l:?} is not a count", file.display()))))
+        .map(|(l, n)| {
+            n.as_u64()
+                .map(|n| (l.clone(), n))
+                .ok_or_else(|| SettingError::new("manifest", format!("{}: count of {l:?} is not a count", file.display())))
+        })
         .collect()
 }
 
@@ -381,16 +388,7 @@ impl PyStream {
 
     /// The first problems met (skipped or repaired samples, bad shards), with shard, key, reason.
     fn problems<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        for p in self.stats.problems() {
-            let d = PyDict::new(py);
-            d.set_item("reason", p.counter.name())?;
-            d.set_item("shard", p.shard)?;
-            d.set_item("key", p.key)?;
-            d.set_item("message", p.message)?;
-            list.append(d)?;
-        }
-        Ok(list)
+        problems_to_py(py, &self.stats)
     }
 
     /// Stop the threads and free the buffers now.
@@ -398,6 +396,95 @@ impl PyStream {
         let p = self.pipeline.take();
         py.detach(move || drop(p));
     }
+}
+
+/// The raw samples of one tar shard, grouped by the stream's own rules (webdataset's key rule,
+/// the member size limit, damage detection), in shard order: `(key, [(extension, bytes)])`.
+/// `prepare` and `index-eval` read shards through it, so they number and group samples exactly
+/// as the stream does. Read on a thread; `stats()` and `problems()` tell how the shard ended.
+#[pyclass(module = "webli_io._core", name = "TarSamples")]
+struct PyTarSamples {
+    rx: Option<crossbeam_channel::Receiver<crate::tar::RawSample>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stats: Arc<Stats>,
+}
+
+#[pymethods]
+impl PyTarSamples {
+    #[new]
+    #[pyo3(signature = (shard, max_member_bytes=crate::config::DEFAULT_MAX_MEMBER_BYTES))]
+    fn new(shard: String, max_member_bytes: u64) -> PyResult<Self> {
+        let stats = Arc::new(Stats::new());
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let st = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("webli-tar".into())
+            .spawn(move || {
+                let read = || match crate::source::open_shard(&shard) {
+                    Ok(reader) => crate::tar::read_samples(reader, &shard, max_member_bytes, &st, |raw| tx.send(raw).is_ok()),
+                    Err(e) => st.problem(Counter::UnreadableShard, &shard, "", e.to_string()),
+                };
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).is_err() {
+                    st.problem(Counter::Panic, &shard, "", "panic while reading the shard");
+                }
+            })
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(Self { rx: Some(rx), thread: Some(thread), stats })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<(String, Bound<'py, PyList>)>> {
+        let Some(rx) = self.rx.as_ref() else { return Ok(None) };
+        match py.detach(|| rx.recv()) {
+            Ok(raw) => {
+                let members = PyList::empty(py);
+                for (ext, data) in raw.members {
+                    members.append((ext, PyBytes::new(py, &data)))?;
+                }
+                Ok(Some((raw.key, members)))
+            }
+            Err(_) => {
+                self.close(py);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Counters of the read (samples_read, shard_truncated, shard_corrupt, shard_unreadable, ...).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_to_py(py, &self.stats)
+    }
+
+    /// The problems met, with shard, key, reason and message.
+    fn problems<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        problems_to_py(py, &self.stats)
+    }
+
+    /// Stop reading and join the thread.
+    fn close(&mut self, py: Python<'_>) {
+        self.rx.take();
+        if let Some(t) = self.thread.take() {
+            py.detach(move || {
+                let _ = t.join();
+            });
+        }
+    }
+}
+
+fn problems_to_py<'py>(py: Python<'py>, stats: &Stats) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for p in stats.problems() {
+        let d = PyDict::new(py);
+        d.set_item("reason", p.counter.name())?;
+        d.set_item("shard", p.shard)?;
+        d.set_item("key", p.key)?;
+        d.set_item("message", p.message)?;
+        list.append(d)?;
+    }
+    Ok(list)
 }
 
 /// Which samples the first `n` samples of a reader's shuffled stream came from, as per-shard
@@ -443,7 +530,13 @@ fn consumed_bitmaps<'py>(
 /// divides among readers when selection is on.
 #[pyfunction]
 #[pyo3(signature = (shards, options, *, threads=1, table_reader=None))]
-fn count_selected(py: Python<'_>, shards: Vec<String>, options: &PyOptions, threads: usize, table_reader: Option<Py<PyAny>>) -> PyResult<Vec<u64>> {
+fn count_selected(
+    py: Python<'_>,
+    shards: Vec<String>,
+    options: &PyOptions,
+    threads: usize,
+    table_reader: Option<Py<PyAny>>,
+) -> PyResult<Vec<u64>> {
     let job = options.job(py, shards, table_reader)?;
     Ok(py.detach(|| crate::pipeline::count_selected(&job, threads)))
 }
@@ -523,7 +616,13 @@ impl PyBlocklist {
     #[new]
     #[pyo3(signature = (path=None))]
     fn new(path: Option<String>) -> PyResult<Self> {
-        Ok(Self { index: match path { Some(p) => load_blocklist(&p)?, None => HashIndex::new() }, frozen: None })
+        Ok(Self {
+            index: match path {
+                Some(p) => load_blocklist(&p)?,
+                None => HashIndex::new(),
+            },
+            frozen: None,
+        })
     }
 
     /// Add `(phash, dhash)` fingerprints under one id.
@@ -563,7 +662,10 @@ impl PyBlocklist {
     fn save(&self, path: &str) -> PyResult<()> {
         let f = std::fs::File::create(path).map_err(|e| PyValueError::new_err(format!("cannot write {path}: {e}")))?;
         let mut w = std::io::BufWriter::new(f);
-        self.index.write_to(&mut w).and_then(|_| std::io::Write::flush(&mut w)).map_err(|e| PyValueError::new_err(format!("cannot write {path}: {e}")))
+        self.index
+            .write_to(&mut w)
+            .and_then(|_| std::io::Write::flush(&mut w))
+            .map_err(|e| PyValueError::new_err(format!("cannot write {path}: {e}")))
     }
 
     fn __len__(&self) -> usize {
@@ -610,6 +712,7 @@ fn expand_shards(py: Python<'_>, specs: Vec<String>) -> PyResult<Vec<String>> {
 /// Raises ValueError naming the reason (e.g. `skipped_corrupt_image`) for an image it would skip.
 #[pyfunction]
 #[pyo3(signature = (data, image_size=224, resize="squash", seed=0, key="", max_pixels=DEFAULT_MAX_PIXELS, scaled_decode=true))]
+#[allow(clippy::too_many_arguments)] // the public signature: positional image_size and resize, as tests and users call it
 fn decode_resize<'py>(
     py: Python<'py>,
     data: Vec<u8>,
@@ -628,7 +731,17 @@ fn decode_resize<'py>(
     let settings = Settings::from_flat(flat).map_err(|e| config_error(py, &e))?;
     let mut cfg = Job::new(Vec::new(), settings);
     cfg.plan.sample_seed = seed;
-    let sample = Sample { key: key.into(), shard: "".into(), index: 0, seq: 0, image: data.into(), text: String::new(), meta: Map::new(), lang: String::new(), copy: 0 };
+    let sample = Sample {
+        key: key.into(),
+        shard: "".into(),
+        index: 0,
+        seq: 0,
+        image: data.into(),
+        text: String::new(),
+        meta: Map::new(),
+        lang: String::new(),
+        copy: 0,
+    };
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))
         .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
@@ -738,6 +851,7 @@ fn content_hashes(images: Vec<Vec<u8>>) -> Vec<u64> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStream>()?;
     m.add_class::<PyOptions>()?;
+    m.add_class::<PyTarSamples>()?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add_function(wrap_pyfunction!(count_selected, m)?)?;
     m.add_function(wrap_pyfunction!(shuffled_order, m)?)?;

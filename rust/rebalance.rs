@@ -186,8 +186,18 @@ mod tests {
     /// Telugu 0.036% as published; the split of the other 0.777% is our assumption), the rest
     /// spread over a few high-resource languages.
     const RAW: [(&str, f64); 12] = [
-        ("mi", 0.00001), ("te", 0.00036), ("hi", 0.0030), ("bn", 0.0012), ("he", 0.0017), ("fil", 0.0013),
-        ("sw", 0.00057), ("en", 0.50), ("es", 0.15), ("zh", 0.12), ("ja", 0.08), ("und", 0.0),
+        ("mi", 0.00001),
+        ("te", 0.00036),
+        ("hi", 0.0030),
+        ("bn", 0.0012),
+        ("he", 0.0017),
+        ("fil", 0.0013),
+        ("sw", 0.00057),
+        ("en", 0.50),
+        ("es", 0.15),
+        ("zh", 0.12),
+        ("ja", 0.08),
+        ("und", 0.0),
     ];
 
     fn paper_stream(n: u64) -> Vec<(String, &'static str)> {
@@ -260,7 +270,10 @@ mod tests {
             let bound = (0.01 / r).ceil() as u64;
             println!(
                 "  {l:>3}: raw {:.4}% -> {:.4}% (target 1%), copies/sample {:.1}, most copies of one sample {} (bound {bound})",
-                100.0 * r, 100.0 * share, 0.01 / r, most[l]
+                100.0 * r,
+                100.0 * share,
+                0.01 / r,
+                most[l]
             );
             assert!((share - 0.01).abs() <= 0.0005, "{l}: {share}");
             assert!(most[l] <= bound, "{l}: {} copies > {bound}", most[l]);

@@ -364,7 +364,9 @@ mod tests {
         assert_eq!(n.load(Ordering::Relaxed), 3);
         // A 404 is not retried.
         let opener: Opener = Box::new(|_| Err(io::Error::new(io::ErrorKind::NotFound, "HTTP 404 for test://y")));
-        let e = Resumable::new("test://y".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO }, n).read(&mut [0u8; 8]).unwrap_err();
+        let e = Resumable::new("test://y".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO }, n)
+            .read(&mut [0u8; 8])
+            .unwrap_err();
         assert!(e.to_string().contains("404") && e.to_string().contains("1 attempt)"), "{e}");
     }
 
@@ -372,7 +374,10 @@ mod tests {
     fn pipe_reads_a_command_and_reports_its_failure() {
         let n = Arc::new(AtomicU64::new(0));
         let mut out = String::new();
-        open_remote("pipe:printf hello", RetryPolicy { retries: 0, backoff: Duration::ZERO }, n.clone()).unwrap().read_to_string(&mut out).unwrap();
+        open_remote("pipe:printf hello", RetryPolicy { retries: 0, backoff: Duration::ZERO }, n.clone())
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "hello");
         let e = open_remote("pipe:echo oops >&2; exit 3", RetryPolicy { retries: 1, backoff: Duration::ZERO }, n)
             .unwrap()

@@ -64,9 +64,7 @@ fn random_resized_crop(w: u32, h: u32, scale: (f64, f64), ratio: (f64, f64), see
 pub fn resize_into(src: &RgbImage, crop: CropBox, size: u32, out: &mut [u8]) -> Result<(), String> {
     let src_ref = ImageRef::new(src.width, src.height, &src.data, PixelType::U8x3).map_err(|e| e.to_string())?;
     let mut dst = Image::from_slice_u8(size, size, out, PixelType::U8x3).map_err(|e| e.to_string())?;
-    let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-        .crop(crop.0, crop.1, crop.2, crop.3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(crop.0, crop.1, crop.2, crop.3);
     RESIZER.with(|r| r.borrow_mut().resize(&src_ref, &mut dst, &options)).map_err(|e| e.to_string())
 }
 
@@ -115,9 +113,6 @@ mod tests {
             let area = b.2 * b.3 / (640.0 * 480.0);
             assert!((0.07..=1.0).contains(&area), "{area}");
         }
-        assert_ne!(
-            crop_box(ResizeMode::RandomResizedCrop, 640, 480, 1),
-            crop_box(ResizeMode::RandomResizedCrop, 640, 480, 2)
-        );
+        assert_ne!(crop_box(ResizeMode::RandomResizedCrop, 640, 480, 1), crop_box(ResizeMode::RandomResizedCrop, 640, 480, 2));
     }
 }

@@ -210,11 +210,7 @@ mod tests {
     use super::*;
 
     fn raw(key: &str, members: &[(&str, &[u8])]) -> RawSample {
-        RawSample {
-            key: key.into(),
-            members: members.iter().map(|(e, b)| (e.to_string(), b.to_vec())).collect(),
-            skipped: false,
-        }
+        RawSample { key: key.into(), members: members.iter().map(|(e, b)| (e.to_string(), b.to_vec())).collect(), skipped: false }
     }
 
     #[test]

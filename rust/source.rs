@@ -27,10 +27,9 @@ pub enum SourceError {
 impl std::fmt::Display for SourceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SourceError::BadPattern { spec, why } => write!(
-                f,
-                "bad shard pattern {spec:?}: {why} (use e.g. 'shard-{{000000..000009}}.tar' or '{{a,b}}.tar')"
-            ),
+            SourceError::BadPattern { spec, why } => {
+                write!(f, "bad shard pattern {spec:?}: {why} (use e.g. 'shard-{{000000..000009}}.tar' or '{{a,b}}.tar')")
+            }
             SourceError::Missing { path } => write!(f, "shard not found: {path:?} (check the path, or the range of the brace pattern)"),
             SourceError::NoMatch { spec } => write!(f, "no shard matches the glob {spec:?}"),
         }
@@ -48,10 +47,7 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
         }
         return Ok(vec![pattern.to_string()]);
     };
-    let close = pattern[open..]
-        .find('}')
-        .map(|i| open + i)
-        .ok_or_else(|| "'{' without '}'".to_string())?;
+    let close = pattern[open..].find('}').map(|i| open + i).ok_or_else(|| "'{' without '}'".to_string())?;
     let body = &pattern[open + 1..close];
     if body.contains('{') {
         return Err("nested braces are not supported".into());
@@ -68,8 +64,7 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
         if count > 100_000_000 {
             return Err(format!("range {{{body}}} has {count} items"));
         }
-        let values: Box<dyn Iterator<Item = u64>> =
-            if start <= end { Box::new(start..=end) } else { Box::new((end..=start).rev()) };
+        let values: Box<dyn Iterator<Item = u64>> = if start <= end { Box::new(start..=end) } else { Box::new((end..=start).rev()) };
         values.map(|v| format!("{v:0width$}")).collect()
     } else if body.contains(',') {
         body.split(',').map(str::to_string).collect()
@@ -96,8 +91,7 @@ fn is_glob(s: &str) -> bool {
 pub fn resolve_shards(specs: &[String]) -> Result<Vec<String>, SourceError> {
     let mut out = Vec::new();
     for spec in specs {
-        let expanded = expand_braces(spec)
-            .map_err(|why| SourceError::BadPattern { spec: spec.clone(), why })?;
+        let expanded = expand_braces(spec).map_err(|why| SourceError::BadPattern { spec: spec.clone(), why })?;
         for path in expanded {
             if is_remote(&path) {
                 // Listing a bucket is not done here: give the names (brace patterns expand).

@@ -198,12 +198,7 @@ impl Stats {
         self.incr(counter);
         let mut problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
         if problems.len() < MAX_PROBLEMS {
-            problems.push(Problem {
-                counter,
-                shard: shard.to_string(),
-                key: key.to_string(),
-                message: message.into().trim().to_string(),
-            });
+            problems.push(Problem { counter, shard: shard.to_string(), key: key.to_string(), message: message.into().trim().to_string() });
         }
     }
 

@@ -46,13 +46,7 @@ pub use crate::config::DEFAULT_MAX_MEMBER_BYTES;
 
 /// Read all samples of one tar stream, calling `emit` for each, in shard order. Returns when the
 /// shard ends, is damaged, or `emit` returns `false` (the consumer has gone away).
-pub fn read_samples<R: Read>(
-    reader: R,
-    shard: &str,
-    max_member_bytes: u64,
-    stats: &Stats,
-    mut emit: impl FnMut(RawSample) -> bool,
-) {
+pub fn read_samples<R: Read>(reader: R, shard: &str, max_member_bytes: u64, stats: &Stats, mut emit: impl FnMut(RawSample) -> bool) {
     let mut archive = ::tar::Archive::new(reader);
     let entries = match archive.entries() {
         Ok(e) => e,
@@ -194,13 +188,8 @@ pub(crate) mod tests {
 
     #[test]
     fn groups_consecutive_members() {
-        let t = make_tar(&[
-            ("0001.jpg", b"img1"),
-            ("0001.txt", b"cap1"),
-            ("0001.json", b"{}"),
-            ("0002.JPG", b"img2"),
-            ("0002.txt", b"cap2"),
-        ]);
+        let t =
+            make_tar(&[("0001.jpg", b"img1"), ("0001.txt", b"cap1"), ("0001.json", b"{}"), ("0002.JPG", b"img2"), ("0002.txt", b"cap2")]);
         let (s, stats) = read_all(&t);
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].key, "0001");

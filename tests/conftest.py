@@ -72,7 +72,7 @@ def web_images(photos) -> List[bytes]:
     """Web-like JPEG, PNG and WebP files (300–900 px) made from the real photographs."""
     rng = np.random.default_rng(0)
     out = []
-    for i, p in enumerate(photos):
+    for p in photos:
         for fmt in ("JPEG", "PNG", "WEBP"):
             out.append(web_like(p, int(rng.integers(300, 900)), fmt, quality=int(rng.integers(70, 96))))
     return out

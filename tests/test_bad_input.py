@@ -8,11 +8,9 @@ import json
 import struct
 import tarfile
 
-import numpy as np
 import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
-
 from webli_io import WebLIStream, decode_resize
 
 

@@ -10,7 +10,6 @@ from collections import Counter
 
 import pytest
 from torch.utils.data import DataLoader
-
 from webli_io import WebLIStream
 from webli_io._core import normalize_lang
 from webli_io.prepare import default_lid_model, prepare
@@ -40,7 +39,7 @@ def write(tmp_path, name, rows, web_images):
 
     path = str(tmp_path / name)
     with wds.TarWriter(path) as w:
-        for i, (key, text, meta) in enumerate(rows):
+        for key, text, meta in rows:
             sample = {"__key__": key, "jpg": web_images[0], "txt": text}
             if meta is not None:
                 sample["json"] = json.dumps(meta).encode()
@@ -101,7 +100,6 @@ def test_prepare_cli_and_bad_model(tmp_path, web_images):
 
 def mixed_shards(tmp_path, web_images, n_shards=4, per=250):
     """1000 pairs: 1% bn, 2% hi, the rest en/es/de."""
-    rows, i = [], 0
     langs = ["bn"] * 10 + ["hi"] * 20 + ["en"] * 600 + ["es"] * 250 + ["de"] * 120
     import random
 

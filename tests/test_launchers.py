@@ -11,10 +11,9 @@ import socket
 import subprocess
 import sys
 
+import _launch
 import pytest
 import torch.multiprocessing as tmp
-
-import _launch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,7 +64,6 @@ def test_persistent_workers_see_every_epoch(make_shards, tmp_path):
     assert res[0]["epochs"][0] + res[1]["epochs"][0] != res[0]["epochs"][1] + res[1]["epochs"][1]
     # ... and the one an in-process reader gives for epoch 1 (same seed, same layout).
     from torch.utils.data import DataLoader
-
     from webli_io import WebLIStream
 
     want = []

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-from webli_io import WebLIStream, _core
-
 from conftest import CAPTIONS
+from webli_io import WebLIStream, _core
 
 
 def img2dataset_table(web_images, start: int, n: int) -> pa.Table:

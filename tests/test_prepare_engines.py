@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-
 from webli_io.prepare import prepare
 
 

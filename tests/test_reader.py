@@ -8,7 +8,6 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from webli_io import ConfigError, WebLIStream, expand_shards
 
 

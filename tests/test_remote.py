@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-
 from webli_io import WebLIStream
 
 

@@ -7,9 +7,7 @@ import io
 import json
 
 import pytest
-from PIL import Image
 from torch.utils.data import DataLoader
-
 from webli_io import WebLIStream
 from webli_io._core import in_subset
 

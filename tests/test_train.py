@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from webli_io.train import MODELS, SigLIP, add_arguments, lr_at, siglip_loss, tokenize, train
 
 
@@ -67,7 +66,7 @@ def test_trains_checkpoints_resumes_and_evaluates(make_shards, tmp_path):
     assert 0.0 <= r["data_wait_fraction"] < 1.0
     ev = r["eval"]
     assert ev["pairs"] == 16 and 0.0 <= ev["i2t_r1"] <= 1.0 and ev["i2t_r5"] >= ev["i2t_r1"]
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 40 and ckpt["data"]["version"] == 2
     # Resume: continues at step 40 with the saved weights and stream position.
     lines = []

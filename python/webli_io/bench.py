@@ -302,7 +302,7 @@ def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip
                                      for k in ("ns_read", "ns_decode", "ns_resize", "ns_batch")}
     if scaling and cpus > 1:
         if progress is not None:
-            progress.set_description("scaling 1 vs %d threads" % cpus)
+            progress.set_description(f"scaling 1 vs {cpus} threads")
         n_img = len(jpegs)
         one = max(stream_in_process(paths, size, batch, 1, n_img)["images_per_second"] for _ in range(repeat))
         many = max(stream_in_process(paths, size, batch, cpus, n_img)["images_per_second"] for _ in range(repeat))

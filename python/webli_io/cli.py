@@ -43,7 +43,7 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
         help="how images become squares (default: %(default)s)",
     )
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: 2, or 0 with one CPU)")
-    p.add_argument("--threads", type=int, default=None, help="decode threads per worker (default: CPUs / workers)")
+    p.add_argument("--threads", dest="num_threads", type=int, default=None, help="decode threads per worker (default: CPUs / workers)")
     p.add_argument("--shuffle", action="store_true", help="shuffle shards and samples")
     p.add_argument("--seed", type=int, default=0, help="seed for shuffling and random crops (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -54,18 +54,10 @@ def _stream(shards: List[str], args: argparse.Namespace, label: str) -> dict:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .stream import WebLIStream, _available_cpus
+    from .stream import WebLIStream, _available_cpus, options_from
 
     workers = args.workers if args.workers is not None else (2 if _available_cpus() > 1 else 0)
-    stream = WebLIStream(
-        shards,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        resize=args.resize,
-        shuffle=args.shuffle,
-        seed=args.seed,
-        num_threads=args.threads,
-    )
+    stream = WebLIStream(shards, options_from(args))
     loader = DataLoader(stream, batch_size=None, num_workers=workers)
     images = 0
     langs: dict = {}
@@ -77,8 +69,7 @@ def _stream(shards: List[str], args: argparse.Namespace, label: str) -> dict:
                 first = time.perf_counter()
             n = len(batch["keys"])
             images += n
-            for m in batch["meta"]:
-                lang = m.get("language", "und") if isinstance(m, dict) else "und"
+            for lang in batch["langs"]:  # normalised as the stream reads them (iw -> he)
                 langs[lang] = langs.get(lang, 0) + 1
             bar.update(n)
     elapsed = time.perf_counter() - start
@@ -259,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_args(stream)
     stream.set_defaults(func=cmd_stream)
 
-    from .train import __doc__ as train_doc, add_arguments
+    from .train import __doc__ as train_doc
+    from .train import add_arguments
 
     tr = sub.add_parser(
         "train",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -37,10 +36,11 @@ def iter_images(inputs: Sequence[str]) -> Iterator[Tuple[str, bytes]]:
                 yield item, fh.read()
         else:
             for shard in _core.expand_shards([item]):
-                with tarfile.open(shard, "r|*") as tar:
-                    for m in tar:
-                        if m.isfile() and m.name.lower().endswith(IMAGE_EXTS):
-                            yield f"{shard}:{m.name}", tar.extractfile(m).read()  # type: ignore[union-attr]
+                # Read as the stream reads shards (its key rule and limits).
+                for key, members in _core.TarSamples(shard):
+                    for ext, data in members:
+                        if ("." + ext).lower().endswith(IMAGE_EXTS):
+                            yield f"{shard}:{key}.{ext}", data
 
 
 def index_eval(inputs: Sequence[str], out: str, threads: Optional[int] = None, progress: bool = True) -> Dict[str, Any]:

@@ -61,7 +61,7 @@ class ParquetOpener:
         keep = set(IMAGE_COLUMNS + CAPTION_COLUMNS + KEY_COLUMNS) | set(self.meta_columns)
         return [n for n in names if n in keep]
 
-    def __call__(self, path: str) -> Iterator["object"]:
+    def __call__(self, path: str) -> Iterator[object]:
         pf = _open(path)
         cols = self.columns(pf.schema_arrow.names)
         # iter_batches walks the row groups in order, reading only the projected columns.

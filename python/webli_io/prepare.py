@@ -32,7 +32,7 @@ import os
 import tarfile
 import time
 from multiprocessing import get_context
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
 
@@ -82,44 +82,36 @@ class LanguageId:
         return _core.normalize_lang(lang), score
 
 
-def _groups(tar: tarfile.TarFile) -> Iterator[Tuple[str, List[Tuple[tarfile.TarInfo, bytes]]]]:
-    """Members grouped by key (webdataset's rule: the name up to the first dot of the file name)."""
-    key, group = None, []
-    for info in tar:
-        if not info.isfile():
-            continue
-        base = info.name.rsplit("/", 1)[-1]
-        if "." not in base or base.startswith("__"):
-            continue
-        k = info.name[: len(info.name) - len(base) + base.index(".")]
-        data = tar.extractfile(info).read()  # type: ignore[union-attr]
-        if k != key and group:
-            yield key, group  # type: ignore[misc]
-            group = []
-        key = k
-        group.append((info, data))
-    if group:
-        yield key, group  # type: ignore[misc]
+Members = List[Tuple[str, bytes]]
 
 
-def _ext(info: tarfile.TarInfo) -> str:
-    base = info.name.rsplit("/", 1)[-1]
-    return base[base.index(".") + 1 :].lower().rsplit(".", 1)[-1]
+def _samples(src: str) -> _core.TarSamples:
+    """The samples of a shard as the stream reads them (``_core.TarSamples``: webdataset's key
+    rule, the member size limit, damage detection, the same numbering): ``(key, [(ext, bytes)])``."""
+    return _core.TarSamples(src)
+
+
+def _damage(samples: _core.TarSamples) -> Optional[str]:
+    """How the read of a shard ended badly (truncated, corrupt, unreadable), or None."""
+    bad = [p for p in samples.problems() if p["reason"] in ("shard_truncated", "shard_corrupt", "shard_unreadable", "skipped_panic")]
+    return "; ".join(f"{p['reason']}: {p['message']}" for p in bad) or None
 
 
 def hash_shard(src: str) -> List[Tuple[int, int]]:
     """``(sample index, xxh3-64 of its image)`` for each sample of a shard that has an image."""
     found: List[Tuple[int, bytes]] = []
-    try:
-        with tarfile.open(src, "r|*") as tar:
-            for i, (_, members) in enumerate(_groups(tar)):
-                img = next((data for info, data in members if _ext(info) in IMAGE_EXTS and data), None)
-                if img is not None:
-                    found.append((i, img))
-    except (tarfile.TarError, OSError, EOFError):
-        pass  # the annotate pass reports the damage; the samples before it are hashed
+    samples = _samples(src)
+    for i, (_, members) in enumerate(samples):
+        img = next((data for ext, data in members if _last_ext(ext) in IMAGE_EXTS and data), None)
+        if img is not None:
+            found.append((i, img))
+    # A damaged shard: the annotate pass reports it; the samples before the damage are hashed.
     hashes = _core.content_hashes([img for _, img in found]) if found else []
     return [(i, h) for (i, _), h in zip(found, hashes)]
+
+
+def _last_ext(ext: str) -> str:
+    return ext.rsplit(".", 1)[-1]
 
 
 def duplicates_local(hashed: Sequence[Tuple[int, List[Tuple[int, int]]]]) -> Dict[int, List[int]]:
@@ -141,65 +133,59 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
     dropped = set(drop)
     counts = {"samples": 0, "metadata": 0, "lid": 0, "lid_und": 0, "bad_json": 0, "duplicates": 0}
     tmp = dst + ".tmp"
-    error = None
+    now = int(time.time())
+    samples = _samples(src)
     with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as out:
-        try:
-            with tarfile.open(src, "r|*") as tar:
-                for i, (key, members) in enumerate(_groups(tar)):
-                    if i in dropped:
-                        counts["duplicates"] += 1
-                        continue
-                    counts["samples"] += 1
-                    meta: Dict[str, Any] = {}
-                    json_info = None
-                    text = ""
-                    for info, data in members:
-                        ext = _ext(info)
-                        if ext == "json" and json_info is None:
-                            json_info = info
-                            try:
-                                loaded = json.loads(data)
-                                meta = loaded if isinstance(loaded, dict) else {}
-                                if not isinstance(loaded, dict):
-                                    counts["bad_json"] += 1
-                            except ValueError:
-                                counts["bad_json"] += 1
-                        elif ext in TEXT_EXTS and not text:
-                            text = data.decode("utf-8", "replace")
-                    if not text and isinstance(meta.get("caption"), str):
-                        text = meta["caption"]
-                    tag = next((meta[f] for f in lang_fields if isinstance(meta.get(f), str)), None)
-                    lang = _core.normalize_lang(tag) if tag is not None else "und"
-                    if lang != "und":
-                        meta.update(language=lang, language_source="metadata")
-                        counts["metadata"] += 1
-                    else:
-                        lang, score = lid(text)
-                        meta.update(language=lang, language_source="lid", language_score=round(score, 4))
-                        counts["lid"] += 1
-                        counts["lid_und"] += lang == "und"
-                    langs[lang] = langs.get(lang, 0) + 1
-                    body = json.dumps(meta, ensure_ascii=False).encode()
-                    for info, data in members:
-                        if info is json_info:
-                            continue
-                        out.addfile(_copy_info(info, len(data)), io.BytesIO(data))
-                    name = json_info.name if json_info is not None else f"{key}.json"
-                    out.addfile(_copy_info(json_info or tarfile.TarInfo(name), len(body), name), io.BytesIO(body))
-        except (tarfile.TarError, OSError, EOFError) as e:
-            # A damaged shard keeps the samples read before the damage, and says so.
-            error = f"{type(e).__name__}: {e}"
+        for i, (key, members) in enumerate(samples):
+            if i in dropped:
+                counts["duplicates"] += 1
+                continue
+            counts["samples"] += 1
+            meta: Dict[str, Any] = {}
+            json_ext = None
+            text = ""
+            for ext, data in members:
+                last = _last_ext(ext)
+                if last == "json" and json_ext is None:
+                    json_ext = ext
+                    try:
+                        loaded = json.loads(data)
+                        meta = loaded if isinstance(loaded, dict) else {}
+                        if not isinstance(loaded, dict):
+                            counts["bad_json"] += 1
+                    except ValueError:
+                        counts["bad_json"] += 1
+                elif last in TEXT_EXTS and not text:
+                    text = data.decode("utf-8", "replace")
+            if not text and isinstance(meta.get("caption"), str):
+                text = meta["caption"]
+            tag = next((meta[f] for f in lang_fields if isinstance(meta.get(f), str)), None)
+            lang = _core.normalize_lang(tag) if tag is not None else "und"
+            if lang != "und":
+                meta.update(language=lang, language_source="metadata")
+                counts["metadata"] += 1
+            else:
+                lang, score = lid(text)
+                meta.update(language=lang, language_source="lid", language_score=round(score, 4))
+                counts["lid"] += 1
+                counts["lid_und"] += lang == "und"
+            langs[lang] = langs.get(lang, 0) + 1
+            body = json.dumps(meta, ensure_ascii=False).encode()
+            for ext, data in members:
+                if ext != json_ext:
+                    out.addfile(_member(f"{key}.{ext}", len(data), now), io.BytesIO(data))
+            out.addfile(_member(f"{key}.{json_ext or 'json'}", len(body), now), io.BytesIO(body))
+    # A damaged shard keeps the samples read before the damage, and says so.
+    error = _damage(samples)
     os.replace(tmp, dst)
     return {"source": src, "path": dst, **counts, "languages": dict(sorted(langs.items())), "error": error,
             "lid_seconds": lid.seconds, "lid_captions": lid.count}
 
 
-def _copy_info(info: tarfile.TarInfo, size: int, name: Optional[str] = None) -> tarfile.TarInfo:
-    new = tarfile.TarInfo(name or info.name)
-    new.size = size
-    new.mtime = info.mtime or int(time.time())
-    new.mode = info.mode or 0o644
-    return new
+def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, mtime, 0o644
+    return info
 
 
 _LID: Optional[LanguageId] = None

@@ -69,6 +69,14 @@ def _check_int(name: str, value: Any, lo: int, hi: Optional[int] = None) -> int:
     return value
 
 
+def options_from(namespace: Any, **fixed: Any) -> Options:
+    """The stream settings among a namespace's attributes (an ``argparse.Namespace`` whose
+    ``dest`` names are setting names), plus `fixed`: how the CLI and the trainer build their one
+    :class:`Options` without listing the settings again. Unset (None) attributes keep defaults."""
+    given = {name: getattr(namespace, name) for name in Options.names() if getattr(namespace, name, None) is not None}
+    return Options(**{**given, **fixed})
+
+
 def _config_error(setting: str, message: str) -> Exception:
     err = ConfigError(f"{setting}: {message}")
     err.setting = setting  # type: ignore[attr-defined]
@@ -540,9 +548,9 @@ class WebLIStream(IterableDataset):
                 self._problems = (self._problems + problems)[-MAX_PROBLEMS:]
         if stats.get("equal_batches_unfilled"):
             raise RuntimeError(
-                f"equal_batches: reader {slot} of {slots} (shards {shards[:3]}{'...' if len(shards) > 3 else ''}) has no sample "
-                "that decodes and passes the filters, so it cannot give its share of batches; the other ranks would wait "
-                "for it: remove or fix these shards, or relax the filters"
+                f"equal_batches: reader {slot} of {slots} cannot give its share of batches: no sample of its shards "
+                f"({shards[:3]}{'...' if len(shards) > 3 else ''}), nor of the epoch's other shards, decodes and passes "
+                "the filters and the mixture; relax the filters, or fix the shards"
             )
 
     # -- resume ---------------------------------------------------------------------------

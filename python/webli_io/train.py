@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -182,7 +182,7 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from . import expand_shards
-    from .stream import WebLIStream
+    from .stream import WebLIStream, options_from
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -201,15 +201,16 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95))
-    stream = WebLIStream(shards, batch_size=args.batch_size, image_size=args.image_size, layout="NCHW",
-                         resize=args.resize, shuffle=True, seed=args.seed, num_threads=args.threads, drop_last=True)
+    # One settings value from the command line (the same names), with what training needs fixed.
+    stream = WebLIStream(shards, options_from(args, layout="NCHW", shuffle=True, drop_last=True))
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     step, epoch, resumed_at = 0, 0, -1
     if args.resume:
         if not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        # weights_only: a checkpoint is data, never code (a crafted pickle cannot run anything).
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
@@ -315,7 +316,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-shards", nargs="*", default=None, help="held-out shards (default: the last training shard)")
     p.add_argument("--no-eval", action="store_true", help="no held-out evaluation")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: webli-io's own threads in this process)")
-    p.add_argument("--threads", type=int, default=None, help="decode threads per reader")
+    p.add_argument("--threads", dest="num_threads", type=int, default=None, help="decode threads per reader")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=25)

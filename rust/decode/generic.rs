@@ -23,9 +23,8 @@ fn classify(e: ImageError) -> DecodeError {
 
 /// Width and height from the header alone, without decoding.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
+    let reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
     if reader.format().is_none() {
         return Err(DecodeError::new(Counter::UnsupportedImage, "unknown image format"));
     }
@@ -35,9 +34,8 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
 /// Decode to RGB. Images whose header declares more than `max_pixels` pixels are rejected
 /// before any pixel is decoded (a decompression bomb costs only its header).
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
+    let reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
     if reader.format().is_none() {
         return Err(DecodeError::new(Counter::UnsupportedImage, "unknown image format (not JPEG, PNG, WebP, GIF or BMP)"));
     }

@@ -23,8 +23,7 @@ thread_local! {
 /// real files have about 10).
 const MAX_SCANS: u32 = 500;
 
-const FACTORS: [ScalingFactor; 4] =
-    [ScalingFactor::ONE_EIGHTH, ScalingFactor::ONE_QUARTER, ScalingFactor::ONE_HALF, ScalingFactor::ONE];
+const FACTORS: [ScalingFactor; 4] = [ScalingFactor::ONE_EIGHTH, ScalingFactor::ONE_QUARTER, ScalingFactor::ONE_HALF, ScalingFactor::ONE];
 
 fn err(e: turbojpeg::Error) -> DecodeError {
     DecodeError::new(Counter::CorruptImage, format!("libjpeg-turbo: {e}"))
@@ -32,18 +31,11 @@ fn err(e: turbojpeg::Error) -> DecodeError {
 
 /// The smallest supported factor not below `min_factor`.
 pub fn choose_factor(min_factor: f64) -> ScalingFactor {
-    FACTORS
-        .into_iter()
-        .find(|f| f.num() as f64 / f.denom() as f64 >= min_factor)
-        .unwrap_or(ScalingFactor::ONE)
+    FACTORS.into_iter().find(|f| f.num() as f64 / f.denom() as f64 >= min_factor).unwrap_or(ScalingFactor::ONE)
 }
 
 /// Decode a JPEG to RGB; `min_factor` (when given) picks the DCT scale from the full size.
-pub fn decode(
-    bytes: &[u8],
-    max_pixels: u64,
-    min_factor: Option<impl FnOnce(u32, u32) -> f64>,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(bytes: &[u8], max_pixels: u64, min_factor: Option<impl FnOnce(u32, u32) -> f64>) -> Result<Decoded, DecodeError> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -92,10 +84,14 @@ mod tests {
         let full = decode(&jpg, 1 << 30, None::<fn(u32, u32) -> f64>).unwrap();
         assert_eq!((full.image.width, full.image.height), (800, 600));
         let mut asked = None;
-        let q = decode(&jpg, 1 << 30, Some(|w, h| {
-            asked = Some((w, h));
-            0.2
-        }))
+        let q = decode(
+            &jpg,
+            1 << 30,
+            Some(|w, h| {
+                asked = Some((w, h));
+                0.2
+            }),
+        )
         .unwrap();
         assert_eq!(asked, Some((800, 600)));
         assert_eq!((q.image.width, q.image.height, q.full_width), (200, 150, 800));

@@ -84,12 +84,7 @@ pub(crate) fn check_pixels(w: u32, h: u32, max_pixels: u64) -> Result<(), Decode
 /// the smallest scale factor (0 < f ≤ 1) the caller can use; a JPEG is then decoded at the
 /// smallest DCT scale (1/8, 1/4, 1/2 or 1) not below it. With `scaled = false`, or for other
 /// formats, the image is decoded at full size.
-pub fn decode(
-    bytes: &[u8],
-    max_pixels: u64,
-    scaled: bool,
-    min_factor: impl FnOnce(u32, u32) -> f64,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(bytes: &[u8], max_pixels: u64, scaled: bool, min_factor: impl FnOnce(u32, u32) -> f64) -> Result<Decoded, DecodeError> {
     if is_jpeg(bytes) {
         if !jpeg_is_complete(bytes) {
             return Err(DecodeError::new(Counter::CorruptImage, "truncated JPEG: no end-of-image marker after the last scan"));
