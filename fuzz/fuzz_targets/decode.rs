@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use webli_io::config::{Config, ResizeMode};
+use webli_io::config::{ResizeMode, Settings};
 use webli_io::decode::decode;
-use webli_io::pipeline::prepare_image;
+use webli_io::pipeline::{prepare_image, Job};
 use webli_io::resize::{crop_box, resize_into};
 use webli_io::sample::Sample;
 
@@ -26,8 +26,22 @@ fuzz_target!(|data: &[u8]| {
         Some(1) => ResizeMode::CenterCrop,
         _ => ResizeMode::RandomResizedCrop,
     };
-    let cfg = Config { image_size: 32, resize: mode, max_pixels, ..Config::default() };
-    let sample = Sample { key: "k".into(), shard: "s".into(), index: 0, seq: 0, image: data.to_vec(), text: "t".into(), meta: Default::default(), lang: String::new() };
+    let mut settings = Settings::default();
+    settings.resize.image_size = 32;
+    settings.resize.resize = mode;
+    settings.decode.max_pixels = max_pixels;
+    let cfg = Job::new(Vec::new(), settings);
+    let sample = Sample {
+        key: "k".into(),
+        shard: "s".into(),
+        index: 0,
+        seq: 0,
+        image: data.to_vec().into(),
+        text: "t".into(),
+        meta: Default::default(),
+        lang: String::new(),
+        copy: 0,
+    };
     if let Ok(tile) = prepare_image(&sample, &cfg, None) {
         assert_eq!(tile.len(), 32 * 32 * 3);
     }
