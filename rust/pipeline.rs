@@ -215,6 +215,14 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: i
         s.seq < cfg.plan.skip || sink(s)
     };
     let mut rebalancer = cfg.mixture().map(|m| Rebalancer::new(m, cfg.plan.sample_seed));
+    let past_end = |seq: u64| {
+        if seq < cfg.plan.skip {
+            let shard = cfg.shards.first().map_or("", |s| s.as_str());
+            let message =
+                format!("the resume position ({} samples consumed) is past the end of this reader's stream ({seq})", cfg.plan.skip);
+            stats.problem(Counter::ResumePastEnd, shard, "", message);
+        }
+    };
     let mut made_before = 0;
     let mut shards: &[String] = &cfg.shards;
     let mut fallback = !cfg.plan.fallback_shards.is_empty();
@@ -226,6 +234,7 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: i
             return;
         }
         if !cfg.plan.cycle {
+            past_end(seq.get());
             return;
         }
         // A pass that gave nothing (nothing selected, or, a pass later, nothing that decodes):

@@ -76,6 +76,9 @@ pub enum Counter {
     /// A reader that could not fill its share: not one of its samples decodes and passes the
     /// filters (the stream raises an error naming the shards).
     PadFailed,
+    /// A resume position beyond the end of the reader's stream: the state does not belong to
+    /// these shards and settings (the stream raises an error).
+    ResumePastEnd,
     // --- time spent per stage, in nanoseconds of thread time (summed over threads) ---
     /// Reading shards: I/O, tar headers, grouping, sample rules (not time blocked on a full queue).
     NsRead,
@@ -88,7 +91,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 32] = [
+    pub const ALL: [Counter; 33] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -117,6 +120,7 @@ impl Counter {
         Counter::MixtureDropped,
         Counter::Padded,
         Counter::PadFailed,
+        Counter::ResumePastEnd,
         Counter::NsRead,
         Counter::NsDecode,
         Counter::NsResize,
@@ -153,6 +157,7 @@ impl Counter {
             Counter::MixtureDropped => "mixture_dropped",
             Counter::Padded => "samples_padded",
             Counter::PadFailed => "equal_batches_unfilled",
+            Counter::ResumePastEnd => "resume_past_end",
             Counter::NsRead => "ns_read",
             Counter::NsDecode => "ns_decode",
             Counter::NsResize => "ns_resize",
@@ -174,10 +179,16 @@ pub struct Problem {
 pub const MAX_PROBLEMS: usize = 100;
 
 /// Thread-safe counters, shared by all stages of one pipeline.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     counts: [AtomicU64; Counter::ALL.len()],
     problems: Mutex<Vec<Problem>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self { counts: std::array::from_fn(|_| AtomicU64::new(0)), problems: Mutex::new(Vec::new()) }
+    }
 }
 
 impl Stats {

@@ -546,6 +546,11 @@ class WebLIStream(IterableDataset):
                 log.log(level, "skipped or repaired %s in %s: %s (%s)", p["key"] or "-", p["shard"], p["reason"], p["message"])
             if info is None:
                 self._problems = (self._problems + problems)[-MAX_PROBLEMS:]
+        if stats.get("resume_past_end"):
+            raise ValueError(
+                f"cannot resume reader {slot} of {slots}: its saved position is past the end of its samples "
+                "(a state from other shards or settings, or edited): " + "; ".join(p["message"] for p in problems[-1:])
+            )
         if stats.get("equal_batches_unfilled"):
             raise RuntimeError(
                 f"equal_batches: reader {slot} of {slots} cannot give its share of batches: no sample of its shards "
