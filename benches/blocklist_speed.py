@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+
 from webli_io._core import DEFAULT_NEAR_RADIUS, Blocklist, fingerprints
 from webli_io.bench import load_photos
 

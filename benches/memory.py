@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     a = p.parse_args(argv)
     from torch.utils.data import DataLoader
+
     from webli_io import WebLIStream
     from webli_io.bench import write_bench_shards
 

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 from PIL import Image, ImageEnhance
+
 from webli_io._core import fingerprints
 from webli_io.bench import load_photos
 

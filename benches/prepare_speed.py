@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from PIL import Image
+
 from webli_io.prepare import prepare
 from webli_io.sample_data import CAPTIONS
 

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 import pytest
+
 from webli_io import WebLIStream, decode_resize
 from webli_io.bench import load_photos, web_jpeg, write_bench_shards
 

@@ -326,11 +326,14 @@ pub struct RunOptions {
     pub num_threads: Option<usize>,
     /// Batches prepared ahead, per reader.
     pub prefetch: usize,
+    /// Allow `pipe:COMMAND` shards, which run a shell command (off: a shard name is data, and
+    /// data never becomes a command). The `WEBLI_IO_ALLOW_PIPE=1` variable allows them too.
+    pub allow_pipe: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { num_threads: None, prefetch: 2 }
+        Self { num_threads: None, prefetch: 2, allow_pipe: false }
     }
 }
 

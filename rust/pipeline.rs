@@ -334,7 +334,14 @@ fn read_pass(
                 })
             }))
         } else {
-            let (reader, retries) = match open_shard_counted(shard) {
+            if shard.starts_with("pipe:") && !crate::source::pipe_allowed(s.run.allow_pipe) {
+                stats.problem(Counter::UnreadableShard, shard, "", "pipe: shards run a shell command: not allowed (allow_pipe=False)");
+                continue;
+            }
+            // Opening connects (remote shards): a panic there is this shard's problem only.
+            let opened = catch_unwind(AssertUnwindSafe(|| open_shard_counted(shard)))
+                .unwrap_or_else(|_| Err(std::io::Error::other("panic while opening the shard")));
+            let (reader, retries) = match opened {
                 Ok(r) => r,
                 Err(e) => {
                     stats.problem(Counter::UnreadableShard, shard, "", e.to_string());

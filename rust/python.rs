@@ -699,11 +699,13 @@ fn count_samples(py: Python<'_>, shards: Vec<String>) -> PyResult<Vec<u64>> {
         .map_err(|(p, e)| PyFileNotFoundError::new_err(format!("cannot read shard {p:?}: {e}")))
 }
 
-/// Resolve shard specs (paths, globs, brace patterns) to existing shard paths.
+/// Resolve shard specs (paths, globs, brace patterns) to existing shard paths. `pipe:` specs
+/// (shell commands) only with `allow_pipe`; names found by a glob are always local paths.
 #[pyfunction]
-fn expand_shards(py: Python<'_>, specs: Vec<String>) -> PyResult<Vec<String>> {
-    py.detach(|| resolve_shards(&specs)).map_err(|e| match e {
-        SourceError::BadPattern { .. } => PyValueError::new_err(e.to_string()),
+#[pyo3(signature = (specs, allow_pipe=false))]
+fn expand_shards(py: Python<'_>, specs: Vec<String>, allow_pipe: bool) -> PyResult<Vec<String>> {
+    py.detach(|| resolve_shards(&specs, allow_pipe)).map_err(|e| match e {
+        SourceError::BadPattern { .. } | SourceError::PipeNotAllowed { .. } => PyValueError::new_err(e.to_string()),
         SourceError::Missing { .. } | SourceError::NoMatch { .. } => PyFileNotFoundError::new_err(e.to_string()),
     })
 }

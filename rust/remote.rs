@@ -79,6 +79,9 @@ pub struct Resumable {
     retries: Arc<AtomicU64>,
 }
 
+/// Redirects followed per request (only to http(s)).
+const MAX_REDIRECTS: usize = 5;
+
 /// Errors that another attempt cannot mend.
 fn is_permanent(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput)
@@ -144,7 +147,38 @@ impl Read for Resumable {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(15)).timeout_read(Duration::from_secs(60)).build()
+    // Redirects are followed by hand (`http_open`): only to http(s), never to file:// or other
+    // schemes the client might mishandle.
+    ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(15)).timeout_read(Duration::from_secs(60)).redirects(0).build()
+}
+
+/// A URL fit for a message or a log: without its query string (a presigned URL's signature and
+/// session token) and without user:password. Secrets never reach a message.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.has_host() => {
+            let had_query = u.query().is_some();
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            let mut s = u.to_string();
+            if had_query {
+                s.push_str("?<redacted>");
+            }
+            s
+        }
+        _ => url.split(['?', '#']).next().unwrap_or("").to_string() + if url.contains('?') { "?<redacted>" } else { "" },
+    }
+}
+
+/// `text` with every occurrence of `url` (and its query string) replaced by its redacted form.
+fn scrub(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact(url));
+    if let Some((_, query)) = url.split_once('?') {
+        out = out.replace(query, "<redacted>");
+    }
+    out
 }
 
 fn http_error(url: &str, e: ureq::Error) -> io::Error {
@@ -156,22 +190,46 @@ fn http_error(url: &str, e: ureq::Error) -> io::Error {
                 400 | 405 | 416 => io::ErrorKind::InvalidInput,
                 _ => io::ErrorKind::Other, // 5xx, 429: worth another try
             };
-            io::Error::new(kind, format!("HTTP {code} for {url}"))
+            io::Error::new(kind, format!("HTTP {code} for {}", redact(url)))
         }
-        ureq::Error::Transport(t) => io::Error::new(io::ErrorKind::ConnectionAborted, format!("{t}")),
+        ureq::Error::Transport(t) => io::Error::new(io::ErrorKind::ConnectionAborted, scrub(&t.to_string(), url)),
     }
 }
 
 /// GET `url` from byte `offset` on.
 fn http_open(agent: &ureq::Agent, url: &str, headers: &[(String, String)], offset: u64) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
-    let mut req = agent.get(url);
-    for (k, v) in headers {
-        req = req.set(k, v);
+    let mut target = url.to_string();
+    let mut resp = None;
+    for _ in 0..=MAX_REDIRECTS {
+        let mut req = agent.get(&target);
+        // Credentials go to the host they were meant for, not to where a redirect points.
+        if target == url {
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+        }
+        if offset > 0 {
+            req = req.set("Range", &format!("bytes={offset}-"));
+        }
+        let r = req.call().map_err(|e| http_error(&target, e))?;
+        if !(300..400).contains(&r.status()) {
+            resp = Some(r);
+            break;
+        }
+        let location = r.header("Location").unwrap_or_default().to_string();
+        let next = url::Url::parse(&target).and_then(|base| base.join(&location)).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("HTTP {} for {} with a bad Location", r.status(), redact(&target)))
+        })?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} redirects to a {}: URL; only http(s) redirects are followed", redact(&target), next.scheme()),
+            ));
+        }
+        target = next.to_string();
     }
-    if offset > 0 {
-        req = req.set("Range", &format!("bytes={offset}-"));
-    }
-    let resp = req.call().map_err(|e| http_error(url, e))?;
+    let resp =
+        resp.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: more than {MAX_REDIRECTS} redirects", redact(url))))?;
     let length: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
     if offset > 0 && resp.status() == 206 {
         // Content-Range: bytes START-END/TOTAL
@@ -183,7 +241,7 @@ fn http_open(agent: &ureq::Agent, url: &str, headers: &[(String, String)], offse
         // The server sent the whole body again: skip what we already have.
         let skipped = io::copy(&mut (&mut body).take(offset), &mut io::sink())?;
         if skipped < offset {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{url} is shorter than before")));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} is shorter than before", redact(url))));
         }
     }
     Ok((body, length))
@@ -299,7 +357,7 @@ pub fn open_remote(url: &str, policy: RetryPolicy, retries: Arc<AtomicU64>) -> i
         let agent = agent();
         Box::new(move |offset| http_open(&agent, &target, &headers, offset))
     };
-    Ok(Resumable::new(url.to_string(), opener, policy, retries))
+    Ok(Resumable::new(redact(url), opener, policy, retries))
 }
 
 #[cfg(test)]
@@ -384,6 +442,15 @@ mod tests {
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert!(e.to_string().contains("oops") && e.to_string().contains("2 attempts"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let presigned = "https://b.s3.amazonaws.com/k.tar?X-Amz-Signature=abc123&X-Amz-Security-Token=tok";
+        assert_eq!(redact(presigned), "https://b.s3.amazonaws.com/k.tar?<redacted>");
+        assert_eq!(redact("https://user:pw@h.org/x.tar"), "https://h.org/x.tar");
+        let msg = scrub(&format!("connection refused: {presigned}"), presigned);
+        assert!(!msg.contains("abc123") && !msg.contains("tok"), "{msg}");
     }
 
     #[test]

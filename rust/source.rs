@@ -22,6 +22,8 @@ pub enum SourceError {
     Missing { path: String },
     /// A glob that matched no file.
     NoMatch { spec: String },
+    /// A `pipe:` spec (a shell command) without the caller's consent.
+    PipeNotAllowed { spec: String },
 }
 
 impl std::fmt::Display for SourceError {
@@ -32,6 +34,11 @@ impl std::fmt::Display for SourceError {
             }
             SourceError::Missing { path } => write!(f, "shard not found: {path:?} (check the path, or the range of the brace pattern)"),
             SourceError::NoMatch { spec } => write!(f, "no shard matches the glob {spec:?}"),
+            SourceError::PipeNotAllowed { spec } => write!(
+                f,
+                "{spec:?} is a pipe: shard, which runs a shell command: pass allow_pipe=True (or set {ALLOW_PIPE_ENV}=1) \
+                 if you mean to run it"
+            ),
         }
     }
 }
@@ -84,15 +91,38 @@ fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// The environment switch that allows `pipe:` shards without `allow_pipe=True`.
+pub const ALLOW_PIPE_ENV: &str = "WEBLI_IO_ALLOW_PIPE";
+
+/// May `pipe:` specs run? The caller's `allow_pipe`, or the environment switch.
+pub fn pipe_allowed(allow_pipe: bool) -> bool {
+    allow_pipe || std::env::var(ALLOW_PIPE_ENV).is_ok_and(|v| v == "1")
+}
+
+/// A local path as a shard name that can never be taken for a URL or a command: a file found by
+/// a glob that is named `pipe:rm -rf ~;.tar` or `http:x.tar` becomes `./pipe:rm -rf ~;.tar`.
+fn local_name(path: String) -> String {
+    if is_remote(&path) {
+        format!("./{path}")
+    } else {
+        path
+    }
+}
+
 /// Resolve shard specs to a list of existing shard paths, in the order given (globs sorted).
 ///
 /// Every local path must exist: a training run that silently skips a missing shard has lost
 /// data. Remote URLs are taken as given; one that cannot be read is counted when its turn comes.
-pub fn resolve_shards(specs: &[String]) -> Result<Vec<String>, SourceError> {
+/// A `pipe:` spec runs a shell command: only with `allow_pipe` (see [`pipe_allowed`]); names
+/// found by a glob are always local paths, never URLs or commands.
+pub fn resolve_shards(specs: &[String], allow_pipe: bool) -> Result<Vec<String>, SourceError> {
     let mut out = Vec::new();
     for spec in specs {
         let expanded = expand_braces(spec).map_err(|why| SourceError::BadPattern { spec: spec.clone(), why })?;
         for path in expanded {
+            if path.starts_with("pipe:") && !pipe_allowed(allow_pipe) {
+                return Err(SourceError::PipeNotAllowed { spec: path });
+            }
             if is_remote(&path) {
                 // Listing a bucket is not done here: give the names (brace patterns expand).
                 out.push(path);
@@ -101,7 +131,7 @@ pub fn resolve_shards(specs: &[String]) -> Result<Vec<String>, SourceError> {
                     .map_err(|e| SourceError::BadPattern { spec: spec.clone(), why: e.to_string() })?
                     .filter_map(Result::ok)
                     .filter(|p| p.is_file())
-                    .map(|p| p.to_string_lossy().into_owned())
+                    .map(|p| local_name(p.to_string_lossy().into_owned()))
                     .collect();
                 if matched.is_empty() {
                     return Err(SourceError::NoMatch { spec: path });
@@ -173,15 +203,15 @@ mod tests {
             std::fs::write(dir.path().join(format!("s-{i:02}.tar")), b"").unwrap();
         }
         let d = dir.path().to_string_lossy();
-        let got = resolve_shards(&[format!("{d}/s-{{00..02}}.tar")]).unwrap();
+        let got = resolve_shards(&[format!("{d}/s-{{00..02}}.tar")], false).unwrap();
         assert_eq!(got.len(), 3);
-        let got = resolve_shards(&[format!("{d}/s-*.tar")]).unwrap();
+        let got = resolve_shards(&[format!("{d}/s-*.tar")], false).unwrap();
         assert_eq!(got.len(), 3);
         assert!(got[0].ends_with("s-00.tar") && got[2].ends_with("s-02.tar"));
-        let err = resolve_shards(&[format!("{d}/s-{{00..03}}.tar")]).unwrap_err();
+        let err = resolve_shards(&[format!("{d}/s-{{00..03}}.tar")], false).unwrap_err();
         assert!(matches!(err, SourceError::Missing { ref path } if path.ends_with("s-03.tar")));
         assert!(err.to_string().contains("s-03.tar"));
-        let err = resolve_shards(&[format!("{d}/none-*.tar")]).unwrap_err();
+        let err = resolve_shards(&[format!("{d}/none-*.tar")], false).unwrap_err();
         assert!(matches!(err, SourceError::NoMatch { .. }));
     }
 }

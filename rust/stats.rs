@@ -209,7 +209,18 @@ impl Stats {
         self.incr(counter);
         let mut problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
         if problems.len() < MAX_PROBLEMS {
-            problems.push(Problem { counter, shard: shard.to_string(), key: key.to_string(), message: message.into().trim().to_string() });
+            // A shard given as a presigned URL carries its secret in the query string: the
+            // record names the shard without it (secrets never reach a message or a log).
+            let original = shard;
+            let shard = if crate::remote::is_remote(original) { crate::remote::redact(original) } else { original.to_string() };
+            let mut message = message.into().trim().to_string();
+            if shard != original {
+                message = message.replace(original, &shard);
+                if let Some((_, query)) = original.split_once('?').filter(|(_, q)| !q.is_empty()) {
+                    message = message.replace(query, "<redacted>");
+                }
+            }
+            problems.push(Problem { counter, shard, key: key.to_string(), message });
         }
     }
 

@@ -13,6 +13,7 @@ import sys
 def read_share(shards, out_dir, rank, *, context, workers, build_before_init=False, epochs=1, persistent=False):
     import torch.distributed as dist
     from torch.utils.data import DataLoader
+
     from webli_io import WebLIStream
 
     def build():

@@ -11,6 +11,7 @@ import tarfile
 import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
+
 from webli_io import WebLIStream, decode_resize
 
 

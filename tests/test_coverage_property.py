@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from torch.utils.data import DataLoader
+
 from webli_io import WebLIStream
 from webli_io.stream import ObserveWarning
 

@@ -8,6 +8,7 @@ import multiprocessing
 import pytest
 import torch
 from torch.utils.data import DataLoader
+
 from webli_io import WebLIStream
 
 

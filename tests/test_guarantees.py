@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
+
 from webli_io import ConfigError, Options, WebLIStream
 from webli_io.stream import ObserveWarning
 

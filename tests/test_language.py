@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 from torch.utils.data import DataLoader
+
 from webli_io import WebLIStream
 from webli_io._core import normalize_lang
 from webli_io.prepare import default_lid_model, prepare

@@ -64,6 +64,7 @@ def test_persistent_workers_see_every_epoch(make_shards, tmp_path):
     assert res[0]["epochs"][0] + res[1]["epochs"][0] != res[0]["epochs"][1] + res[1]["epochs"][1]
     # ... and the one an in-process reader gives for epoch 1 (same seed, same layout).
     from torch.utils.data import DataLoader
+
     from webli_io import WebLIStream
 
     want = []

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from PIL import Image, ImageEnhance
+
 from webli_io import WebLIStream
 from webli_io._core import DEFAULT_NEAR_RADIUS, Blocklist, fingerprints
 

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import CAPTIONS
+
 from webli_io import WebLIStream, _core
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+
 from webli_io.prepare import prepare
 
 

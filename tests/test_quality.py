@@ -17,6 +17,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+
 from webli_io import decode_resize
 
 TOL = {"PNG": (1, 0.25), "JPEG": (4, 0.5)}

@@ -8,6 +8,7 @@ import tarfile
 
 import numpy as np
 import pytest
+
 from webli_io import ConfigError, WebLIStream, expand_shards
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+
 from webli_io import WebLIStream
 
 
@@ -26,6 +27,7 @@ class ShardServer:
         self.files: Dict[str, bytes] = {}
         self.drops: Dict[str, int] = {}
         self.status: Dict[str, int] = {}
+        self.redirects: Dict[str, str] = {}  # path -> Location
         self.log: List[tuple] = []  # (path, Range header, bytes sent)
         server = self
 
@@ -42,6 +44,13 @@ class ShardServer:
                 if m and "alt=media" in url.query:
                     path = f"/gs/{m.group(1)}/{urllib.parse.unquote(m.group(2))}"
                 rng = self.headers.get("Range")
+                if path in server.redirects:
+                    server.log.append((path, rng, 0))
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path in server.status:
                     server.log.append((path, rng, 0))
                     self.send_response(server.status[path])
@@ -176,7 +185,7 @@ def test_s3_urls_against_a_local_s3_server(make_shards, monkeypatch):
 
 def test_pipe_urls(make_shards, fast_retries):
     local = make_shards(shards=2, per_shard=3)
-    s = WebLIStream([f"pipe:cat {p}" for p in local["paths"]] + ["pipe:cat /nonexistent/x.tar"], batch_size=3, image_size=32)
+    s = WebLIStream([f"pipe:cat {p}" for p in local["paths"]] + ["pipe:cat /nonexistent/x.tar"], batch_size=3, image_size=32, allow_pipe=True)
     assert len(keys_of(s)) == 6
     msg = s.problems()[0]["message"]
     assert "pipe:cat /nonexistent/x.tar exited" in msg and "No such file" in msg

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from torch.utils.data import DataLoader
+
 from webli_io import WebLIStream
 
 KW = dict(batch_size=3, image_size=16, num_threads=1, shuffle=True, shuffle_buffer=5, seed=11)

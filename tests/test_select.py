@@ -8,6 +8,7 @@ import json
 
 import pytest
 from torch.utils.data import DataLoader
+
 from webli_io import WebLIStream
 from webli_io._core import in_subset
 

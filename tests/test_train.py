@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+
 from webli_io.train import MODELS, SigLIP, add_arguments, lr_at, siglip_loss, tokenize, train
 
 

@@ -100,7 +100,7 @@ class TarSamples(Iterator[Tuple[str, List[Tuple[str, bytes]]]]):
     def problems(self) -> List[Dict[str, str]]: ...
     def close(self) -> None: ...
 
-def expand_shards(specs: Sequence[str]) -> List[str]:
+def expand_shards(specs: Sequence[str], allow_pipe: bool = False) -> List[str]:
     """Resolve paths, globs and brace patterns to existing shard paths (URLs: expanded only).
 
     Raises FileNotFoundError for a missing path or an empty glob, ValueError for a bad pattern.

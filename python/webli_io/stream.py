@@ -353,7 +353,7 @@ class WebLIStream(IterableDataset):
             options = options.replace(**settings)
         #: The settings, validated once (immutable).
         self.options: Options = options
-        self.shards: List[str] = _core.expand_shards(specs)
+        self.shards: List[str] = _core.expand_shards(specs, allow_pipe=options.allow_pipe)
         self.topology: Topology = resolve_topology(rank, world_size)
         self._table_opener: Optional[ParquetOpener] = (
             ParquetOpener(meta_columns=options.columns) if any(is_table_shard(s) for s in self.shards) else None

@@ -1,0 +1,89 @@
+"""Hostile input, part of the threat model (issue 12): a shard name is data and never becomes a
+command; a server's redirect cannot lead the reader off http(s) or end the epoch silently; no
+secret (a presigned URL's signature or session token) reaches a message or a log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import pytest
+from test_remote import ShardServer
+
+from webli_io import WebLIStream, expand_shards
+
+
+@pytest.fixture
+def server():
+    s = ShardServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    monkeypatch.setenv("WEBLI_IO_RETRY_BACKOFF", "0.01")
+    monkeypatch.setenv("WEBLI_IO_RETRIES", "2")
+
+
+def test_a_file_named_like_a_pipe_is_a_path_never_a_command(make_shards, tmp_path, monkeypatch):
+    ds = make_shards(shards=1, per_shard=3)
+    d = tmp_path / "hostile"
+    d.mkdir()
+    evil = "pipe:echo INJECTED > PWNED.txt;.tar"
+    shutil.copy(ds["paths"][0], d / evil)
+    monkeypatch.chdir(d)
+    monkeypatch.delenv("WEBLI_IO_ALLOW_PIPE", raising=False)
+    stream = WebLIStream("*.tar", batch_size=2, image_size=16, allow_pipe=True)  # even when pipes are allowed
+    assert stream.shards == [f"./{evil}"]
+    assert len([k for b in stream for k in b["keys"]]) == 3  # read as the local tar it is
+    assert not (d / "PWNED.txt").exists() and not os.path.exists("PWNED.txt")
+
+
+def test_pipe_shards_need_consent(make_shards, monkeypatch, tmp_path):
+    ds = make_shards(shards=1, per_shard=2)
+    monkeypatch.delenv("WEBLI_IO_ALLOW_PIPE", raising=False)
+    marker = tmp_path / "ran"
+    spec = f"pipe:touch {marker}; cat {ds['paths'][0]}"
+    with pytest.raises(ValueError, match="runs a shell command: pass allow_pipe=True"):
+        WebLIStream(spec, batch_size=2, image_size=16)
+    with pytest.raises(ValueError, match="allow_pipe"):
+        expand_shards([spec])
+    assert not marker.exists()
+    assert len([k for b in WebLIStream(spec, batch_size=2, image_size=16, allow_pipe=True) for k in b["keys"]]) == 2
+    assert marker.exists()
+    monkeypatch.setenv("WEBLI_IO_ALLOW_PIPE", "1")
+    assert expand_shards([spec]) == [spec]
+
+
+def test_a_redirect_off_http_is_counted_and_the_epoch_goes_on(server, make_shards, fast_retries):
+    ds = make_shards(shards=2, per_shard=3)
+    for i, p in enumerate(ds["paths"]):
+        server.files[f"/s{i}.tar"] = open(p, "rb").read()
+    server.redirects["/evil.tar"] = "file:///etc/passwd"
+    server.redirects["/hop.tar"] = "/s1.tar"  # a relative http redirect is followed
+    stream = WebLIStream([f"{server.url}/evil.tar", f"{server.url}/s0.tar", f"{server.url}/hop.tar"], batch_size=2, image_size=16)
+    keys = [k for b in stream for k in b["keys"]]
+    assert len(keys) == 6, "the good shards after the bad one are read"
+    stats = stream.stats()
+    assert stats["shard_unreadable"] == 1 and stats["skipped_panic"] == 0
+    (p,) = [p for p in stream.problems() if p["reason"] == "shard_unreadable"]
+    assert "redirects to a file: URL" in p["message"]
+
+
+def test_no_secret_reaches_a_message_or_the_log(server, fast_retries, caplog):
+    secret = "X-Amz-Signature=0123456789abcdef&X-Amz-Security-Token=SESSIONTOKENSECRET"
+    server.status["/forbidden.tar"] = 403
+    server.status["/broken.tar"] = 500
+    urls = [f"{server.url}/forbidden.tar?{secret}", f"{server.url}/broken.tar?{secret}",
+            f"http://user:hunter2@127.0.0.1:1/refused.tar?{secret}"]
+    with caplog.at_level(logging.DEBUG, logger="webli_io"):
+        stream = WebLIStream(urls, batch_size=2, image_size=16)
+        assert list(stream) == []
+    text = " ".join(p["message"] + p["shard"] for p in stream.problems()) + caplog.text
+    assert stream.stats()["shard_unreadable"] == 3
+    assert "HTTP 403" in text and "HTTP 500" in text
+    for leaked in ("0123456789abcdef", "SESSIONTOKENSECRET", "hunter2"):
+        assert leaked not in text, leaked
+    assert "?<redacted>" in text
