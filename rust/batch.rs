@@ -96,6 +96,7 @@ mod tests {
             meta: Map::new(),
             lang: "und".into(),
             copy: 0,
+            meta_ok: true,
         }
     }
 

@@ -308,7 +308,7 @@ fn read_pass(
         // What every sample of the shard goes through, whatever the shard's format.
         let mut handle = |sample: Option<Sample>, i: u64| -> bool {
             if let Some(mut sample) = sample {
-                if !selector.keep(&sample.key, shard, &sample.meta, &sample.image, stats) {
+                if !selector.keep_checked(&sample.key, shard, &sample.meta, sample.meta_ok, &sample.image, stats) {
                     return true;
                 }
                 sample.index = i;

@@ -743,6 +743,7 @@ fn decode_resize<'py>(
         meta: Map::new(),
         lang: String::new(),
         copy: 0,
+        meta_ok: true,
     };
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))

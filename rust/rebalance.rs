@@ -179,6 +179,7 @@ mod tests {
             meta: Default::default(),
             lang: lang.into(),
             copy: 0,
+            meta_ok: true,
         }
     }
 

@@ -104,7 +104,18 @@ pub fn row_to_sample(row: TableRow, index: u64, shard_name: &Arc<str>, stats: &S
         stats.problem(Counter::MissingCaption, shard, &key, "no caption (null or empty)");
         return None;
     }
-    Some(Sample { key, shard: shard_name.clone(), index, seq: 0, image, text, meta: row.meta, lang: String::from("und"), copy: 0 })
+    Some(Sample {
+        key,
+        shard: shard_name.clone(),
+        index,
+        seq: 0,
+        image,
+        text,
+        meta: row.meta,
+        lang: String::from("und"),
+        copy: 0,
+        meta_ok: true,
+    })
 }
 
 /// One image–text pair, not yet decoded.
@@ -125,6 +136,8 @@ pub struct Sample {
     /// Which copy of the sample this is: 0 for the sample itself, 1.. for the extra copies a
     /// mixture makes (a resume excludes exactly the copies consumed).
     pub copy: u32,
+    /// `false` when the sample's `json` was unreadable: metadata filters then fail closed.
+    pub meta_ok: bool,
 }
 
 fn last_ext(ext: &str) -> &str {
@@ -138,26 +151,51 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option
     let mut image: Option<Vec<u8>> = None;
     let mut text: Option<Vec<u8>> = None;
     let mut json: Option<Vec<u8>> = None;
+    // A second image or caption under one key (`img.0001.jpg`, `img.0002.jpg` share the key
+    // `img`): the first is used, every other one is counted, never dropped silently.
+    let mut extra: Vec<String> = Vec::new();
     for (ext, bytes) in raw.members {
         let last = last_ext(&ext);
-        if image.is_none() && IMAGE_EXTENSIONS.contains(&last) {
-            image = Some(bytes);
-        } else if text.is_none() && TEXT_EXTENSIONS.contains(&last) {
-            text = Some(bytes);
+        if IMAGE_EXTENSIONS.contains(&last) {
+            if image.is_none() {
+                image = Some(bytes);
+            } else {
+                extra.push(ext);
+            }
+        } else if TEXT_EXTENSIONS.contains(&last) {
+            if text.is_none() {
+                text = Some(bytes);
+            } else {
+                extra.push(ext);
+            }
         } else if json.is_none() && last == "json" {
             json = Some(bytes);
         }
     }
+    if !extra.is_empty() {
+        stats.add(Counter::RepeatedMember, extra.len() as u64 - 1);
+        let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
+        let more = if extra.len() > 5 { format!(" and {} more", extra.len() - 5) } else { String::new() };
+        stats.problem(
+            Counter::RepeatedMember,
+            shard,
+            &key,
+            format!("{} more image or caption members under one key, not used: {}{more}", extra.len(), shown.join(", ")),
+        );
+    }
+    let mut meta_ok = true;
     let meta = match json {
         None => Map::new(),
-        Some(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(m)) => m,
-            Ok(other) => {
-                stats.problem(Counter::BadJson, shard, &key, format!("json is not an object: {}", kind(&other)));
-                Map::new()
+        Some(bytes) => match parse_meta(&bytes) {
+            Ok((m, repaired)) => {
+                if repaired {
+                    stats.problem(Counter::BadJson, shard, &key, "json has NaN or Infinity (Python's json.dumps default): read as null");
+                }
+                m
             }
-            Err(e) => {
-                stats.problem(Counter::BadJson, shard, &key, format!("json does not parse: {e}"));
+            Err(why) => {
+                meta_ok = false;
+                stats.problem(Counter::BadJson, shard, &key, why);
                 Map::new()
             }
         },
@@ -191,7 +229,72 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option
         stats.problem(Counter::MissingCaption, shard, &key, "caption is empty");
         return None;
     }
-    Some(Sample { key, shard: shard_name.clone(), index: 0, seq: 0, image: image.into(), text, meta, lang: String::from("und"), copy: 0 })
+    Some(Sample {
+        key,
+        shard: shard_name.clone(),
+        index: 0,
+        seq: 0,
+        image: image.into(),
+        text,
+        meta,
+        lang: String::from("und"),
+        copy: 0,
+        meta_ok,
+    })
+}
+
+/// A sample's `json` as a map. Python's `json.dumps` writes `NaN`, `Infinity` and `-Infinity`
+/// by default, which JSON does not allow: outside strings they are read as `null` (the second
+/// value says so) rather than losing the whole metadata. Nesting is bounded by serde_json (128).
+fn parse_meta(bytes: &[u8]) -> Result<(Map<String, Value>, bool), String> {
+    let as_map = |v: Value| match v {
+        Value::Object(m) => Ok(m),
+        other => Err(format!("json is not an object: {}", kind(&other))),
+    };
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => as_map(v).map(|m| (m, false)),
+        Err(e) => {
+            let repaired = replace_non_finite(bytes);
+            match repaired.as_deref().map(serde_json::from_slice::<Value>) {
+                Some(Ok(v)) => as_map(v).map(|m| (m, true)),
+                _ => Err(format!("json does not parse: {e}")),
+            }
+        }
+    }
+}
+
+/// `bytes` with the tokens `NaN`, `Infinity`, `-Infinity` outside strings replaced by `null`;
+/// `None` when there is none.
+fn replace_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut i, mut in_string, mut changed) = (0, false, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            out.push(b);
+            if b == b'\\' && i + 1 < bytes.len() {
+                out.push(bytes[i + 1]);
+                i += 1;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+        }
+        let rest = &bytes[i..];
+        if let Some(token) = [&b"-Infinity"[..], b"Infinity", b"NaN"].into_iter().find(|t| rest.starts_with(t)) {
+            out.extend_from_slice(b"null");
+            i += token.len();
+            changed = true;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -245,5 +348,31 @@ mod tests {
         assert_eq!(st.get(Counter::InvalidUtf8Caption), 1);
         assert_eq!(st.get(Counter::BadJson), 1);
         assert_eq!(st.problems()[0].key, "a");
+        // 3 pairs named img.000N.{jpg,txt}: one key; 2 more images and 2 more captions counted.
+        let members: [(&str, &[u8]); 6] =
+            [("0001.jpg", b"1"), ("0001.txt", b"a"), ("0002.jpg", b"2"), ("0002.txt", b"b"), ("0003.jpg", b"3"), ("0003.txt", b"c")];
+        let s = to_sample(raw("img", &members), &"s".into(), &st).unwrap();
+        assert_eq!((s.text.as_str(), &*s.image), ("a", &b"1"[..]));
+        assert_eq!(st.get(Counter::RepeatedMember), 4);
+    }
+
+    #[test]
+    fn json_with_nan_keeps_its_other_fields_and_filters_fail_closed() {
+        let st = Stats::new();
+        let json = br#"{"score": NaN, "hi": -Infinity, "NSFW": "NSFW", "note": "NaN in a string stays"}"#;
+        let s = to_sample(raw("a", &[("jpg", b"I"), ("txt", b"x"), ("json", json)]), &"s".into(), &st).unwrap();
+        assert!(s.meta_ok);
+        assert_eq!(s.meta["NSFW"], "NSFW");
+        assert!(s.meta["score"].is_null() && s.meta["hi"].is_null());
+        assert_eq!(s.meta["note"], "NaN in a string stays");
+        assert_eq!(st.get(Counter::BadJson), 1, "the repair is counted");
+        let bad = to_sample(raw("b", &[("jpg", b"I"), ("txt", b"x"), ("json", b"{\"NSFW\": ")]), &"s".into(), &st).unwrap();
+        assert!(!bad.meta_ok);
+        let cfg = crate::config::SelectOptions { drop_if: [("NSFW".to_string(), vec!["NSFW".to_string()])].into(), ..Default::default() };
+        let mut sel = crate::select::Selector::new(cfg);
+        assert!(!sel.keep_checked("a", "s", &s.meta, s.meta_ok, b"I", &st), "the NSFW flag survives the NaN");
+        assert!(!sel.keep_checked("b", "s", &bad.meta, bad.meta_ok, b"J", &st), "unreadable json: the filter fails closed");
+        let mut none = crate::select::Selector::new(Default::default());
+        assert!(none.keep_checked("b", "s", &bad.meta, bad.meta_ok, b"J", &st), "no filter: kept with meta = {{}}");
     }
 }

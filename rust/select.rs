@@ -127,11 +127,22 @@ impl Selector {
 
     /// Keep the sample? Counts the reason when not.
     pub fn keep(&mut self, key: &str, shard: &str, meta: &Map<String, Value>, image: &[u8], stats: &Stats) -> bool {
+        self.keep_checked(key, shard, meta, true, image, stats)
+    }
+
+    /// [`keep`](Self::keep), where `meta_ok = false` says the sample's metadata was unreadable:
+    /// a metadata filter then fails closed (the sample is dropped, counted), for a filter that
+    /// cannot read its field must not let the sample through.
+    pub fn keep_checked(&mut self, key: &str, shard: &str, meta: &Map<String, Value>, meta_ok: bool, image: &[u8], stats: &Stats) -> bool {
         if let Some(f) = self.cfg.subset {
             if !in_subset(key, f, self.cfg.subset_seed) {
                 stats.incr(Counter::OutOfSubset);
                 return false;
             }
+        }
+        if !meta_ok && (!self.cfg.min_score.is_empty() || !self.cfg.drop_if.is_empty()) {
+            stats.problem(Counter::Filtered, shard, key, "the json is unreadable, so the metadata filters cannot pass it");
+            return false;
         }
         for (field, min) in &self.cfg.min_score {
             let score = meta.get(field).and_then(Value::as_f64);

@@ -35,6 +35,10 @@ pub enum Counter {
     TooLarge,
     /// A tar member larger than the member size limit.
     MemberTooLarge,
+    /// A member its sample cannot use: an extension the sample already has, or a second image
+    /// or caption (`img.0001.jpg`, `img.0002.jpg` share the key `img`): the first is kept,
+    /// each other one counted.
+    RepeatedMember,
     /// A panic inside the decoder or resizer, caught for that sample alone.
     Panic,
     /// Not in the requested subset (`subset=`).
@@ -91,7 +95,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 33] = [
+    pub const ALL: [Counter; 34] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -103,6 +107,7 @@ impl Counter {
         Counter::UnsupportedImage,
         Counter::TooLarge,
         Counter::MemberTooLarge,
+        Counter::RepeatedMember,
         Counter::Panic,
         Counter::OutOfSubset,
         Counter::Duplicate,
@@ -140,6 +145,7 @@ impl Counter {
             Counter::UnsupportedImage => "skipped_unsupported_image",
             Counter::TooLarge => "skipped_too_large",
             Counter::MemberTooLarge => "skipped_member_too_large",
+            Counter::RepeatedMember => "skipped_repeated_member",
             Counter::Panic => "skipped_panic",
             Counter::OutOfSubset => "skipped_out_of_subset",
             Counter::Duplicate => "skipped_duplicate",

@@ -47,14 +47,86 @@ pub use crate::config::DEFAULT_MAX_MEMBER_BYTES;
 /// Read all samples of one tar stream, calling `emit` for each, in shard order. Returns when the
 /// shard ends, is damaged, or `emit` returns `false` (the consumer has gone away).
 pub fn read_samples<R: Read>(reader: R, shard: &str, max_member_bytes: u64, stats: &Stats, mut emit: impl FnMut(RawSample) -> bool) {
+    let mut tracked = EndTracker { inner: reader, bytes: 0, tail: [0xff; 512], filled: 0 };
+    let Some(last) = read_entries(&mut tracked, shard, max_member_bytes, stats, &mut emit) else { return };
+    // The archive ended without an error: a whole tar ends with a zero block. Without one the
+    // file was cut at a header boundary (or is empty): the rest is lost, and the last sample
+    // may be missing members (its json, say), so it is left out too, and named.
+    let pending = !last.members.is_empty() || last.skipped;
+    if pending {
+        stats.incr(Counter::SamplesRead);
+    }
+    let dropped = if pending && !last.skipped {
+        format!("; its last sample {:?} may be incomplete and is left out", last.key)
+    } else {
+        String::new()
+    };
+    if tracked.bytes == 0 {
+        stats.problem(Counter::TruncatedTar, shard, "", "the shard is empty (0 bytes)");
+    } else if !tracked.ended_with_zero_block() {
+        let at = tracked.bytes;
+        stats.problem(
+            Counter::TruncatedTar,
+            shard,
+            &last.key,
+            format!("the shard ends at byte {at} without the tar end-of-archive blocks{dropped}"),
+        );
+    } else if pending && !last.skipped {
+        emit(last);
+    }
+}
+
+/// A reader that remembers how many bytes it gave and the last 512 of them, to tell a tar that
+/// ended with its end-of-archive zero block from one cut at a header boundary.
+struct EndTracker<R> {
+    inner: R,
+    bytes: u64,
+    tail: [u8; 512],
+    filled: usize,
+}
+
+impl<R: Read> Read for EndTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        let got = &buf[..n];
+        if got.len() >= 512 {
+            self.tail.copy_from_slice(&got[got.len() - 512..]);
+        } else {
+            self.tail.rotate_left(got.len());
+            self.tail[512 - got.len()..].copy_from_slice(got);
+        }
+        self.filled = (self.filled + n).min(512);
+        Ok(n)
+    }
+}
+
+impl<R> EndTracker<R> {
+    fn ended_with_zero_block(&self) -> bool {
+        self.filled == 512 && self.tail.iter().all(|&b| b == 0)
+    }
+}
+
+/// The entries of a tar, grouped into samples and emitted, but for the last one: it is returned
+/// when the archive ended without an error and the consumer is still there (`None` otherwise).
+fn read_entries<R: Read>(
+    reader: R,
+    shard: &str,
+    max_member_bytes: u64,
+    stats: &Stats,
+    emit: &mut impl FnMut(RawSample) -> bool,
+) -> Option<RawSample> {
     let mut archive = ::tar::Archive::new(reader);
     let entries = match archive.entries() {
         Ok(e) => e,
         Err(e) => {
             stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
-            return;
+            return None;
         }
     };
+    // Bytes held by the sample being grouped: one key with endless members cannot grow without
+    // bound (the sample is skipped past `max_member_bytes` in all).
+    let mut held = 0u64;
     let mut current = RawSample::default();
     let mut flush = |current: &mut RawSample, stats: &Stats| -> bool {
         if current.members.is_empty() && !current.skipped {
@@ -73,11 +145,20 @@ pub fn read_samples<R: Read>(reader: R, shard: &str, max_member_bytes: u64, stat
             Err(e) => {
                 // A short or garbage header. The tar crate reports both as errors; an
                 // unexpected EOF is a truncated shard, anything else a corrupt one.
+                // The pending sample may be missing members that came after the damage (its
+                // json, say): it is left out, and named.
                 let counter = if is_eof(&e) { Counter::TruncatedTar } else { Counter::CorruptTar };
-                stats.problem(counter, shard, &current.key, e.to_string());
-                // The pending sample was complete (its members all read in full): keep it.
-                flush(&mut current, stats);
-                return;
+                let pending = !current.members.is_empty() && !current.skipped;
+                if pending || current.skipped {
+                    stats.incr(Counter::SamplesRead);
+                }
+                let left_out = if pending {
+                    format!("; the sample before it, {:?}, may be incomplete and is left out", current.key)
+                } else {
+                    String::new()
+                };
+                stats.problem(counter, shard, &current.key, format!("{e}{left_out}"));
+                return None;
             }
         };
         if !entry.header().entry_type().is_file() {
@@ -89,20 +170,34 @@ pub fn read_samples<R: Read>(reader: R, shard: &str, max_member_bytes: u64, stat
         };
         let Some((key, ext)) = split_key(&path) else { continue };
         let (key, ext) = (key.to_string(), ext.to_ascii_lowercase());
-        if key != current.key && !flush(&mut current, stats) {
-            return;
+        if key != current.key {
+            if !flush(&mut current, stats) {
+                return None;
+            }
+            held = 0;
         }
         current.key = key;
         let size = entry.size();
-        if size > max_member_bytes {
+        if current.skipped {
+            continue; // the rest of a sample already skipped: not held in memory
+        }
+        if current.members.iter().any(|(e, _)| *e == ext) {
+            // `img.0001.jpg`, `img.0002.jpg`, ...: webdataset's key rule puts them all under key
+            // `img`. The first is kept; each repeat is counted, never dropped silently.
+            stats.problem(Counter::RepeatedMember, shard, &current.key, format!("member {path:?}: a second .{ext} for this key"));
+            continue;
+        }
+        held += size;
+        if size > max_member_bytes || held > max_member_bytes {
             stats.problem(
                 Counter::MemberTooLarge,
                 shard,
                 &current.key,
-                format!("member {path:?} has {size} bytes (limit {max_member_bytes})"),
+                format!("member {path:?} has {size} bytes, its sample {held} (limit {max_member_bytes})"),
             );
             // Skip the whole sample: its other members are useless without this one.
             current.skipped = true;
+            current.members.clear();
             continue;
         }
         let mut data = Vec::with_capacity(size as usize);
@@ -114,11 +209,11 @@ pub fn read_samples<R: Read>(reader: R, shard: &str, max_member_bytes: u64, stat
                 Ok(_) => format!("member {path:?} cut at {} of {size} bytes", data.len()),
             };
             stats.problem(Counter::TruncatedTar, shard, &current.key, why);
-            return;
+            return None;
         }
         current.members.push((ext, data));
     }
-    flush(&mut current, stats);
+    Some(current)
 }
 
 /// Count the samples (member groups) of a local tar shard from its headers alone, seeking over
@@ -202,15 +297,65 @@ pub(crate) mod tests {
     fn truncated_tar_keeps_earlier_samples() {
         let big = vec![7u8; 5000];
         let t = make_tar(&[("a.txt", b"x"), ("a.jpg", b"y"), ("b.txt", b"z"), ("b.jpg", &big)]);
-        for cut in [t.len() - 1024 - 300, 512 * 5 + 10, 512 * 4 + 100] {
+        for cut in [t.len() - 1024 - 300, 512 * 5 + 10] {
             let (s, stats) = read_all(&t[..cut]);
-            // `a` is whole; `b` is kept only with the members read in full (never its cut jpg),
-            // and the sample rules then count it as missing its image.
+            // `a` is whole (the next key began); `b`, cut, is left out.
+            assert_eq!(s.len(), 1, "cut at {cut}");
             assert_eq!(s[0].key, "a", "cut at {cut}");
             assert_eq!(s[0].members.len(), 2);
-            assert!(s.len() == 1 || (s.len() == 2 && s[1].get("jpg").is_none()), "cut at {cut}");
             assert_eq!(stats.get(Counter::TruncatedTar), 1, "cut at {cut}");
         }
+        // Cut inside the header after `a`: nothing shows that `a` was whole (its json might
+        // have come next), so it is left out too, and named: fail closed, never silent.
+        let (s, stats) = read_all(&t[..512 * 4 + 100]);
+        assert!(s.is_empty());
+        assert_eq!(stats.get(Counter::TruncatedTar), 1);
+        assert!(stats.problems()[0].message.contains("\"a\", may be incomplete and is left out"), "{:?}", stats.problems());
+    }
+
+    #[test]
+    fn a_cut_at_a_header_boundary_or_an_empty_shard_is_truncated() {
+        let t = make_tar(&[("a.txt", b"x"), ("a.jpg", b"y"), ("b.txt", b"z"), ("b.jpg", b"w")]);
+        let (s, stats) = read_all(&t);
+        assert_eq!((s.len(), stats.get(Counter::TruncatedTar)), (2, 0), "a whole tar");
+        for cut in [1024, 2048, 3072] {
+            // Each member is one header block and one data block: these cuts fall between them.
+            let (_, stats) = read_all(&t[..cut]);
+            assert_eq!(stats.get(Counter::TruncatedTar), 1, "cut at {cut}");
+        }
+        let (s, stats) = read_all(&[]);
+        assert!(s.is_empty());
+        assert_eq!(stats.get(Counter::TruncatedTar), 1);
+        assert!(stats.problems()[0].message.contains("empty"));
+    }
+
+    #[test]
+    fn repeated_members_are_counted_and_a_sample_is_bounded() {
+        let t = make_tar(&[("img.0001.jpg", b"1"), ("img.0001.txt", b"a"), ("img.0002.jpg", b"2"), ("img.0002.txt", b"b")]);
+        let (s, stats) = read_all(&t);
+        // webdataset's rule: the key is `img`, extensions `0001.jpg`, ...: all distinct here
+        // (the sample rules count the second image and caption, see sample.rs).
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].members.len(), 4);
+        let t = make_tar(&[("a.jpg", b"1"), ("a.txt", b"x"), ("a.jpg", b"2"), ("a.jpg", b"3"), ("b.jpg", b"4")]);
+        let (s, stats2) = read_all(&t);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].get("jpg"), Some(&b"1"[..]));
+        assert_eq!(stats2.get(Counter::RepeatedMember), 2);
+        assert_eq!(stats.get(Counter::RepeatedMember), 0);
+        // Many members under one key: skipped once over the limit, not held in memory.
+        let chunk = vec![5u8; 400];
+        let names: Vec<String> = (0..50).map(|i| format!("k.m{i}.bin")).collect();
+        let members: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), chunk.as_slice())).collect();
+        let t = make_tar(&members);
+        let stats = Stats::new();
+        let mut out = Vec::new();
+        read_samples(&t[..], "t.tar", 4000, &stats, |s| {
+            out.push(s);
+            true
+        });
+        assert!(out.is_empty());
+        assert_eq!(stats.get(Counter::MemberTooLarge), 1);
     }
 
     #[test]
@@ -221,8 +366,10 @@ pub(crate) mod tests {
             *byte = 0x5a;
         }
         let (s, stats) = read_all(&t);
-        assert_eq!(s.len(), 1);
+        // `a` is left out with the damage: a corrupt header may have hidden more of its members.
+        assert!(s.is_empty());
         assert_eq!(stats.get(Counter::CorruptTar), 1);
+        assert!(stats.problems()[0].message.contains("left out"));
     }
 
     #[test]
