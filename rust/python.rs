@@ -204,6 +204,15 @@ impl PyOptions {
             (Some(path), None) => Some(manifest_counts(path).map_err(|e| config_error(py, &e))?),
             (None, _) => None,
         };
+        for lang in settings.mixture.mixture.iter().flat_map(|m| m.keys()) {
+            if normalize_lang(lang) == "und" && lang != "und" {
+                let e = SettingError::new(
+                    "mixture",
+                    format!("{lang:?} is not a language code the stream knows (ISO 639-1 such as \"bn\", or \"und\"): its share would go to no sample"),
+                );
+                return Err(config_error(py, &e));
+            }
+        }
         if let Some(path) = &settings.near.blocklist {
             if !std::path::Path::new(path).is_file() {
                 let e = SettingError::new("blocklist", format!("file not found: {path:?} (write one with `webli-io index-eval`)"));
@@ -705,7 +714,9 @@ fn count_samples(py: Python<'_>, shards: Vec<String>) -> PyResult<Vec<u64>> {
 #[pyo3(signature = (specs, allow_pipe=false))]
 fn expand_shards(py: Python<'_>, specs: Vec<String>, allow_pipe: bool) -> PyResult<Vec<String>> {
     py.detach(|| resolve_shards(&specs, allow_pipe)).map_err(|e| match e {
-        SourceError::BadPattern { .. } | SourceError::PipeNotAllowed { .. } => PyValueError::new_err(e.to_string()),
+        SourceError::BadPattern { .. } | SourceError::PipeNotAllowed { .. } | SourceError::NotAFile { .. } => {
+            PyValueError::new_err(e.to_string())
+        }
         SourceError::Missing { .. } | SourceError::NoMatch { .. } => PyFileNotFoundError::new_err(e.to_string()),
     })
 }

@@ -24,6 +24,8 @@ pub enum SourceError {
     NoMatch { spec: String },
     /// A `pipe:` spec (a shell command) without the caller's consent.
     PipeNotAllowed { spec: String },
+    /// A path that exists but is not a regular file (a folder, a FIFO, a device).
+    NotAFile { path: String },
 }
 
 impl std::fmt::Display for SourceError {
@@ -34,6 +36,10 @@ impl std::fmt::Display for SourceError {
             }
             SourceError::Missing { path } => write!(f, "shard not found: {path:?} (check the path, or the range of the brace pattern)"),
             SourceError::NoMatch { spec } => write!(f, "no shard matches the glob {spec:?}"),
+            SourceError::NotAFile { path } if Path::new(path).is_dir() => {
+                write!(f, "{path:?} is a folder, not a shard: give shard files, or a glob such as '{path}/*.tar'")
+            }
+            SourceError::NotAFile { path } => write!(f, "{path:?} is not a regular file (a FIFO or a device): shards are files"),
             SourceError::PipeNotAllowed { spec } => write!(
                 f,
                 "{spec:?} is a pipe: shard, which runs a shell command: pass allow_pipe=True (or set {ALLOW_PIPE_ENV}=1) \
@@ -139,7 +145,9 @@ pub fn resolve_shards(specs: &[String], allow_pipe: bool) -> Result<Vec<String>,
                 matched.sort();
                 out.extend(matched);
             } else if Path::new(&path).is_file() {
-                out.push(path);
+                out.push(local_name(path));
+            } else if Path::new(&path).exists() {
+                return Err(SourceError::NotAFile { path });
             } else {
                 return Err(SourceError::Missing { path });
             }
@@ -162,10 +170,25 @@ pub fn open_shard_counted(path: &str) -> std::io::Result<(Box<dyn Read + Send>, 
         // Connect now (with the retries), so that a shard that cannot be reached at all is
         // reported as unreadable, with the reason, not as an empty or truncated tar.
         r.fill_buf()?;
-        return Ok((Box::new(r), retries));
+        return Ok((gunzip_if_gzip(r)?, retries));
     }
     let file = File::open(path)?;
-    Ok((Box::new(BufReader::with_capacity(1 << 20, file)), retries))
+    Ok((gunzip_if_gzip(BufReader::with_capacity(1 << 20, file))?, retries))
+}
+
+/// The stream itself, or its decompression when it starts with gzip's magic bytes (a `.tar.gz`
+/// shard; found by content, not by name).
+fn gunzip_if_gzip<R: BufRead + Send + 'static>(mut r: R) -> std::io::Result<Box<dyn Read + Send>> {
+    if r.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Box::new(BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(r))));
+    }
+    Ok(Box::new(r))
+}
+
+/// Does the local file at `path` hold gzip-compressed data?
+pub fn is_gzip(path: &str) -> bool {
+    let mut magic = [0u8; 2];
+    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == [0x1f, 0x8b]
 }
 
 #[cfg(test)]

@@ -219,6 +219,16 @@ fn read_entries<R: Read>(
 /// Count the samples (member groups) of a local tar shard from its headers alone, seeking over
 /// the data. Stops quietly at a damaged header (the stream will count the damage when it reads).
 pub fn count_samples(path: &str) -> std::io::Result<u64> {
+    if crate::source::is_gzip(path) {
+        // No seeking in a compressed stream: read it through (counting only).
+        let stats = Stats::new();
+        let mut n = 0u64;
+        read_samples(crate::source::open_shard(path)?, path, DEFAULT_MAX_MEMBER_BYTES, &stats, |_| {
+            n += 1;
+            true
+        });
+        return Ok(n);
+    }
     let file = std::fs::File::open(path)?;
     let mut archive = ::tar::Archive::new(std::io::BufReader::new(file));
     let mut count = 0u64;

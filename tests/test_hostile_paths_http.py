@@ -87,3 +87,20 @@ def test_no_secret_reaches_a_message_or_the_log(server, fast_retries, caplog):
     for leaked in ("0123456789abcdef", "SESSIONTOKENSECRET", "hunter2"):
         assert leaked not in text, leaked
     assert "?<redacted>" in text
+
+
+def test_a_folder_or_a_fifo_is_not_a_missing_shard(tmp_path):
+    with pytest.raises(ValueError, match="is a folder, not a shard"):
+        WebLIStream(str(tmp_path), batch_size=2)
+    os.mkfifo(tmp_path / "f.tar")
+    with pytest.raises(ValueError, match="not a regular file"):
+        WebLIStream(str(tmp_path / "f.tar"), batch_size=2)
+
+
+def test_a_typo_in_a_mixture_is_a_config_error(make_shards):
+    from webli_io import ConfigError
+
+    ds = make_shards(shards=1, per_shard=2)
+    with pytest.raises(ConfigError, match='mixture: "xx" is not a language code') as e:
+        WebLIStream(ds["paths"], mixture={"xx": 0.5})
+    assert e.value.setting == "mixture"

@@ -108,3 +108,25 @@ def test_a_shard_cut_before_a_samples_json_leaves_that_sample_out(tmp_path, web_
     assert keys == ["0000", "0001"], "0002 lost its json: left out, not yielded with meta = {}"
     assert stats["shard_truncated"] == 1
     assert any('"0002"' in p["message"] and "left out" in p["message"] for p in problems)
+
+
+def test_gzipped_tar_shards_are_read_and_prepared_as_plain_tars(tmp_path, web_images):
+    import gzip
+
+    from webli_io.prepare import prepare
+
+    jpg = a_jpeg(web_images)
+    write_tar(tmp_path / "plain.tar", pairs(5, jpg))
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "s.tar.gz").write_bytes(gzip.compress((tmp_path / "plain.tar").read_bytes()))
+    keys, stats, _ = stream_all(src / "s.tar.gz")
+    assert keys == [f"{i:04d}" for i in range(5)] and stats["shard_corrupt"] == 0
+    # equal_batches counts a compressed shard by reading it through.
+    s = WebLIStream(str(src / "s.tar.gz"), batch_size=2, image_size=16, equal_batches="drop")
+    assert sum(len(b["keys"]) for b in s) == 4
+    manifest = prepare([str(src / "s.tar.gz")], str(tmp_path / "out"), progress=False)
+    assert manifest["samples"] == 5
+    out = tmp_path / "out" / "s.tar"
+    assert out.exists() and not (tmp_path / "out" / "s.tar.gz").exists()
+    assert tarfile.is_tarfile(out)

@@ -36,8 +36,12 @@ def _open(path: str):
 
 
 def num_rows(path: str) -> int:
-    """Rows of a Parquet shard, from its footer (no data read)."""
-    return _open(path).metadata.num_rows
+    """Rows of a Parquet shard, from its footer (no data read). A shard that is not Parquet is a
+    ValueError naming it (not pyarrow's bare ArrowInvalid)."""
+    try:
+        return _open(path).metadata.num_rows
+    except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
+        raise ValueError(f"cannot read the Parquet footer of {path!r}: {e}") from e
 
 
 class ParquetOpener:

@@ -97,6 +97,16 @@ def _damage(samples: _core.TarSamples) -> Optional[str]:
     return "; ".join(f"{p['reason']}: {p['message']}" for p in bad) or None
 
 
+def _output_name(src: str) -> str:
+    """The annotated shard's file name: the source's, as a plain `.tar` (prepare writes
+    uncompressed tars, so `x.tar.gz` and `x.tgz` become `x.tar`)."""
+    name = os.path.basename(src.split("?", 1)[0])
+    for ext in (".tar.gz", ".tgz"):
+        if name.endswith(ext):
+            return name[: -len(ext)] + ".tar"
+    return name
+
+
 def hash_shard(src: str) -> List[Tuple[int, int]]:
     """``(sample index, xxh3-64 of its image)`` for each sample of a shard that has an image."""
     found: List[Tuple[int, bytes]] = []
@@ -286,7 +296,7 @@ def prepare(
     paths = _core.expand_shards(list(shards))
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be between 0 and 1, not {min_confidence}")
-    names = [os.path.basename(p) for p in paths]
+    names = [_output_name(p) for p in paths]
     if len(set(names)) != len(names):
         raise ValueError("input shards must have distinct file names (they are written side by side in out_dir)")
     model = lid_model or default_lid_model()
