@@ -181,23 +181,50 @@ impl Pipeline {
         Some(batch)
     }
 
+    /// [`next_batch`](Self::next_batch), waiting at most `wait`: `Err(())` when nothing came in
+    /// time (the caller checks for Ctrl-C and asks again).
+    #[allow(clippy::result_unit_err)]
+    pub fn next_batch_within(&mut self, wait: Duration) -> Result<Option<Batch>, ()> {
+        let Some(rx) = self.rx.as_ref() else { return Ok(None) };
+        match rx.recv_timeout(wait) {
+            Ok(batch) => {
+                self.stats.add(Counter::SamplesYielded, batch.len() as u64);
+                self.stats.incr(Counter::BatchesYielded);
+                Ok(Some(batch))
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(None),
+        }
+    }
+
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
 }
 
+/// How long `Drop` waits for the threads: a reader blocked on a stalled server is left to end
+/// on its own (its next send fails; the read timeout bounds the wait) rather than holding up
+/// `break`, `close()` or garbage collection.
+const DROP_WAIT: Duration = Duration::from_secs(1);
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.rx.take();
+        let deadline = Instant::now() + DROP_WAIT;
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } // else: detached; it ends when its blocking read returns
         }
         // The batcher owned the pool and has ended: its threads are on their way out.
         let (lock, cv) = &*self.pool_alive;
         let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now().max(deadline) + Duration::from_millis(500);
         while *n > 0 && Instant::now() < deadline {
-            n = cv.wait_timeout(n, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
+            n = cv.wait_timeout(n, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }

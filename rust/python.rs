@@ -378,14 +378,19 @@ impl PyStream {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(pipeline) = self.pipeline.as_mut() else { return Ok(None) };
-        match py.detach(|| pipeline.next_batch()) {
-            Some(batch) => Ok(Some(batch_to_py(py, batch)?)),
-            None => {
-                // End of stream: join the threads now rather than at garbage collection.
-                let p = self.pipeline.take();
-                py.detach(move || drop(p));
-                Ok(None)
+        loop {
+            let Some(pipeline) = self.pipeline.as_mut() else { return Ok(None) };
+            // Wait in short slices, checking for signals in between: Ctrl-C arrives as
+            // KeyboardInterrupt within a tenth of a second, even while a server stalls.
+            match py.detach(|| pipeline.next_batch_within(std::time::Duration::from_millis(100))) {
+                Ok(Some(batch)) => return Ok(Some(batch_to_py(py, batch)?)),
+                Ok(None) => {
+                    // End of stream: join the threads now rather than at garbage collection.
+                    let p = self.pipeline.take();
+                    py.detach(move || drop(p));
+                    return Ok(None);
+                }
+                Err(()) => py.check_signals()?,
             }
         }
     }

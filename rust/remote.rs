@@ -41,18 +41,42 @@ fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// How often and how patiently to retry.
+/// How often and how patiently to retry, and how slow a connection may be.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     pub retries: u32,
     pub backoff: Duration,
+    /// Minimum progress: a connection that gives fewer than `min_rate` bytes per second over
+    /// `rate_window` is dropped and resumed (a server trickling a byte every 20 s would
+    /// otherwise hold the stream forever; no read timeout catches it). 0: no minimum.
+    pub min_rate: f64,
+    pub rate_window: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { retries: 5, backoff: Duration::from_millis(500), min_rate: 1024.0, rate_window: Duration::from_secs(30) }
+    }
+}
+
+/// Seconds to wait for a connection (`WEBLI_IO_CONNECT_TIMEOUT`, 15) and for each read
+/// (`WEBLI_IO_READ_TIMEOUT`, 60).
+fn timeouts() -> (Duration, Duration) {
+    (
+        Duration::from_secs_f64(env_f64("WEBLI_IO_CONNECT_TIMEOUT", 15.0).clamp(0.05, 3600.0)),
+        Duration::from_secs_f64(env_f64("WEBLI_IO_READ_TIMEOUT", 60.0).clamp(0.05, 3600.0)),
+    )
 }
 
 impl RetryPolicy {
+    /// From the environment: `WEBLI_IO_RETRIES` (5), `WEBLI_IO_RETRY_BACKOFF` (0.5 s, doubling),
+    /// `WEBLI_IO_MIN_RATE` (1024 bytes/s) over `WEBLI_IO_RATE_WINDOW` (30 s).
     pub fn from_env() -> Self {
         Self {
             retries: env_f64("WEBLI_IO_RETRIES", 5.0).max(0.0) as u32,
             backoff: Duration::from_secs_f64(env_f64("WEBLI_IO_RETRY_BACKOFF", 0.5).clamp(0.0, 30.0)),
+            min_rate: env_f64("WEBLI_IO_MIN_RATE", 1024.0).max(0.0),
+            rate_window: Duration::from_secs_f64(env_f64("WEBLI_IO_RATE_WINDOW", 30.0).clamp(0.05, 3600.0)),
         }
     }
 
@@ -77,6 +101,10 @@ pub struct Resumable {
     failures: u32,
     /// Reconnections made, shared with whoever counts them.
     retries: Arc<AtomicU64>,
+    /// The current minimum-progress window: when it began, and the bytes read since.
+    window: (std::time::Instant, u64),
+    /// Windows in a row under the minimum rate.
+    slow_windows: u32,
 }
 
 /// Redirects followed per request (only to http(s)).
@@ -89,7 +117,18 @@ fn is_permanent(e: &io::Error) -> bool {
 
 impl Resumable {
     fn new(what: String, open: Opener, policy: RetryPolicy, retries: Arc<AtomicU64>) -> Self {
-        Self { what, open, inner: None, offset: 0, total: None, policy, failures: 0, retries }
+        Self {
+            what,
+            open,
+            inner: None,
+            offset: 0,
+            total: None,
+            policy,
+            failures: 0,
+            retries,
+            window: (std::time::Instant::now(), 0),
+            slow_windows: 0,
+        }
     }
 
     fn give_up(&self, e: io::Error) -> io::Error {
@@ -127,7 +166,26 @@ impl Read for Resumable {
                     },
                     Ok(n) => {
                         self.offset += n as u64;
+                        self.window.1 += n as u64;
                         self.failures = 0;
+                        let elapsed = self.window.0.elapsed();
+                        if elapsed >= self.policy.rate_window {
+                            let rate = self.window.1 as f64 / elapsed.as_secs_f64();
+                            self.window = (std::time::Instant::now(), 0);
+                            if rate < self.policy.min_rate {
+                                // Too slow: keep these bytes, drop the connection and resume from
+                                // here; after `retries` slow windows in a row, give up.
+                                self.slow_windows += 1;
+                                self.retries.fetch_add(1, Ordering::Relaxed);
+                                self.inner = if self.slow_windows > self.policy.retries {
+                                    Some(Box::new(Slow(format!("{rate:.0} bytes/s over {:.0} s", elapsed.as_secs_f64()))))
+                                } else {
+                                    None
+                                };
+                            } else {
+                                self.slow_windows = 0;
+                            }
+                        }
                         return Ok(n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -137,7 +195,7 @@ impl Read for Resumable {
             // Failed to connect, or the connection failed part-way: try again from `offset`.
             self.inner = None;
             self.failures += 1;
-            if is_permanent(&failure) || self.failures > self.policy.retries {
+            if is_permanent(&failure) || self.failures > self.policy.retries || self.slow_windows > self.policy.retries {
                 return Err(self.give_up(failure));
             }
             self.retries.fetch_add(1, Ordering::Relaxed);
@@ -146,10 +204,23 @@ impl Read for Resumable {
     }
 }
 
+/// A connection given up for being too slow: every read fails, saying so.
+struct Slow(String);
+
+impl Read for Slow {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the connection stayed under the minimum rate ({}; WEBLI_IO_MIN_RATE)", self.0),
+        ))
+    }
+}
+
 fn agent() -> ureq::Agent {
     // Redirects are followed by hand (`http_open`): only to http(s), never to file:// or other
     // schemes the client might mishandle.
-    ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(15)).timeout_read(Duration::from_secs(60)).redirects(0).build()
+    let (connect, read) = timeouts();
+    ureq::AgentBuilder::new().timeout_connect(connect).timeout_read(read).redirects(0).build()
 }
 
 /// A URL fit for a message or a log: without its query string (a presigned URL's signature and
@@ -380,7 +451,7 @@ mod tests {
             }
         });
         let n = Arc::new(AtomicU64::new(0));
-        (Resumable::new("test://x".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO }, n.clone()), n)
+        (Resumable::new("test://x".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO, ..Default::default() }, n.clone()), n)
     }
 
     struct FailingRead;
@@ -413,7 +484,8 @@ mod tests {
             }
         });
         let n = Arc::new(AtomicU64::new(0));
-        let mut r = Resumable::new("test://x".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO }, n.clone());
+        let mut r =
+            Resumable::new("test://x".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO, ..Default::default() }, n.clone());
         let mut got = Vec::new();
         let e = r.read_to_end(&mut got).unwrap_err();
         let msg = e.to_string();
@@ -422,7 +494,7 @@ mod tests {
         assert_eq!(n.load(Ordering::Relaxed), 3);
         // A 404 is not retried.
         let opener: Opener = Box::new(|_| Err(io::Error::new(io::ErrorKind::NotFound, "HTTP 404 for test://y")));
-        let e = Resumable::new("test://y".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO }, n)
+        let e = Resumable::new("test://y".into(), opener, RetryPolicy { retries: 3, backoff: Duration::ZERO, ..Default::default() }, n)
             .read(&mut [0u8; 8])
             .unwrap_err();
         assert!(e.to_string().contains("404") && e.to_string().contains("1 attempt)"), "{e}");
@@ -432,16 +504,43 @@ mod tests {
     fn pipe_reads_a_command_and_reports_its_failure() {
         let n = Arc::new(AtomicU64::new(0));
         let mut out = String::new();
-        open_remote("pipe:printf hello", RetryPolicy { retries: 0, backoff: Duration::ZERO }, n.clone())
+        open_remote("pipe:printf hello", RetryPolicy { retries: 0, backoff: Duration::ZERO, ..Default::default() }, n.clone())
             .unwrap()
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out, "hello");
-        let e = open_remote("pipe:echo oops >&2; exit 3", RetryPolicy { retries: 1, backoff: Duration::ZERO }, n)
+        let e = open_remote("pipe:echo oops >&2; exit 3", RetryPolicy { retries: 1, backoff: Duration::ZERO, ..Default::default() }, n)
             .unwrap()
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert!(e.to_string().contains("oops") && e.to_string().contains("2 attempts"), "{e}");
+    }
+
+    #[test]
+    fn a_trickling_connection_is_dropped_then_given_up() {
+        // A body that gives one byte a read, each read taking 30 ms: 33 bytes/s.
+        struct Trickle;
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(30));
+                buf[0] = b'x';
+                Ok(1)
+            }
+        }
+        let opens = Arc::new(AtomicU64::new(0));
+        let counted = opens.clone();
+        let opener: Opener = Box::new(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Ok((Box::new(Trickle) as Box<dyn Read + Send>, None))
+        });
+        let policy = RetryPolicy { retries: 2, backoff: Duration::ZERO, min_rate: 1000.0, rate_window: Duration::from_millis(100) };
+        let n = Arc::new(AtomicU64::new(0));
+        let mut r = Resumable::new("test://slow".into(), opener, policy, n.clone());
+        let start = std::time::Instant::now();
+        let e = io::copy(&mut r, &mut io::sink()).unwrap_err();
+        assert!(e.to_string().contains("minimum rate"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+        assert_eq!(opens.load(Ordering::Relaxed), 3, "reconnected after each slow window, then gave up");
     }
 
     #[test]

@@ -249,10 +249,14 @@ pub fn count_samples(path: &str) -> std::io::Result<u64> {
     Ok(count)
 }
 
+/// Did the shard end early (cut, or a remote read that gave up), rather than hold garbage?
 fn is_eof(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::UnexpectedEof
-        || e.to_string().contains("unexpected EOF")
-        || e.to_string().contains("failed to read entire block")
+    let msg = e.to_string();
+    matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::TimedOut)
+        || msg.contains("unexpected EOF")
+        || msg.contains("failed to read entire block")
+        // remote.rs: a read given up after its retries (a stall, the minimum rate, a reset)
+        || msg.contains(" attempt")
 }
 
 #[cfg(test)]

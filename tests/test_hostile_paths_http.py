@@ -104,3 +104,62 @@ def test_a_typo_in_a_mixture_is_a_config_error(make_shards):
     with pytest.raises(ConfigError, match='mixture: "xx" is not a language code') as e:
         WebLIStream(ds["paths"], mixture={"xx": 0.5})
     assert e.value.setting == "mixture"
+
+
+def test_a_stalled_server_neither_holds_break_nor_close(server, make_shards):
+    import time
+
+    ds = make_shards(shards=2, per_shard=8)
+    server.files["/ok.tar"] = open(ds["paths"][0], "rb").read()
+    server.files["/stall.tar"] = open(ds["paths"][1], "rb").read()
+    server.stall["/stall.tar"] = 30
+    stream = WebLIStream([f"{server.url}/ok.tar", f"{server.url}/stall.tar"], batch_size=2, image_size=16, num_threads=1)
+    it = iter(stream)
+    next(it)
+    start = time.monotonic()
+    del it  # the generator closes its native stream
+    import gc
+
+    gc.collect()
+    assert time.monotonic() - start < 2.5, "close() came back while the server still stalls"
+
+
+def test_ctrl_c_arrives_as_keyboard_interrupt_while_a_server_stalls(server, make_shards):
+    import signal
+    import threading
+    import time
+
+    ds = make_shards(shards=1, per_shard=4)
+    server.files["/stall.tar"] = open(ds["paths"][0], "rb").read()
+    server.stall["/stall.tar"] = 30
+    stream = WebLIStream(f"{server.url}/stall.tar", batch_size=100, image_size=16, num_threads=1)
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        list(stream)
+    assert time.monotonic() - start < 2.5
+
+
+def test_stalls_and_trickles_time_out_and_the_epoch_goes_on(server, make_shards, monkeypatch):
+    import time
+
+    monkeypatch.setenv("WEBLI_IO_READ_TIMEOUT", "0.5")
+    monkeypatch.setenv("WEBLI_IO_RETRIES", "1")
+    monkeypatch.setenv("WEBLI_IO_RETRY_BACKOFF", "0.01")
+    monkeypatch.setenv("WEBLI_IO_MIN_RATE", "2000")
+    monkeypatch.setenv("WEBLI_IO_RATE_WINDOW", "0.5")
+    ds = make_shards(shards=3, per_shard=4)
+    for name, p in zip(("stall", "trickle", "ok"), ds["paths"]):
+        server.files[f"/{name}.tar"] = open(p, "rb").read()
+    server.stall["/stall.tar"] = 30
+    server.trickle["/trickle.tar"] = 0.1  # one byte every 0.1 s: never a read timeout, far under the rate
+    start = time.monotonic()
+    stream = WebLIStream([f"{server.url}/{n}.tar" for n in ("stall", "trickle", "ok")], batch_size=2, image_size=16)
+    keys = [k for b in stream for k in b["keys"]]
+    assert time.monotonic() - start < 20
+    assert len(keys) >= 4, "the good shard after the slow ones is read"
+    stats = stream.stats()
+    assert stats["shard_truncated"] + stats["shard_unreadable"] == 2, stats
+    messages = " ".join(p["message"] for p in stream.problems())
+    assert "minimum rate" in messages and "timed out" in messages.lower()

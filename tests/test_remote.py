@@ -28,6 +28,8 @@ class ShardServer:
         self.drops: Dict[str, int] = {}
         self.status: Dict[str, int] = {}
         self.redirects: Dict[str, str] = {}  # path -> Location
+        self.stall: Dict[str, float] = {}  # path -> seconds to hang after the headers
+        self.trickle: Dict[str, float] = {}  # path -> seconds between single bytes
         self.log: List[tuple] = []  # (path, Range header, bytes sent)
         server = self
 
@@ -71,6 +73,21 @@ class ShardServer:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if path in server.stall or path in server.trickle:
+                    import time
+
+                    self.wfile.flush()
+                    if path in server.stall:
+                        time.sleep(server.stall[path])
+                        return
+                    for b in body:
+                        time.sleep(server.trickle[path])
+                        try:
+                            self.wfile.write(bytes([b]))
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                    return
                 if server.drops.get(path, 0) > 0:
                     server.drops[path] -= 1
                     part = body[: len(body) // 2]
