@@ -176,11 +176,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import prepare
+    from .prepare import PrepareError, prepare
 
-    m = prepare(args.shards, args.out, lid_model=args.lid_model, min_confidence=args.min_confidence,
-                workers=args.workers, lang_fields=args.lang_field or ("language", "lang", "content-language", "content_language"),
-                progress=not args.json, dedup=args.dedup, engine=args.engine, ray_address=args.ray_address)
+    try:
+        m = prepare(args.shards, args.out, lid_model=args.lid_model, min_confidence=args.min_confidence,
+                    workers=args.workers, lang_fields=args.lang_field or ("language", "lang", "content-language", "content_language"),
+                    progress=not args.json, dedup=args.dedup, engine=args.engine, ray_address=args.ray_address,
+                    allow_damaged=args.allow_damaged)
+    except PrepareError as e:
+        print(f"webli-io prepare: {e}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({k: v for k, v in m.items() if k != "shards"}, ensure_ascii=False, indent=2))
         return 0
@@ -296,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--engine", choices=["local", "ray"], default="local",
                       help="'local': a process pool here; 'ray': Ray Data tasks, duplicates found with Ray's groupby")
     prep.add_argument("--ray-address", default=None, help="with --engine ray: the cluster to join; none: start a local Ray for the run")
+    prep.add_argument("--allow-damaged", action="store_true",
+                      help="accept shards that cannot be read whole (keep the samples before the damage); "
+                           "without it such a shard fails the run and is redone next time")
     prep.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     prep.set_defaults(func=cmd_prepare)
 

@@ -31,12 +31,19 @@ import json
 import os
 import tarfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
 
 MANIFEST = "manifest.json"
+
+
+class PrepareError(RuntimeError):
+    """Some shards could not be prepared whole; the message names them and the way on."""
+
 DONE_DIR = ".prepare"
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif", "bmp"}
 TEXT_EXTS = {"txt", "text", "caption"}
@@ -163,7 +170,7 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
                         meta = loaded if isinstance(loaded, dict) else {}
                         if not isinstance(loaded, dict):
                             counts["bad_json"] += 1
-                    except ValueError:
+                    except (ValueError, RecursionError):  # garbage, or nested 100k deep
                         counts["bad_json"] += 1
                 elif last in TEXT_EXTS and not text:
                     text = data.decode("utf-8", "replace")
@@ -180,16 +187,21 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
                 counts["lid"] += 1
                 counts["lid_und"] += lang == "und"
             langs[lang] = langs.get(lang, 0) + 1
-            body = json.dumps(meta, ensure_ascii=False).encode()
+            try:
+                body = json.dumps(meta, ensure_ascii=False).encode()
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800"): keep it as an escape
+                body = json.dumps(meta, ensure_ascii=True).encode()
             for ext, data in members:
                 if ext != json_ext:
                     out.addfile(_member(f"{key}.{ext}", len(data), now), io.BytesIO(data))
             out.addfile(_member(f"{key}.{json_ext or 'json'}", len(body), now), io.BytesIO(body))
-    # A damaged shard keeps the samples read before the damage, and says so.
+    # A damaged shard keeps the samples read before the damage, and says so: the shard is not
+    # marked done (see `prepare`), unless damaged shards are accepted.
     error = _damage(samples)
+    problems = {k: v for k, v in samples.stats().items() if v and k.startswith(("skipped_", "shard_", "repaired_"))}
     os.replace(tmp, dst)
     return {"source": src, "path": dst, **counts, "languages": dict(sorted(langs.items())), "error": error,
-            "lid_seconds": lid.seconds, "lid_captions": lid.count}
+            "problems": problems, "lid_seconds": lid.seconds, "lid_captions": lid.count}
 
 
 def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
@@ -208,9 +220,11 @@ def _work(job: Dict[str, Any]) -> Dict[str, Any]:
     _LID.seconds, _LID.count = 0.0, 0
     result = prepare_shard(job["src"], job["dst"], _LID, job["fields"], job["drop"])
     result["dedup"] = job["dedup"]
-    with open(job["done"] + ".tmp", "w") as f:
-        json.dump(result, f, ensure_ascii=False)
-    os.replace(job["done"] + ".tmp", job["done"])
+    if result["error"] is None or job.get("allow_damaged"):
+        # Done only when the whole source was read (or damage is accepted): a rerun redoes it.
+        with open(job["done"] + ".tmp", "w") as f:
+            json.dump(result, f, ensure_ascii=False)
+        os.replace(job["done"] + ".tmp", job["done"])
     return result
 
 
@@ -281,8 +295,15 @@ def prepare(
     dedup: bool = False,
     engine: str = "local",
     ray_address: Optional[str] = None,
+    allow_damaged: bool = False,
 ) -> Dict[str, Any]:
     """Annotate `shards` (paths, globs, brace patterns) into `out_dir`; returns the manifest.
+
+    A shard is marked done only when its whole source was read: one that could not be (a
+    truncated or unreadable source) raises :class:`PrepareError` at the end, naming it, and is
+    redone by the next run; ``allow_damaged=True`` accepts such shards with the samples read
+    before the damage (its ``error`` and ``problems`` in the manifest). A worker process that
+    dies (the OOM killer) fails the run with a clear message; the next run does the rest.
 
     Args:
         dedup: also drop exact duplicate images across all shards (first copy kept).
@@ -315,7 +336,7 @@ def prepare(
             results[name] = earlier  # finished by an earlier run with the same settings: not redone
         else:
             jobs.append({"shard": i, "src": src, "dst": dst, "done": done, "fields": list(lang_fields), "drop": [],
-                         "dedup": dedup, "model": model, "min_confidence": min_confidence})
+                         "dedup": dedup, "model": model, "min_confidence": min_confidence, "allow_damaged": allow_damaged})
     workers = max(1, min(workers or os.cpu_count() or 1, len(paths) or 1))
     start = time.perf_counter()
     with tqdm(total=len(paths), initial=len(paths) - len(jobs), desc="prepare", unit="shard", disable=not progress) as bar:
@@ -323,17 +344,31 @@ def prepare(
             for r in _run_ray(paths, jobs, dedup and bool(jobs), ray_address, workers, bar):
                 results[os.path.basename(r["path"])] = r
         elif jobs:
-            ctx = get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                if dedup:
-                    # Every shard is hashed (finished ones too): which copy is first is global.
-                    drop = duplicates_local(list(pool.imap_unordered(_hash_job, list(enumerate(paths)))))
-                    for job in jobs:
-                        job["drop"] = sorted(drop.get(job["shard"], []))
-                for r in pool.imap_unordered(_work, jobs):
-                    results[os.path.basename(r["path"])] = r
-                    bar.update(1)
-                    bar.set_postfix(samples=sum(x["samples"] for x in results.values()))
+            # A process pool that notices a dead worker (multiprocessing.Pool waits forever).
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                try:
+                    if dedup:
+                        # Every shard is hashed (finished ones too): which copy is first is global.
+                        drop = duplicates_local(list(pool.map(_hash_job, list(enumerate(paths)))))
+                        for job in jobs:
+                            job["drop"] = sorted(drop.get(job["shard"], []))
+                    for future in as_completed([pool.submit(_work, job) for job in jobs]):
+                        r = future.result()
+                        results[os.path.basename(r["path"])] = r
+                        bar.update(1)
+                        bar.set_postfix(samples=sum(x["samples"] for x in results.values()))
+                except BrokenProcessPool as e:
+                    raise PrepareError(
+                        f"a prepare worker process died (killed, e.g. by the out-of-memory killer) after {len(results)} "
+                        f"of {len(paths)} shards: the finished shards are kept; run the same command again to do the rest"
+                    ) from e
+    failed = [r for r in results.values() if r.get("error") and not allow_damaged]
+    if failed:
+        listing = "; ".join(f"{r['source']}: {r['error']}" for r in failed[:5])
+        raise PrepareError(
+            f"{len(failed)} shard(s) could not be read whole and are not marked done ({listing}{'; ...' if len(failed) > 5 else ''}): "
+            "fix or remove them and run again, or pass --allow-damaged to keep the samples before the damage"
+        )
     elapsed = time.perf_counter() - start
     ordered = [results[n] for n in names]
     languages: Dict[str, int] = {}
