@@ -329,11 +329,14 @@ pub struct RunOptions {
     /// Allow `pipe:COMMAND` shards, which run a shell command (off: a shard name is data, and
     /// data never becomes a command). The `WEBLI_IO_ALLOW_PIPE=1` variable allows them too.
     pub allow_pipe: bool,
+    /// Treat a shard that cannot be read whole (unreadable, truncated, corrupt: a missing remote
+    /// object, say) as an error, as a missing local shard is, rather than count it and go on.
+    pub strict: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { num_threads: None, prefetch: 2, allow_pipe: false }
+        Self { num_threads: None, prefetch: 2, allow_pipe: false, strict: false }
     }
 }
 

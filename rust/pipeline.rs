@@ -862,6 +862,30 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_while_reading_a_shard_is_counted_and_the_epoch_goes_on() {
+        // An injected panic inside a shard reader (here a table reader that panics part-way):
+        // that shard's problem, named, and the next shard is read.
+        struct Boom;
+        impl TableReader for Boom {
+            fn read(&self, shard: &str, _: &Stats, emit: &mut dyn FnMut(crate::sample::TableRow) -> bool) {
+                let row = crate::sample::TableRow { key: Some("r0".into()), image: None, text: None, meta: Default::default() };
+                emit(row);
+                panic!("injected panic in {shard}");
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut shards = write_shards(dir.path(), 1, 4);
+        shards.insert(0, "boom.parquet".into());
+        let mut cfg = job(shards, json!({"batch_size": 3, "image_size": 8}));
+        cfg.table_reader = Some(Arc::new(Boom));
+        let (batches, stats) = run(cfg);
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 4, "the shard after the panic is read");
+        assert_eq!(stats.get(Counter::Panic), 1);
+        let p = stats.problems().into_iter().find(|p| p.counter == Counter::Panic).unwrap();
+        assert_eq!(p.shard, "boom.parquet");
+    }
+
+    #[test]
     fn unreadable_shard_is_counted_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let mut shards = write_shards(dir.path(), 1, 3);

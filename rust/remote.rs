@@ -287,24 +287,13 @@ fn http_open(agent: &ureq::Agent, url: &str, headers: &[(String, String)], offse
             resp = Some(r);
             break;
         }
-        let location = r.header("Location").unwrap_or_default().to_string();
-        let next = url::Url::parse(&target).and_then(|base| base.join(&location)).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("HTTP {} for {} with a bad Location", r.status(), redact(&target)))
-        })?;
-        if !matches!(next.scheme(), "http" | "https") {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("{} redirects to a {}: URL; only http(s) redirects are followed", redact(&target), next.scheme()),
-            ));
-        }
-        target = next.to_string();
+        target = redirect_target(&target, r.header("Location").unwrap_or_default())?;
     }
     let resp =
         resp.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: more than {MAX_REDIRECTS} redirects", redact(url))))?;
     let length: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
     if offset > 0 && resp.status() == 206 {
-        // Content-Range: bytes START-END/TOTAL
-        let total = resp.header("Content-Range").and_then(|v| v.rsplit('/').next()).and_then(|t| t.trim().parse().ok());
+        let total = resp.header("Content-Range").and_then(content_range_total);
         return Ok((resp.into_reader(), total.or(length.map(|l| l + offset))));
     }
     let mut body = resp.into_reader();
@@ -316,6 +305,27 @@ fn http_open(agent: &ureq::Agent, url: &str, headers: &[(String, String)], offse
         }
     }
     Ok((body, length))
+}
+
+/// Where a redirect from `current` to `location` leads: an absolute http(s) URL, or an error
+/// (another scheme such as `file:`, or a Location that does not parse). A server's answer.
+pub fn redirect_target(current: &str, location: &str) -> io::Result<String> {
+    let next = url::Url::parse(current)
+        .and_then(|base| base.join(location))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("a redirect from {} with a bad Location", redact(current))))?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} redirects to a {}: URL; only http(s) redirects are followed", redact(current), next.scheme()),
+        ));
+    }
+    Ok(next.to_string())
+}
+
+/// The total length in a `Content-Range: bytes START-END/TOTAL` header (a server's answer),
+/// or None (`*`, garbage).
+pub fn content_range_total(value: &str) -> Option<u64> {
+    value.rsplit('/').next()?.trim().parse().ok()
 }
 
 /// `s3://bucket/key` → a GET URL (presigned when there are credentials).

@@ -163,3 +163,16 @@ def test_stalls_and_trickles_time_out_and_the_epoch_goes_on(server, make_shards,
     assert stats["shard_truncated"] + stats["shard_unreadable"] == 2, stats
     messages = " ".join(p["message"] for p in stream.problems())
     assert "minimum rate" in messages and "timed out" in messages.lower()
+
+
+def test_strict_makes_a_lost_shard_an_error(server, make_shards, fast_retries):
+    from webli_io.stream import ShardError
+
+    ds = make_shards(shards=1, per_shard=3)
+    server.files["/ok.tar"] = open(ds["paths"][0], "rb").read()
+    urls = [f"{server.url}/ok.tar", f"{server.url}/gone-1.tar", f"{server.url}/gone-2.tar"]
+    lenient = WebLIStream(urls, batch_size=2, image_size=16)
+    assert len([k for b in lenient for k in b["keys"]]) == 3 and lenient.stats()["shard_unreadable"] == 2
+    strict = WebLIStream(urls, batch_size=2, image_size=16, strict=True)
+    with pytest.raises(ShardError, match="gone-1.tar: shard_unreadable .*HTTP 404"):
+        list(strict)

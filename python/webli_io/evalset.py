@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from . import _core
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 
@@ -43,6 +47,19 @@ def iter_images(inputs: Sequence[str]) -> Iterator[Tuple[str, bytes]]:
                             yield f"{shard}:{key}.{ext}", data
 
 
+def bounded_map(ex: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """``ex.map(fn, items)`` in order, with at most `ahead` items in flight: ``Executor.map``
+    reads its whole input first, which for an evaluation set of a million images is every image
+    in memory at once."""
+    pending: Deque[Future[R]] = deque()
+    for item in items:
+        pending.append(ex.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def index_eval(inputs: Sequence[str], out: str, threads: Optional[int] = None, progress: bool = True) -> Dict[str, Any]:
     """Fingerprint every image of `inputs` into the blocklist file `out` (plus `out.json` with
     the image names). Images that do not decode are listed, not fatal."""
@@ -59,8 +76,9 @@ def index_eval(inputs: Sequence[str], out: str, threads: Optional[int] = None, p
         except ValueError as e:
             return name, str(e)
 
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as ex, tqdm(desc="index-eval", unit="img", disable=not progress) as bar:
-        for name, result in ex.map(work, iter_images(inputs)):
+    n_threads = threads or os.cpu_count() or 1
+    with ThreadPoolExecutor(n_threads) as ex, tqdm(desc="index-eval", unit="img", disable=not progress) as bar:
+        for name, result in bounded_map(ex, work, iter_images(inputs), 4 * n_threads):
             if isinstance(result, str):
                 failed.append({"image": name, "error": result})
             else:

@@ -18,7 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from multiprocessing.context import get_spawning_popen
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -75,6 +75,20 @@ def options_from(namespace: Any, **fixed: Any) -> Options:
     :class:`Options` without listing the settings again. Unset (None) attributes keep defaults."""
     given = {name: getattr(namespace, name) for name in Options.names() if getattr(namespace, name, None) is not None}
     return Options(**{**given, **fixed})
+
+
+#: Counters of shards that could not be read whole (what ``strict=True`` turns into an error).
+SHARD_LOSSES = ("shard_unreadable", "shard_truncated", "shard_corrupt", "shard_table_corrupt")
+
+
+class ShardError(RuntimeError):
+    """``strict=True``: a shard could not be read whole."""
+
+
+def _raise_if_shard_lost(counts: Mapping[str, int], problems: Sequence[Mapping[str, str]]) -> None:
+    if any(counts.get(k) for k in SHARD_LOSSES):
+        lost = [f"{p['shard']}: {p['reason']} ({p['message']})" for p in problems if p["reason"] in SHARD_LOSSES]
+        raise ShardError("strict=True: a shard could not be read whole: " + "; ".join(lost[:3]))
 
 
 def _config_error(setting: str, message: str) -> Exception:
@@ -529,9 +543,13 @@ class WebLIStream(IterableDataset):
         base = self._shared.read_row(row)
         self._slots = slots
         epoch = self.epoch
+        strict = self.options.strict
         try:
             for batch in core:
-                self._shared.write_row(row, base, core.stats())
+                counts = core.stats()
+                self._shared.write_row(row, base, counts)
+                if strict:
+                    _raise_if_shard_lost(counts, core.problems())
                 yielded += len(batch["keys"])
                 batch["position"] = {"epoch": epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
                 self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
@@ -546,6 +564,8 @@ class WebLIStream(IterableDataset):
                 log.log(level, "skipped or repaired %s in %s: %s (%s)", p["key"] or "-", p["shard"], p["reason"], p["message"])
             if info is None:
                 self._problems = (self._problems + problems)[-MAX_PROBLEMS:]
+        if strict:
+            _raise_if_shard_lost(stats, problems)
         if stats.get("resume_past_end"):
             raise ValueError(
                 f"cannot resume reader {slot} of {slots}: its saved position is past the end of its samples "
