@@ -252,11 +252,15 @@ pub struct DecodeOptions {
     pub min_image_side: u32,
     /// Drop images whose long/short side ratio is over this (None: off).
     pub max_aspect_ratio: Option<f64>,
+    /// Turn and flip images as their EXIF orientation tag says (Pillow's
+    /// `ImageOps.exif_transpose`). Off by default, as Pillow's `open`, torchvision's
+    /// `decode_jpeg` and big_vision's decode leave the pixels as stored.
+    pub exif_transpose: bool,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { max_pixels: DEFAULT_MAX_PIXELS, scaled_decode: true, min_image_side: 0, max_aspect_ratio: None }
+        Self { max_pixels: DEFAULT_MAX_PIXELS, scaled_decode: true, min_image_side: 0, max_aspect_ratio: None, exif_transpose: false }
     }
 }
 

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::batch::{assemble, Batch};
 use crate::config::{bit_is_set, Settings};
-use crate::decode::{decode, DecodeError};
+use crate::decode::{decode_oriented, DecodeError};
 use crate::fingerprint::{fingerprint, Fingerprint};
 use crate::lang::normalize_lang;
 use crate::lang::sample_lang;
@@ -519,7 +519,7 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
         let size = r.image_size as f64;
         // The crop is chosen on the full-size image, so a scaled decode changes nothing but cost;
         // the decoder may shrink the image as long as the crop stays >= the target on both sides.
-        let decoded = decode(&sample.image, d.max_pixels, d.scaled_decode, |w, h| {
+        let decoded = decode_oriented(&sample.image, d.max_pixels, d.scaled_decode, d.exif_transpose, |w, h| {
             let (_, _, cw, ch) = crop_box(r.resize, w, h, seed);
             (size / cw).max(size / ch)
         })?;

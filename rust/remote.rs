@@ -377,6 +377,18 @@ impl Read for PipeReader {
         if self.done {
             return Ok(0);
         }
+        #[cfg(target_os = "linux")]
+        if let Some(out) = self.child.stdout.as_ref() {
+            // The read timeout holds for commands too: a command that hangs is given up.
+            use std::os::fd::AsRawFd;
+            let mut fd = libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let ms = timeouts().1.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut fd, 1, ms) };
+            if ready == 0 {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("pipe:{} gave nothing for {} ms", self.cmd, ms)));
+            }
+        }
         let n = self.child.stdout.as_mut().map_or(Ok(0), |o| o.read(buf))?;
         if n == 0 {
             self.done = true;
@@ -551,6 +563,19 @@ mod tests {
         assert!(e.to_string().contains("minimum rate"), "{e}");
         assert!(start.elapsed() < Duration::from_secs(3));
         assert_eq!(opens.load(Ordering::Relaxed), 3, "reconnected after each slow window, then gave up");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_hanging_command_times_out() {
+        std::env::set_var("WEBLI_IO_READ_TIMEOUT", "0.2");
+        let start = std::time::Instant::now();
+        let policy = RetryPolicy { retries: 1, backoff: Duration::ZERO, ..Default::default() };
+        let mut r = open_remote("pipe:sleep 30", policy, Arc::new(AtomicU64::new(0))).unwrap();
+        let e = io::copy(&mut r, &mut io::sink()).unwrap_err();
+        std::env::remove_var("WEBLI_IO_READ_TIMEOUT");
+        assert!(e.to_string().contains("gave nothing"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -176,3 +176,52 @@ def test_strict_makes_a_lost_shard_an_error(server, make_shards, fast_retries):
     strict = WebLIStream(urls, batch_size=2, image_size=16, strict=True)
     with pytest.raises(ShardError, match="gone-1.tar: shard_unreadable .*HTTP 404"):
         list(strict)
+
+
+def test_a_crafted_checkpoint_cannot_run_code(make_shards, tmp_path):
+    import pickle
+
+    from test_train import args_for
+
+    from webli_io.train import train
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    ds = make_shards(shards=2, per_shard=4)
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / "checkpoint.pt", "wb") as f:
+        pickle.dump({"model": Evil()}, f)
+    with pytest.raises(Exception, match="(?i)weights_only|unpickl"):
+        train(args_for(ds["paths"], out, "--steps", "1", "--resume"), log=lambda *a: None)
+    assert not marker.exists()
+
+
+def test_a_corrupt_parquet_shard_is_named(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet at all")
+    with pytest.raises(ValueError, match="bad.parquet"):
+        WebLIStream(str(bad), batch_size=2, equal_batches="drop")
+
+
+def test_index_eval_reads_images_a_few_at_a_time():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from webli_io.evalset import bounded_map
+
+    taken = []
+
+    def items():
+        for i in range(1000):
+            taken.append(i)
+            yield i
+
+    with ThreadPoolExecutor(2) as ex:
+        it = bounded_map(ex, lambda x: x * 2, items(), 8)
+        assert [next(it) for _ in range(3)] == [0, 2, 4]
+        assert len(taken) <= 8 + 3, "the input is read as the results are taken, not all at once"
+        assert list(it)[-1] == 1998

@@ -128,3 +128,20 @@ def test_a_killed_worker_fails_the_run_clearly_and_the_rerun_completes(tmp_path,
     assert "worker process died" in stdout and "run the same command again" in stdout
     m = prepare([str(src / "*.tar")], str(out), workers=2, progress=False)
     assert m["samples"] == 60 * 40 and 0 < m["shards_done_now"] < 60
+
+
+def test_prepare_reads_a_url_and_refuses_an_unreadable_one(tmp_path, jpg, monkeypatch):
+    from test_remote import ShardServer
+
+    monkeypatch.setenv("WEBLI_IO_RETRIES", "0")
+    shard(tmp_path / "r.tar", jpg, 3)
+    server = ShardServer()
+    try:
+        server.files["/r.tar"] = (tmp_path / "r.tar").read_bytes()
+        m = prepare([f"{server.url}/r.tar?token=abc"], str(tmp_path / "out"), progress=False)
+        assert m["samples"] == 3 and (tmp_path / "out" / "r.tar").exists()
+        with pytest.raises(PrepareError, match="gone.tar.*shard_unreadable.*404"):
+            prepare([f"{server.url}/gone.tar"], str(tmp_path / "out2"), progress=False)
+        assert not (tmp_path / "out2" / DONE_DIR / "gone.tar.json").exists()
+    finally:
+        server.close()

@@ -130,3 +130,29 @@ def test_gzipped_tar_shards_are_read_and_prepared_as_plain_tars(tmp_path, web_im
     out = tmp_path / "out" / "s.tar"
     assert out.exists() and not (tmp_path / "out" / "s.tar.gz").exists()
     assert tarfile.is_tarfile(out)
+
+
+def test_exif_orientation_is_applied_on_request(tmp_path):
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    # Stored 96x48: left half red, right half blue; EXIF says "turn 90 degrees clockwise".
+    img = Image.new("RGB", (96, 48), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 48, 48))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    data = buf.getvalue()
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size == (48, 96)
+    write_tar(tmp_path / "e.tar", [("0000.jpg", data), ("0000.txt", b"x")])
+
+    def tile(**kw):
+        (b,) = list(WebLIStream(str(tmp_path / "e.tar"), batch_size=1, image_size=16, **kw))
+        return np.asarray(b["images"][0], dtype=int)
+
+    stored, shown = tile(), tile(exif_transpose=True)
+    # As stored (the default, like Pillow's open and torchvision's decode_jpeg): red on the left.
+    assert stored[:, :6, 0].mean() > 200 and stored[:, -6:, 2].mean() > 200
+    # As displayed: red on top, blue below.
+    assert shown[:6, :, 0].mean() > 200 and shown[-6:, :, 2].mean() > 200

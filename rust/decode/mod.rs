@@ -8,6 +8,7 @@
 //! Every path checks the pixel count declared by the header against `max_pixels` before it
 //! decodes anything, so a decompression bomb costs only its header.
 
+pub mod exif;
 pub mod generic;
 pub mod jpeg;
 
@@ -98,6 +99,26 @@ pub fn decode(bytes: &[u8], max_pixels: u64, scaled: bool, min_factor: impl FnOn
     }
     let image = generic::decode_rgb(bytes, max_pixels)?;
     Ok(Decoded { full_width: image.width, full_height: image.height, image })
+}
+
+/// [`decode`], then, with `exif_transpose`, turned and flipped as the EXIF orientation tag says
+/// (Pillow's `ImageOps.exif_transpose`); `min_factor` and the full size are those of the image
+/// as displayed.
+pub fn decode_oriented(
+    bytes: &[u8],
+    max_pixels: u64,
+    scaled: bool,
+    exif_transpose: bool,
+    min_factor: impl FnOnce(u32, u32) -> f64,
+) -> Result<Decoded, DecodeError> {
+    let o = if exif_transpose { exif::orientation(bytes) } else { 1 };
+    if o == 1 {
+        return decode(bytes, max_pixels, scaled, min_factor);
+    }
+    let swap = exif::swaps_axes(o);
+    let d = decode(bytes, max_pixels, scaled, |w, h| if swap { min_factor(h, w) } else { min_factor(w, h) })?;
+    let (full_width, full_height) = if swap { (d.full_height, d.full_width) } else { (d.full_width, d.full_height) };
+    Ok(Decoded { image: exif::apply(d.image, o), full_width, full_height })
 }
 
 /// Decode at full size (no scaling): [`decode`] with `scaled = false`.
