@@ -117,3 +117,19 @@ def make_shards(tmp_path, web_images) -> Callable[..., Dict]:
         }
 
     return make
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server for remote shards (see `_helpers.ShardServer`)."""
+    from _helpers import ShardServer
+
+    s = ShardServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    monkeypatch.setenv("WEBLI_IO_RETRY_BACKOFF", "0.01")
+    monkeypatch.setenv("WEBLI_IO_RETRIES", "3")

@@ -9,19 +9,11 @@ import struct
 import tarfile
 
 import pytest
+from _helpers import write_tar
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from webli_io import WebLIStream, decode_resize
-
-
-def write_tar(path, members):
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as t:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return str(path)
 
 
 def jpeg_bomb(real_jpeg: bytes, width: int = 30000, height: int = 30000) -> bytes:

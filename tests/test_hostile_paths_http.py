@@ -9,22 +9,8 @@ import os
 import shutil
 
 import pytest
-from test_remote import ShardServer
 
 from webli_io import WebLIStream, expand_shards
-
-
-@pytest.fixture
-def server():
-    s = ShardServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def fast_retries(monkeypatch):
-    monkeypatch.setenv("WEBLI_IO_RETRY_BACKOFF", "0.01")
-    monkeypatch.setenv("WEBLI_IO_RETRIES", "2")
 
 
 def test_a_file_named_like_a_pipe_is_a_path_never_a_command(make_shards, tmp_path, monkeypatch):

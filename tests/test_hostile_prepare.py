@@ -4,7 +4,6 @@ the out-of-memory killer does) — the next run does the rest."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -15,16 +14,9 @@ import threading
 import time
 
 import pytest
+from _helpers import write_tar
 
 from webli_io.prepare import DONE_DIR, PrepareError, prepare
-
-
-def write_tar(path, members):
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def shard(path, jpg, n, json_of=lambda i: json.dumps({"language": "en"}).encode()):
@@ -131,7 +123,7 @@ def test_a_killed_worker_fails_the_run_clearly_and_the_rerun_completes(tmp_path,
 
 
 def test_prepare_reads_a_url_and_refuses_an_unreadable_one(tmp_path, jpg, monkeypatch):
-    from test_remote import ShardServer
+    from _helpers import ShardServer
 
     monkeypatch.setenv("WEBLI_IO_RETRIES", "0")
     shard(tmp_path / "r.tar", jpg, 3)

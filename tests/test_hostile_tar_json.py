@@ -8,15 +8,9 @@ import io
 import json
 import tarfile
 
+from _helpers import write_tar
+
 from webli_io import WebLIStream
-
-
-def write_tar(path, members):
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def a_jpeg(web_images):

@@ -4,20 +4,12 @@ through `_core.TarSamples`, so they group and number samples exactly as the stre
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
+
+from _helpers import write_tar
 
 from webli_io import WebLIStream, _core
 from webli_io.prepare import prepare
-
-
-def write_tar(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def test_prepare_and_stream_read_the_same_samples(tmp_path, web_images):

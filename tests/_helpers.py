@@ -1,0 +1,117 @@
+"""Helpers shared by the tests: a tar writer for hand-made (and hostile) shards, and a
+loopback HTTP server for remote shards (Range, drops, fixed statuses, redirects, stalls)."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import tarfile
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, List
+
+
+def write_tar(path, members) -> str:
+    """A tar of `(name, bytes)` members, as given (no webdataset rules applied): for shards
+    that webdataset would not write."""
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+class ShardServer:
+    """Serves `files` (path → bytes) with Range support. `drops[path] = n`: the first n answers
+    for that path send the headers of the whole remaining body, half of it, then close the
+    connection. `status[path] = code`: always answer that code. Paths under
+    `/storage/v1/b/BUCKET/o/OBJECT?alt=media` serve `gs/BUCKET/OBJECT` (GCS's JSON API)."""
+
+    def __init__(self) -> None:
+        self.files: Dict[str, bytes] = {}
+        self.drops: Dict[str, int] = {}
+        self.status: Dict[str, int] = {}
+        self.redirects: Dict[str, str] = {}  # path -> Location
+        self.stall: Dict[str, float] = {}  # path -> seconds to hang after the headers
+        self.trickle: Dict[str, float] = {}  # path -> seconds between single bytes
+        self.log: List[tuple] = []  # (path, Range header, bytes sent)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                url = urllib.parse.urlsplit(self.path)
+                path = url.path
+                m = re.match(r"^/storage/v1/b/([^/]+)/o/([^/]+)$", path)
+                if m and "alt=media" in url.query:
+                    path = f"/gs/{m.group(1)}/{urllib.parse.unquote(m.group(2))}"
+                rng = self.headers.get("Range")
+                if path in server.redirects:
+                    server.log.append((path, rng, 0))
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if path in server.status:
+                    server.log.append((path, rng, 0))
+                    self.send_response(server.status[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = server.files.get(path)
+                if data is None:
+                    server.log.append((path, rng, 0))
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
+                body = data[start:]
+                self.send_response(206 if rng else 200)
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if path in server.stall or path in server.trickle:
+                    import time
+
+                    self.wfile.flush()
+                    if path in server.stall:
+                        time.sleep(server.stall[path])
+                        return
+                    for b in body:
+                        time.sleep(server.trickle[path])
+                        try:
+                            self.wfile.write(bytes([b]))
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                    return
+                if server.drops.get(path, 0) > 0:
+                    server.drops[path] -= 1
+                    part = body[: len(body) // 2]
+                    self.wfile.write(part)
+                    self.wfile.flush()
+                    server.log.append((path, rng, len(part)))
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body)
+                server.log.append((path, rng, len(body)))
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
