@@ -198,3 +198,9 @@ def test_options_are_one_validated_picklable_value():
         with pytest.raises(ConfigError) as e:
             Options(**bad)
         assert e.value.setting == setting, (bad, e.value)
+
+
+def test_every_setting_is_documented_where_users_read():
+    # The settings are defined once, in the core; the docstring users read must name each.
+    doc = WebLIStream.__doc__ or ""
+    assert [n for n in Options.names() if f"{n}" not in doc] == []

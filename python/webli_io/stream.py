@@ -278,8 +278,10 @@ class WebLIStream(IterableDataset):
             (libjpeg-turbo), never below the size the resize needs; ``False`` decodes in full.
         drop_last: drop each process's last, short batch.
         prefetch: batches prepared ahead, per process.
-        rank, world_size: override the DDP rank and world size (default: from
-            ``torch.distributed`` when initialised, else 0 and 1).
+        options: an :class:`Options` value holding the settings below (keywords override it).
+        rank, world_size: the DDP rank and world size (not settings: the topology). Default:
+            ``torch.distributed`` when initialised, else torchrun's ``RANK``/``WORLD_SIZE``,
+            else 0 and 1; resolved once, here (``stream.topology``), and carried to workers.
         lang_fields: the ``json`` fields read for each sample's language, in order (default
             ``language``, ``lang``, ``content-language``, ``content_language``); tags are
             normalised (``iw`` → ``he``, ``tl`` → ``fil``, ``en-US`` → ``en``), missing → ``und``.
@@ -323,6 +325,15 @@ class WebLIStream(IterableDataset):
         columns: Parquet shards only: the metadata columns to read besides image, caption and
             key (``None``, the default: all of them). Shards ending in ``.parquet`` are read
             with pyarrow, row group by row group, and handed to the core without a copy.
+        max_member_bytes: a tar member, or a whole sample, over this many bytes is skipped
+            (``skipped_member_too_large``; default 256 MiB).
+        exif_transpose: turn images as their EXIF orientation says (off by default, as Pillow's
+            ``open`` and torchvision's ``decode_jpeg``).
+        allow_pipe: allow ``pipe:COMMAND`` shards, which run a shell command (off: a shard name
+            is data; ``WEBLI_IO_ALLOW_PIPE=1`` allows them too). Names found by a glob are
+            always local paths.
+        strict: a shard that cannot be read whole (a missing remote object, a truncated tar)
+            raises :class:`ShardError` instead of being counted and skipped.
 
     Resume: each batch carries ``position`` (epoch, reader slot, samples consumed). Iterating in
     this process (``num_workers=0``) keeps track by itself; with DataLoader workers, call
