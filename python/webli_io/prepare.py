@@ -398,17 +398,3 @@ def prepare(
         json.dump(manifest, f, ensure_ascii=False, indent=1)
     os.replace(os.path.join(out_dir, MANIFEST + ".tmp"), os.path.join(out_dir, MANIFEST))
     return manifest
-
-
-def load_counts(manifest: str) -> Dict[str, int]:
-    """Global language counts from a manifest written by ``prepare``."""
-    if os.path.isdir(manifest):
-        manifest = os.path.join(manifest, MANIFEST)
-    try:
-        with open(manifest) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"manifest not found: {manifest!r} (write one with `webli-io prepare`)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("languages"), dict):
-        raise ValueError(f"{manifest!r} is not a webli-io manifest (no 'languages' counts)")
-    return {str(k): int(v) for k, v in data["languages"].items()}
