@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         meta: Default::default(),
         lang: String::new(),
         copy: 0,
-            meta_ok: true,
+        meta_ok: true,
     };
     if let Ok(tile) = prepare_image(&sample, &cfg, None) {
         assert_eq!(tile.len(), 32 * 32 * 3);

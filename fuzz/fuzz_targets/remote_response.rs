@@ -14,10 +14,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = content_range_total(&text);
+    // Whatever the query string was, what is shown has none but the marker.
     let shown = redact(&text);
-    if let Some((_, query)) = text.split_once('?') {
-        if query.len() >= 8 && query != "<redacted>" && !query.contains('#') && url::Url::parse(&text).is_ok_and(|u| u.has_host()) {
-            assert!(!shown.contains(&format!("?{query}")), "{shown}");
-        }
+    if let Some((_, query)) = shown.split_once('?') {
+        assert_eq!(query, "<redacted>", "{text:?} -> {shown:?}");
     }
 });
