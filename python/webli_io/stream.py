@@ -340,9 +340,10 @@ class WebLIStream(IterableDataset):
     ``stream.observe(batch)`` for each batch the loop receives (or use torchdata's
     ``StatefulDataLoader``, which calls ``state_dict``/``load_state_dict`` in the workers).
     ``state_dict()`` then describes where the epoch stands, and ``load_state_dict(state)`` on a
-    new stream with the same shards, seed and shuffle makes its next iteration continue with
-    exactly the batches an uninterrupted run would have given (same number of readers), or with
-    exactly the samples not yet seen (another number of readers).
+    new stream with the same shards and settings (it refuses others, naming the difference) makes
+    its next iteration continue with exactly the batches an uninterrupted run would have given
+    (same number of readers), or with exactly the samples not yet seen (another number of
+    readers). In DDP, merge every rank's state with ``WebLIStream.merge_states``.
 
     Bad input never stops the stream: corrupt or oversized images, samples missing an image or
     caption, damaged shards are skipped and counted (``stats()``), with the first cases
