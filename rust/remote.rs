@@ -226,7 +226,7 @@ fn agent() -> ureq::Agent {
 /// A URL fit for a message or a log: without its query string (a presigned URL's signature and
 /// session token) and without user:password. Secrets never reach a message.
 pub fn redact(url: &str) -> String {
-    let parsed = std::panic::catch_unwind(|| url::Url::parse(url)).unwrap_or_else(|_| Err(url::ParseError::InvalidDomainCharacter));
+    let parsed = std::panic::catch_unwind(|| url::Url::parse(url)).unwrap_or(Err(url::ParseError::InvalidDomainCharacter));
     match parsed {
         Ok(mut u) if u.has_host() => {
             let had_query = u.query().is_some();
