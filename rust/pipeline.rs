@@ -82,8 +82,13 @@ pub struct Job {
 impl Job {
     /// A job over `shards` with these settings and a plan of one thread and no resume.
     pub fn new(shards: Vec<String>, settings: Settings) -> Self {
+        Self::shared(shards, Arc::new(settings))
+    }
+
+    /// [`Job::new`] with settings already shared (the stream's one value, not a copy).
+    pub fn shared(shards: Vec<String>, settings: Arc<Settings>) -> Self {
         let plan = ReaderPlan { shuffle_seed: settings.read.seed, sample_seed: settings.read.seed, num_threads: 1, ..Default::default() };
-        Self { shards, settings: Arc::new(settings), plan, blocklist: None, mixture_counts: None, table_reader: None }
+        Self { shards, settings, plan, blocklist: None, mixture_counts: None, table_reader: None }
     }
 
     fn validate(&self) -> Result<(), String> {

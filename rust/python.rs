@@ -222,15 +222,13 @@ impl PyOptions {
         Ok(Self { settings: Arc::new(settings), counts })
     }
 
-    fn job(&self, py: Python<'_>, shards: Vec<String>, table_reader: Option<Py<PyAny>>) -> PyResult<Job> {
-        let mut job = Job::new(shards, (*self.settings).clone());
-        job.settings = self.settings.clone();
+    fn job(&self, shards: Vec<String>, table_reader: Option<Py<PyAny>>) -> PyResult<Job> {
+        let mut job = Job::shared(shards, self.settings.clone());
         job.mixture_counts = self.counts.as_ref().map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect());
         job.table_reader = table_reader.map(PyTableReader::shared);
         if let Some(path) = &self.settings.near.blocklist {
             job.blocklist = Some(frozen_blocklist(path)?);
         }
-        let _ = py;
         Ok(job)
     }
 
@@ -352,7 +350,6 @@ impl PyStream {
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         shards: Vec<String>,
         options: &PyOptions,
         shuffle_seed: u64,
@@ -365,7 +362,7 @@ impl PyStream {
         fallback_shards: Option<Vec<String>>,
         table_reader: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let mut job = options.job(py, shards, table_reader)?;
+        let mut job = options.job(shards, table_reader)?;
         let (exclude, fallback_shards) = (exclude.unwrap_or_default(), fallback_shards.unwrap_or_default());
         job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads, skip, exclude, limit, cycle, fallback_shards };
         let pipeline = Pipeline::start(job).map_err(PyValueError::new_err)?;
@@ -518,7 +515,7 @@ fn consumed_bitmaps<'py>(
     exclude: Option<HashMap<String, Vec<u8>>>,
     table_reader: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let mut job = options.job(py, shards, table_reader)?;
+    let mut job = options.job(shards, table_reader)?;
     job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads: 1, exclude: exclude.unwrap_or_default(), ..Default::default() };
     let maps = py.detach(|| {
         let mut out = job.plan.exclude.clone();
@@ -551,7 +548,7 @@ fn count_selected(
     threads: usize,
     table_reader: Option<Py<PyAny>>,
 ) -> PyResult<Vec<u64>> {
-    let job = options.job(py, shards, table_reader)?;
+    let job = options.job(shards, table_reader)?;
     Ok(py.detach(|| crate::pipeline::count_selected(&job, threads)))
 }
 

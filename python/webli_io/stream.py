@@ -18,7 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from multiprocessing.context import get_spawning_popen
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -85,9 +85,9 @@ class ShardError(RuntimeError):
     """``strict=True``: a shard could not be read whole."""
 
 
-def _raise_if_shard_lost(counts: Mapping[str, int], problems: Sequence[Mapping[str, str]]) -> None:
+def _raise_if_shard_lost(counts: Mapping[str, int], problems: Callable[[], Sequence[Mapping[str, str]]]) -> None:
     if any(counts.get(k) for k in SHARD_LOSSES):
-        lost = [f"{p['shard']}: {p['reason']} ({p['message']})" for p in problems if p["reason"] in SHARD_LOSSES]
+        lost = [f"{p['shard']}: {p['reason']} ({p['message']})" for p in problems() if p["reason"] in SHARD_LOSSES]
         raise ShardError("strict=True: a shard could not be read whole: " + "; ".join(lost[:3]))
 
 
@@ -561,7 +561,7 @@ class WebLIStream(IterableDataset):
                 counts = core.stats()
                 self._shared.write_row(row, base, counts)
                 if strict:
-                    _raise_if_shard_lost(counts, core.problems())
+                    _raise_if_shard_lost(counts, core.problems)
                 yielded += len(batch["keys"])
                 batch["position"] = {"epoch": epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
                 self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
@@ -577,7 +577,7 @@ class WebLIStream(IterableDataset):
             if info is None:
                 self._problems = (self._problems + problems)[-MAX_PROBLEMS:]
         if strict:
-            _raise_if_shard_lost(stats, problems)
+            _raise_if_shard_lost(stats, lambda: problems)
         if stats.get("resume_past_end"):
             raise ValueError(
                 f"cannot resume reader {slot} of {slots}: its saved position is past the end of its samples "
