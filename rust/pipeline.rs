@@ -180,10 +180,15 @@ impl Pipeline {
     /// The next batch, or `None` at the end of the stream. Blocks until one is ready.
     pub fn next_batch(&mut self) -> Option<Batch> {
         let batch = self.rx.as_ref()?.recv().ok()?;
-        // Counted on delivery, not when prepared: prefetched batches never consumed don't count.
+        Some(self.delivered(batch))
+    }
+
+    /// Count a batch as it is handed over, not when prepared: prefetched batches never
+    /// consumed don't count.
+    fn delivered(&self, batch: Batch) -> Batch {
         self.stats.add(Counter::SamplesYielded, batch.len() as u64);
         self.stats.incr(Counter::BatchesYielded);
-        Some(batch)
+        batch
     }
 
     /// [`next_batch`](Self::next_batch), waiting at most `wait`: `Err(())` when nothing came in
@@ -192,11 +197,7 @@ impl Pipeline {
     pub fn next_batch_within(&mut self, wait: Duration) -> Result<Option<Batch>, ()> {
         let Some(rx) = self.rx.as_ref() else { return Ok(None) };
         match rx.recv_timeout(wait) {
-            Ok(batch) => {
-                self.stats.add(Counter::SamplesYielded, batch.len() as u64);
-                self.stats.incr(Counter::BatchesYielded);
-                Ok(Some(batch))
-            }
+            Ok(batch) => Ok(Some(self.delivered(batch))),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(()),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(None),
         }
@@ -340,7 +341,7 @@ fn read_pass(
         // What every sample of the shard goes through, whatever the shard's format.
         let mut handle = |sample: Option<Sample>, i: u64| -> bool {
             if let Some(mut sample) = sample {
-                if !selector.keep_checked(&sample.key, shard, &sample.meta, sample.meta_ok, &sample.image, stats) {
+                if !selector.keep(&sample.key, shard, &sample.meta, sample.meta_ok, &sample.image, stats) {
                     return true;
                 }
                 sample.index = i;

@@ -370,9 +370,9 @@ mod tests {
         assert!(!bad.meta_ok);
         let cfg = crate::config::SelectOptions { drop_if: [("NSFW".to_string(), vec!["NSFW".to_string()])].into(), ..Default::default() };
         let mut sel = crate::select::Selector::new(cfg);
-        assert!(!sel.keep_checked("a", "s", &s.meta, s.meta_ok, b"I", &st), "the NSFW flag survives the NaN");
-        assert!(!sel.keep_checked("b", "s", &bad.meta, bad.meta_ok, b"J", &st), "unreadable json: the filter fails closed");
+        assert!(!sel.keep("a", "s", &s.meta, s.meta_ok, b"I", &st), "the NSFW flag survives the NaN");
+        assert!(!sel.keep("b", "s", &bad.meta, bad.meta_ok, b"J", &st), "unreadable json: the filter fails closed");
         let mut none = crate::select::Selector::new(Default::default());
-        assert!(none.keep_checked("b", "s", &bad.meta, bad.meta_ok, b"J", &st), "no filter: kept with meta = {{}}");
+        assert!(none.keep("b", "s", &bad.meta, bad.meta_ok, b"J", &st), "no filter: kept with meta = {{}}");
     }
 }

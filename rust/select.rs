@@ -125,15 +125,10 @@ impl Selector {
         }
     }
 
-    /// Keep the sample? Counts the reason when not.
-    pub fn keep(&mut self, key: &str, shard: &str, meta: &Map<String, Value>, image: &[u8], stats: &Stats) -> bool {
-        self.keep_checked(key, shard, meta, true, image, stats)
-    }
-
-    /// [`keep`](Self::keep), where `meta_ok = false` says the sample's metadata was unreadable:
-    /// a metadata filter then fails closed (the sample is dropped, counted), for a filter that
-    /// cannot read its field must not let the sample through.
-    pub fn keep_checked(&mut self, key: &str, shard: &str, meta: &Map<String, Value>, meta_ok: bool, image: &[u8], stats: &Stats) -> bool {
+    /// Keep the sample? Counts the reason when not. `meta_ok = false` says the sample's
+    /// metadata was unreadable: a metadata filter then fails closed (the sample is dropped,
+    /// counted), for a filter that cannot read its field must not let the sample through.
+    pub fn keep(&mut self, key: &str, shard: &str, meta: &Map<String, Value>, meta_ok: bool, image: &[u8], stats: &Stats) -> bool {
         if let Some(f) = self.cfg.subset {
             if !in_subset(key, f, self.cfg.subset_seed) {
                 stats.incr(Counter::OutOfSubset);
@@ -227,13 +222,13 @@ mod tests {
         };
         let mut sel = Selector::new(cfg);
         let meta = |j: &str| serde_json::from_str::<Map<String, Value>>(j).unwrap();
-        assert!(sel.keep("a", "s", &meta(r#"{"clip_score": 0.3}"#), b"A", &stats));
-        assert!(!sel.keep("b", "s", &meta(r#"{"clip_score": 0.2}"#), b"B", &stats));
-        assert!(!sel.keep("c", "s", &meta(r#"{}"#), b"C", &stats));
-        assert!(!sel.keep("d", "s", &meta(r#"{"clip_score": 0.5, "NSFW": "nsfw"}"#), b"D", &stats));
-        assert!(!sel.keep("e", "s", &meta(r#"{"clip_score": 0.5, "NSFW": true}"#), b"E", &stats));
-        assert!(sel.keep("f", "s", &meta(r#"{"clip_score": 0.5, "NSFW": "UNLIKELY"}"#), b"F", &stats));
-        assert!(!sel.keep("g", "s", &meta(r#"{"clip_score": 0.5}"#), b"A", &stats), "same bytes as a");
+        assert!(sel.keep("a", "s", &meta(r#"{"clip_score": 0.3}"#), true, b"A", &stats));
+        assert!(!sel.keep("b", "s", &meta(r#"{"clip_score": 0.2}"#), true, b"B", &stats));
+        assert!(!sel.keep("c", "s", &meta(r#"{}"#), true, b"C", &stats));
+        assert!(!sel.keep("d", "s", &meta(r#"{"clip_score": 0.5, "NSFW": "nsfw"}"#), true, b"D", &stats));
+        assert!(!sel.keep("e", "s", &meta(r#"{"clip_score": 0.5, "NSFW": true}"#), true, b"E", &stats));
+        assert!(sel.keep("f", "s", &meta(r#"{"clip_score": 0.5, "NSFW": "UNLIKELY"}"#), true, b"F", &stats));
+        assert!(!sel.keep("g", "s", &meta(r#"{"clip_score": 0.5}"#), true, b"A", &stats), "same bytes as a");
         assert_eq!(stats.get(Counter::Filtered), 4);
         assert_eq!(stats.get(Counter::Duplicate), 1);
     }

@@ -485,8 +485,8 @@ class WebLIStream(IterableDataset):
     def _count_samples(self) -> List[int]:
         if self.options.selects_before_decode:
             # Selection drops samples before decoding: count what survives it (reads the shards,
-            # decodes nothing). Dedup across shards and decode failures can still leave a reader
-            # short: it then pads from its own samples (counted as samples_padded).
+            # decodes nothing). Decode failures and a mixture's thinning can still leave a reader
+            # short: it then pads (counted as samples_padded).
             return _core.count_selected(self.shards, self.options, threads=_available_cpus(), table_reader=self._table_opener)
         tars = [s for s in self.shards if not is_table_shard(s)]
         counted = dict(zip(tars, _core.count_samples(tars))) if tars else {}
