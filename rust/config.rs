@@ -60,7 +60,7 @@ pub enum ResizeMode {
     /// Take the central square (side = the shorter side), then resize (torchvision's
     /// `Resize(s) + CenterCrop(s)`).
     CenterCrop,
-    /// torchvision's `RandomResizedCrop(s, scale=(0.08, 1), ratio=(3/4, 4/3))`, seeded per sample.
+    /// torchvision's `RandomResizedCrop(s, scale=crop_scale, ratio=crop_ratio)`, seeded per sample.
     RandomResizedCrop,
 }
 
@@ -102,6 +102,27 @@ impl From<Layout> for String {
     }
 }
 
+/// The element type of the `images` array of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// Pixels as stored, 0..=255.
+    Uint8,
+    /// `float32`, `(pixel / 255 - mean) / std` per channel (mean 0, std 1 unless given).
+    Float,
+}
+
+/// Well-known normalisation constants (mean, std), by name: what `mean=`/`std=` accept besides
+/// three numbers.
+pub const NORMALIZATIONS: [(&str, [f64; 3], [f64; 3]); 3] = [
+    // OpenAI CLIP's (OpenCLIP's OPENAI_DATASET_MEAN/STD).
+    ("clip", [0.481_454_66, 0.457_827_5, 0.408_210_73], [0.268_629_54, 0.261_302_58, 0.275_777_11]),
+    // torchvision's ImageNet constants.
+    ("imagenet", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    // SigLIP (big_vision's `value_range(-1, 1)`).
+    ("siglip", [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+];
+
 /// How readers are given the same number of batches per epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,11 +149,31 @@ pub struct ReadOptions {
     pub lang_fields: Option<Vec<String>>,
     /// Parquet shards: the metadata columns to read (None: all).
     pub columns: Option<Vec<String>>,
+    /// Shards a reader reads at once, interleaving their samples into the shuffle buffer
+    /// (None: 4 when `shuffle`, else 1).
+    pub shards_in_flight: Option<usize>,
+    /// Other tar members to carry into the batch, by extension (`["cls", "npy"]`).
+    pub extra_members: Vec<String>,
+    /// Cycle over the shards without end, reshuffled each pass (webdataset's `resampled=True`).
+    pub resampled: bool,
+    /// With `resampled`: samples an epoch holds over all ranks (OpenCLIP's `train_num_samples`).
+    pub samples_per_epoch: Option<u64>,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        Self { shuffle: false, shuffle_buffer: None, seed: 0, max_member_bytes: DEFAULT_MAX_MEMBER_BYTES, lang_fields: None, columns: None }
+        Self {
+            shuffle: false,
+            shuffle_buffer: None,
+            seed: 0,
+            max_member_bytes: DEFAULT_MAX_MEMBER_BYTES,
+            lang_fields: None,
+            columns: None,
+            shards_in_flight: None,
+            extra_members: Vec::new(),
+            resampled: false,
+            samples_per_epoch: None,
+        }
     }
 }
 
@@ -140,6 +181,11 @@ impl ReadOptions {
     /// The shuffle buffer's size, resolved.
     pub fn buffer(&self) -> usize {
         self.shuffle_buffer.unwrap_or(if self.shuffle { 1000 } else { 0 })
+    }
+
+    /// Shards read at once, resolved.
+    pub fn in_flight(&self) -> usize {
+        self.shards_in_flight.unwrap_or(if self.shuffle { 4 } else { 1 })
     }
 
     pub fn lang_fields(&self) -> Vec<String> {
@@ -296,11 +342,17 @@ impl NearOptions {
 pub struct ResizeOptions {
     pub image_size: u32,
     pub resize: ResizeMode,
+    /// `random_resized_crop`: the range of the crop's area, as a fraction of the image's.
+    pub crop_scale: (f64, f64),
+    /// `random_resized_crop`: the range of the crop's width / height.
+    pub crop_ratio: (f64, f64),
+    /// Probability of a horizontal flip, drawn per sample (seeded like the crop).
+    pub hflip: f64,
 }
 
 impl Default for ResizeOptions {
     fn default() -> Self {
-        Self { image_size: 224, resize: ResizeMode::Squash }
+        Self { image_size: 224, resize: ResizeMode::Squash, crop_scale: (0.08, 1.0), crop_ratio: (3.0 / 4.0, 4.0 / 3.0), hflip: 0.0 }
     }
 }
 
@@ -314,11 +366,38 @@ pub struct BatchOptions {
     pub drop_last: bool,
     /// Give every reader the same number of full batches per epoch (None: what its shards hold).
     pub equal_batches: Option<EqualBatches>,
+    /// `uint8` (default) or `float` (`float32`, normalised with `mean`/`std`).
+    pub output: Output,
+    /// `output="float"`: per-channel mean (of pixels scaled to 0..1), or a name of [`NORMALIZATIONS`].
+    #[serde(deserialize_with = "channels")]
+    pub mean: Option<[f64; 3]>,
+    /// `output="float"`: per-channel standard deviation, or a name of [`NORMALIZATIONS`].
+    #[serde(deserialize_with = "channels")]
+    pub std: Option<[f64; 3]>,
 }
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        Self { batch_size: 256, layout: Layout::Nhwc, drop_last: false, equal_batches: None }
+        Self { batch_size: 256, layout: Layout::Nhwc, drop_last: false, equal_batches: None, output: Output::Uint8, mean: None, std: None }
+    }
+}
+
+impl BatchOptions {
+    /// `(mean, std)` of the float output (0 and 1 when not given).
+    pub fn normalization(&self) -> ([f64; 3], [f64; 3]) {
+        (self.mean.unwrap_or([0.0; 3]), self.std.unwrap_or([1.0; 3]))
+    }
+}
+
+/// Three numbers, or one number for all channels (names of [`NORMALIZATIONS`] are resolved by
+/// [`Settings::with`], which knows whether the mean or the std is meant).
+fn channels<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[f64; 3]>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64().map(|x| [x; 3])),
+        Some(v) => <[f64; 3]>::deserialize(v)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("give three numbers (R, G, B), one number, or a name: clip, imagenet, siglip")),
     }
 }
 
@@ -419,6 +498,16 @@ impl Settings {
             if value.is_null() {
                 value = defaults.get(&name).cloned().unwrap_or(Value::Null);
             }
+            if let (Some(which @ ("mean" | "std")), Value::String(preset)) = (Some(name.as_str()), &value) {
+                let Some((_, mean, std)) = NORMALIZATIONS.iter().find(|(n, _, _)| n == preset) else {
+                    let names: Vec<&str> = NORMALIZATIONS.iter().map(|(n, _, _)| *n).collect();
+                    return Err(ConfigError::new(
+                        &name,
+                        format!("unknown normalisation {preset:?}: give three numbers or one of {names:?}"),
+                    ));
+                };
+                value = serde_json::json!(if which == "mean" { mean } else { std });
+            }
             let Some(group) = groups().get(&name) else {
                 let hint = closest(&name).map(|c| format!(" (did you mean {c:?}?)")).unwrap_or_default();
                 return Err(ConfigError::new(&name, format!("unknown setting{hint}; the settings are: {}", Self::names().join(", "))));
@@ -461,7 +550,7 @@ impl Settings {
             return err("image_size", format!("must be between 8 and 8192, not {}", r.image_size));
         }
         // One batch's buffer must be allocatable: refuse sizes that could only abort the process.
-        let bytes = (b.batch_size as u128) * (r.image_size as u128).pow(2) * 3;
+        let bytes = (b.batch_size as u128) * (r.image_size as u128).pow(2) * if b.output == Output::Float { 12 } else { 3 };
         if bytes > 1 << 36 {
             return err("batch_size", format!("batch_size x image_size² x 3 is {bytes} bytes a batch (over 64 GiB): use smaller batches"));
         }
@@ -469,6 +558,58 @@ impl Settings {
             if n == 0 || n > 1024 {
                 return err("num_threads", format!("must be between 1 and 1024, not {n}"));
             }
+        }
+        let pair_ok = |(lo, hi): (f64, f64)| lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi;
+        if !pair_ok(r.crop_scale) || r.crop_scale.1 > 1.0 {
+            return err("crop_scale", format!("must be (lo, hi) with 0 < lo <= hi <= 1, not {:?}", r.crop_scale));
+        }
+        if !pair_ok(r.crop_ratio) {
+            return err("crop_ratio", format!("must be (lo, hi) with 0 < lo <= hi (width / height), not {:?}", r.crop_ratio));
+        }
+        if !(0.0..=1.0).contains(&r.hflip) {
+            return err("hflip", format!("is a probability: between 0 and 1, not {}", r.hflip));
+        }
+        if b.output == Output::Uint8 && (b.mean.is_some() || b.std.is_some()) {
+            let which = if b.mean.is_some() { "mean" } else { "std" };
+            return err(which, "normalises the float output: set output=\"float\" too".into());
+        }
+        if b.mean.is_some_and(|m| m.iter().any(|x| !x.is_finite())) {
+            return err("mean", "must be finite numbers".into());
+        }
+        if b.std.is_some_and(|m| m.iter().any(|x| !(x.is_finite() && *x > 0.0))) {
+            return err("std", "must be positive numbers".into());
+        }
+        if let Some(k) = self.read.shards_in_flight {
+            if k == 0 || k > 256 {
+                return err("shards_in_flight", format!("must be between 1 and 256, not {k}"));
+            }
+        }
+        const BATCH_KEYS: [&str; 9] = ["images", "texts", "keys", "meta", "langs", "shards", "position", "tokens", "next_seq"];
+        for m in &self.read.extra_members {
+            let bad_char = |c: char| c.is_whitespace() || c == '/' || c == '\\' || c.is_control();
+            if m.is_empty() || m.starts_with('.') || m.ends_with('.') || m.chars().any(bad_char) {
+                return err(
+                    "extra_members",
+                    format!("{m:?} is not a member extension (give e.g. \"cls\" or \"seg.png\", without the key or a leading dot)"),
+                );
+            }
+            if BATCH_KEYS.contains(&m.as_str()) {
+                return err(
+                    "extra_members",
+                    format!("{m:?} is a key of every batch already; its member cannot be carried under that name"),
+                );
+            }
+        }
+        if let Some(n) = self.read.samples_per_epoch {
+            if !self.read.resampled {
+                return err("samples_per_epoch", "sets the length of a resampled epoch: set resampled=True too".into());
+            }
+            if n == 0 {
+                return err("samples_per_epoch", "must be at least 1".into());
+            }
+        }
+        if self.read.resampled && b.equal_batches.is_some() {
+            return err("resampled", "resampled readers never run out: equal_batches is not needed (give samples_per_epoch)".into());
         }
         if run.prefetch == 0 || run.prefetch > 1024 {
             return err("prefetch", format!("must be between 1 and 1024, not {}", run.prefetch));
@@ -568,6 +709,36 @@ mod tests {
         assert_eq!(e.setting, "mixture");
         let s = Settings::from_flat(flat(json!({"drop_if": {"NSFW": ["NSFW", true]}}))).unwrap();
         assert_eq!(s.select.drop_if["NSFW"], ["NSFW", "true"]);
+    }
+
+    #[test]
+    fn preprocessing_settings_are_checked_and_presets_resolved() {
+        let s = Settings::from_flat(flat(json!({"output": "float", "mean": "clip", "std": "clip"}))).unwrap();
+        assert_eq!(s.batch.mean.unwrap()[0], 0.481_454_66);
+        assert_eq!(s.batch.std.unwrap()[2], 0.275_777_11);
+        let s = Settings::from_flat(flat(json!({"output": "float", "mean": 0.5, "std": [0.5, 0.5, 0.5]}))).unwrap();
+        assert_eq!(s.batch.normalization(), ([0.5; 3], [0.5; 3]));
+        for (bad, setting) in [
+            (json!({"mean": "siglip"}), "mean"),
+            (json!({"output": "float", "mean": "nope"}), "mean"),
+            (json!({"output": "float", "std": [1, 0, 1]}), "std"),
+            (json!({"output": "f16"}), "output"),
+            (json!({"crop_scale": [0.5, 0.4]}), "crop_scale"),
+            (json!({"crop_scale": [0.0, 1.0]}), "crop_scale"),
+            (json!({"crop_ratio": [2.0, 1.0]}), "crop_ratio"),
+            (json!({"hflip": 1.5}), "hflip"),
+            (json!({"shards_in_flight": 0}), "shards_in_flight"),
+            (json!({"extra_members": ["images"]}), "extra_members"),
+            (json!({"extra_members": [".cls"]}), "extra_members"),
+            (json!({"samples_per_epoch": 100}), "samples_per_epoch"),
+            (json!({"resampled": true, "equal_batches": "pad"}), "resampled"),
+        ] {
+            let e = Settings::from_flat(flat(bad.clone())).unwrap_err();
+            assert_eq!(e.setting, setting, "{bad}: {e}");
+        }
+        let d = Settings::default();
+        assert_eq!((d.resize.crop_scale, d.resize.hflip, d.batch.output), ((0.08, 1.0), 0.0, Output::Uint8), "defaults as before");
+        assert_eq!((d.read.in_flight(), Settings::from_flat(flat(json!({"shuffle": true}))).unwrap().read.in_flight()), (1, 4));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::lang::normalize_lang;
 use crate::lang::sample_lang;
 use crate::neardup::{FrozenIndex, HashIndex};
 use crate::rebalance::{MixtureConfig, Rebalancer, Target};
-use crate::resize::{crop_box, resize_into};
+use crate::resize::{crop_box, flips, hflip, resize_into};
 use crate::rng::{seed_for, SplitMix64};
 use crate::sample::{is_table_shard, row_to_sample, to_sample, Sample, TableReader};
 use crate::select::Selector;
@@ -290,7 +290,10 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: i
     }
 }
 
-/// One pass over the shards; `false` when the consumer has gone away.
+/// One pass over the shards; `false` when the consumer has gone away. With `shards_in_flight`
+/// = k > 1, k shards are read at once, each on a thread of its own, and their samples are taken
+/// in turn, one from each (a shard that ends gives its turn to the next shard of the list): the
+/// order depends only on the shards' contents, never on timing, so it is the same on every run.
 fn read_pass(
     cfg: &Job,
     shards: &[String],
@@ -301,106 +304,37 @@ fn read_pass(
     emit: &mut impl FnMut(Sample) -> bool,
 ) -> bool {
     let s = &cfg.settings;
-    let lang_fields = s.read.lang_fields();
     let mut shuffler = Shuffler::new(s.read.buffer(), cfg.plan.shuffle_seed.wrapping_add(pass.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-    // A new selector each pass: a padding pass (cycle) repeats samples on purpose.
-    let mut selector = Selector::new(s.select.clone());
-    let mut blocked = Duration::ZERO;
     let exclude = &cfg.plan.exclude;
     // Rebalanced samples go through the shuffle buffer to the consumer, but for the copies an
     // earlier run consumed (a resume on another layout). They are left out here, after selection
     // and rebalancing, so that dedup and the mixture decide exactly as in the uninterrupted run.
-    let mut feed = |s: Sample, shuffler: &mut Shuffler, blocked: &mut Duration| -> bool {
+    let mut feed = |s: Sample, shuffler: &mut Shuffler| -> bool {
         if use_exclude && !exclude.is_empty() && is_excluded(exclude, &s) {
             return true;
         }
         match shuffler.push(s) {
-            Some(out) => {
-                let t = Instant::now();
-                let alive = emit(out);
-                *blocked += t.elapsed();
-                alive
-            }
+            Some(out) => emit(out),
             None => true,
         }
     };
-    for shard in shards {
-        let name: Arc<str> = Arc::from(shard.as_str());
-        let mut index = 0u64;
-        // The next sample's number in the shard.
-        let mut next_index = || {
-            index += 1;
-            index - 1
-        };
-        // Exact dedup is within a shard: which samples a shard keeps is then the same on every
-        // layout, for every reader, and after any resume (`prepare --dedup` dedups across shards).
-        selector.start_shard();
-        let mut alive = true;
-        blocked = Duration::ZERO;
-        let start = Instant::now();
-        // What every sample of the shard goes through, whatever the shard's format.
-        let mut handle = |sample: Option<Sample>, i: u64| -> bool {
-            if let Some(mut sample) = sample {
-                if !selector.keep(&sample.key, shard, &sample.meta, sample.meta_ok, &sample.image, stats) {
-                    return true;
-                }
-                sample.index = i;
-                sample.lang = sample_lang(&sample.meta, &lang_fields);
-                alive = match rebalancer.as_deref_mut() {
-                    Some(rb) => rb.push(sample, stats, &mut |s| feed(s, &mut shuffler, &mut blocked)),
-                    None => feed(sample, &mut shuffler, &mut blocked),
-                };
-            }
-            alive
-        };
-        let result = if is_table_shard(shard) {
-            let Some(reader) = cfg.table_reader.as_ref() else {
-                stats.problem(Counter::UnreadableShard, shard, "", "Parquet shards are read through pyarrow: use the Python package");
-                continue;
-            };
-            stats.incr(Counter::ShardsOpened);
-            catch_unwind(AssertUnwindSafe(|| {
-                reader.read(shard, stats, &mut |row| {
-                    stats.incr(Counter::SamplesRead);
-                    let i = next_index();
-                    handle(row_to_sample(row, i, &name, stats), i)
-                })
-            }))
-        } else {
-            if shard.starts_with("pipe:") && !crate::source::pipe_allowed(s.run.allow_pipe) {
-                stats.problem(Counter::UnreadableShard, shard, "", "pipe: shards run a shell command: not allowed (allow_pipe=False)");
-                continue;
-            }
-            // Opening connects (remote shards): a panic there is this shard's problem only.
-            let opened = catch_unwind(AssertUnwindSafe(|| open_shard_counted(shard)))
-                .unwrap_or_else(|_| Err(std::io::Error::other("panic while opening the shard")));
-            let (reader, retries) = match opened {
-                Ok(r) => r,
-                Err(e) => {
-                    stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
-                    continue;
-                }
-            };
-            stats.incr(Counter::ShardsOpened);
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                read_samples(reader, shard, s.read.max_member_bytes, stats, |raw| {
-                    let i = next_index();
-                    handle(to_sample(raw, &name, stats), i)
-                })
-            }));
-            stats.add(Counter::RemoteRetry, retries.load(std::sync::atomic::Ordering::Relaxed));
-            result
-        };
-        stats.add(Counter::NsRead, start.elapsed().saturating_sub(blocked).as_nanos() as u64);
-        if result.is_err() {
-            stats.problem(Counter::Panic, shard, "", "panic while reading the shard");
+    let mut push = |sample: Sample| -> bool {
+        match rebalancer.as_deref_mut() {
+            Some(rb) => rb.push(sample, stats, &mut |s| feed(s, &mut shuffler)),
+            None => feed(sample, &mut shuffler),
         }
-        if !alive {
-            return false;
-        }
+    };
+    let in_flight = s.read.in_flight().min(shards.len()).max(1);
+    let alive = if in_flight == 1 {
+        shards.iter().all(|shard| read_shard(cfg, shard, stats, &mut push))
+    } else {
+        interleave(cfg, shards, in_flight, stats, &mut push)
+    };
+    if !alive {
+        return false;
     }
     if let Some(rb) = rebalancer {
-        if !rb.flush(&mut |s| feed(s, &mut shuffler, &mut blocked)) {
+        if !rb.flush(&mut |s| feed(s, &mut shuffler)) {
             return false;
         }
     }
@@ -410,6 +344,129 @@ fn read_pass(
         }
     }
     true
+}
+
+/// Samples buffered per shard in flight.
+const IN_FLIGHT_BUFFER: usize = 32;
+
+/// Read `shards`, `k` at a time, each on its own thread, and pass their samples to `push` in
+/// turn (see [`read_pass`]); `false` when `push` said stop.
+fn interleave(cfg: &Job, shards: &[String], k: usize, stats: &Stats, push: &mut impl FnMut(Sample) -> bool) -> bool {
+    std::thread::scope(|scope| {
+        let mut next = 0usize;
+        let open = |next: &mut usize| -> Option<Receiver<Sample>> {
+            let shard = shards.get(*next)?;
+            *next += 1;
+            let (tx, rx) = bounded(IN_FLIGHT_BUFFER);
+            let spawned = std::thread::Builder::new().name("webli-shard".into()).spawn_scoped(scope, move || {
+                read_shard(cfg, shard, stats, &mut |s| tx.send(s).is_ok());
+            });
+            if let Err(e) = spawned {
+                stats.problem(Counter::UnreadableShard, shard, "", format!("could not start a thread to read the shard: {e}"));
+            }
+            Some(rx)
+        };
+        let mut slots: Vec<Option<Receiver<Sample>>> = (0..k).map(|_| open(&mut next)).collect();
+        let mut turn = 0usize;
+        while slots.iter().any(Option::is_some) {
+            let Some(rx) = &slots[turn] else {
+                turn = (turn + 1) % k;
+                continue;
+            };
+            match rx.recv() {
+                Ok(sample) => {
+                    if !push(sample) {
+                        // Dropping the receivers makes every reader thread stop at its next send.
+                        slots.clear();
+                        return false;
+                    }
+                    turn = (turn + 1) % k;
+                }
+                // This shard is done: the next one of the list takes its place (and its turn).
+                Err(_) => slots[turn] = open(&mut next),
+            }
+        }
+        true
+    })
+}
+
+/// Read one shard: each sample that passes selection (exact dedup is within the shard), numbered
+/// by its place in the shard and with its language, goes to `out` (`false`: stop, and this
+/// returns `false`). Problems are counted; a panic is this shard's problem only.
+fn read_shard(cfg: &Job, shard: &str, stats: &Stats, out: &mut dyn FnMut(Sample) -> bool) -> bool {
+    let s = &cfg.settings;
+    let lang_fields = s.read.lang_fields();
+    let extra = &s.read.extra_members;
+    let name: Arc<str> = Arc::from(shard);
+    let mut index = 0u64;
+    // The next sample's number in the shard.
+    let mut next_index = || {
+        index += 1;
+        index - 1
+    };
+    // Exact dedup is within a shard: which samples a shard keeps is then the same on every
+    // layout, for every reader, and after any resume (`prepare --dedup` dedups across shards).
+    let mut selector = Selector::new(s.select.clone());
+    let mut alive = true;
+    let mut blocked = Duration::ZERO;
+    let start = Instant::now();
+    // What every sample of the shard goes through, whatever the shard's format.
+    let mut handle = |sample: Option<Sample>, i: u64| -> bool {
+        if let Some(mut sample) = sample {
+            if !selector.keep(&sample.key, shard, &sample.meta, sample.meta_ok, &sample.image, stats) {
+                return true;
+            }
+            sample.index = i;
+            sample.lang = sample_lang(&sample.meta, &lang_fields);
+            let t = Instant::now();
+            alive = out(sample);
+            blocked += t.elapsed();
+        }
+        alive
+    };
+    let result = if is_table_shard(shard) {
+        let Some(reader) = cfg.table_reader.as_ref() else {
+            stats.problem(Counter::UnreadableShard, shard, "", "Parquet shards are read through pyarrow: use the Python package");
+            return true;
+        };
+        stats.incr(Counter::ShardsOpened);
+        catch_unwind(AssertUnwindSafe(|| {
+            reader.read(shard, stats, &mut |row| {
+                stats.incr(Counter::SamplesRead);
+                let i = next_index();
+                handle(row_to_sample(row, i, &name, stats), i)
+            })
+        }))
+    } else {
+        if shard.starts_with("pipe:") && !crate::source::pipe_allowed(s.run.allow_pipe) {
+            stats.problem(Counter::UnreadableShard, shard, "", "pipe: shards run a shell command: not allowed (allow_pipe=False)");
+            return true;
+        }
+        // Opening connects (remote shards): a panic there is this shard's problem only.
+        let opened = catch_unwind(AssertUnwindSafe(|| open_shard_counted(shard)))
+            .unwrap_or_else(|_| Err(std::io::Error::other("panic while opening the shard")));
+        let (reader, retries) = match opened {
+            Ok(r) => r,
+            Err(e) => {
+                stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
+                return true;
+            }
+        };
+        stats.incr(Counter::ShardsOpened);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            read_samples(reader, shard, s.read.max_member_bytes, stats, |raw| {
+                let i = next_index();
+                handle(to_sample(raw, &name, stats, extra), i)
+            })
+        }));
+        stats.add(Counter::RemoteRetry, retries.load(std::sync::atomic::Ordering::Relaxed));
+        result
+    };
+    stats.add(Counter::NsRead, start.elapsed().saturating_sub(blocked).as_nanos() as u64);
+    if result.is_err() {
+        stats.problem(Counter::Panic, shard, "", "panic while reading the shard");
+    }
+    alive
 }
 
 /// The key of copy `copy` (≥ 1) of a sample of `shard` in an exclusion map: copy 0 (the sample
@@ -526,7 +583,7 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
         // The crop is chosen on the full-size image, so a scaled decode changes nothing but cost;
         // the decoder may shrink the image as long as the crop stays >= the target on both sides.
         let decoded = decode_oriented(&sample.image, d.max_pixels, d.scaled_decode, d.exif_transpose, |w, h| {
-            let (_, _, cw, ch) = crop_box(r.resize, w, h, seed);
+            let (_, _, cw, ch) = crop_box(r, w, h, seed);
             (size / cw).max(size / ch)
         })?;
         let (fw, fh) = (decoded.full_width, decoded.full_height);
@@ -549,13 +606,16 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
         if let Some(st) = stats {
             st.add(Counter::NsDecode, (t1 - t0).as_nanos() as u64);
         }
-        let (l, t, cw, ch) = crop_box(r.resize, decoded.full_width, decoded.full_height, seed);
+        let (l, t, cw, ch) = crop_box(r, decoded.full_width, decoded.full_height, seed);
         let (fx, fy) = (img.width as f64 / decoded.full_width as f64, img.height as f64 / decoded.full_height as f64);
         let crop = (l * fx, t * fy, (cw * fx).min(img.width as f64 - l * fx), (ch * fy).min(img.height as f64 - t * fy));
         let s = r.image_size as usize;
         let mut tile = vec![0u8; s * s * 3];
         resize_into(&img, crop, r.image_size, &mut tile)
             .map_err(|m| DecodeError { counter: Counter::CorruptImage, message: format!("resize failed: {m}") })?;
+        if flips(r.hflip, seed) {
+            hflip(&mut tile, r.image_size);
+        }
         if let Some(st) = stats {
             st.time(Counter::NsResize, t1);
         }
@@ -586,7 +646,7 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
     let mut recent: std::collections::VecDeque<(Sample, Vec<u8>)> = Default::default();
     let send = |items: Vec<(Sample, Vec<u8>)>| -> bool {
         let t = Instant::now();
-        let batch = assemble(items, st.resize.image_size, st.batch.layout);
+        let batch = assemble(items, st.resize.image_size, &st.batch, &st.read.extra_members);
         stats.time(Counter::NsBatch, t);
         tx.send(batch).is_ok()
     };
@@ -727,6 +787,41 @@ mod tests {
     }
 
     #[test]
+    fn shards_in_flight_take_turns_and_a_finished_shard_hands_its_turn_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shards = write_shards(dir.path(), 3, 4);
+        shards.extend(write_shards(&dir.path().join("more").tap_mkdir(), 1, 2).into_iter());
+        let cfg = job(shards.clone(), json!({"batch_size": 100, "image_size": 8, "shards_in_flight": 2}));
+        let (batches, stats) = run(cfg);
+        let keys: Vec<String> = batches.iter().flat_map(|b| b.keys.clone()).collect();
+        // s0 and s1 alternate; when s0 ends its turn goes to s2, then to the 4th shard.
+        let want = ["0000000", "0010000", "0000001", "0010001", "0000002", "0010002", "0000003", "0010003"];
+        assert_eq!(&keys[..8], &want);
+        assert_eq!(keys.len(), 14, "{keys:?}");
+        assert_eq!(stats.get(Counter::ShardsOpened), 4);
+        // The same order on every run, and every sample once, whatever the reading threads do.
+        for _ in 0..3 {
+            let again: Vec<String> = run(job(shards.clone(), json!({"batch_size": 100, "image_size": 8, "shards_in_flight": 2})))
+                .0
+                .iter()
+                .flat_map(|b| b.keys.clone())
+                .collect();
+            assert_eq!(again, keys);
+        }
+    }
+
+    trait TapMkdir {
+        fn tap_mkdir(self) -> Self;
+    }
+
+    impl TapMkdir for std::path::PathBuf {
+        fn tap_mkdir(self) -> Self {
+            std::fs::create_dir_all(&self).unwrap();
+            self
+        }
+    }
+
+    #[test]
     fn streams_every_good_sample_once_and_counts_the_bad() {
         let dir = tempfile::tempdir().unwrap();
         let shards = write_shards(dir.path(), 3, 10);
@@ -759,7 +854,10 @@ mod tests {
                 p.sample_seed = seed;
             });
             let (b, _) = run(cfg);
-            (b.iter().flat_map(|b| b.keys.clone()).collect::<Vec<_>>(), b.into_iter().flat_map(|b| b.images).collect::<Vec<_>>())
+            (
+                b.iter().flat_map(|b| b.keys.clone()).collect::<Vec<_>>(),
+                b.into_iter().flat_map(|b| b.images.as_u8().to_vec()).collect::<Vec<_>>(),
+            )
         };
         let (k1, i1) = keys(1, 7);
         let (k2, i2) = keys(3, 7);
@@ -802,7 +900,7 @@ mod tests {
             let (rest, _) = run(with_plan(cfg.clone(), |p| p.skip = full[k].next_seq));
             assert_eq!(keys(&rest), keys(&full[k + 1..]), "resumed after batch {k}");
             if let Some(first) = rest.first() {
-                assert_eq!(first.images, full[k + 1].images);
+                assert_eq!(first.images.as_u8(), full[k + 1].images.as_u8());
             }
         }
     }

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyFloat, PyInt, PyIterator, PyList, PyString, PyTuple};
 use serde_json::{Map, Value};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Pixels};
 use crate::config::{ConfigError as SettingError, Settings, DEFAULT_MAX_PIXELS, DEFAULT_NEAR_RADIUS};
 use crate::fingerprint::Fingerprint;
 use crate::lang::normalize_lang;
@@ -64,8 +64,20 @@ fn map_to_py<'py>(py: Python<'py>, m: &Map<String, Value>) -> PyResult<Bound<'py
 fn batch_to_py<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDict>> {
     let shape = batch.shape();
     let d = PyDict::new(py);
-    let images = PyArray1::from_vec(py, batch.images).reshape(shape)?;
-    d.set_item("images", images)?;
+    match batch.images {
+        Pixels::U8(v) => d.set_item("images", PyArray1::from_vec(py, v).reshape(shape)?)?,
+        Pixels::F32(v) => d.set_item("images", PyArray1::from_vec(py, v).reshape(shape)?)?,
+    }
+    for (name, values) in batch.extras {
+        let list = PyList::empty(py);
+        for v in values {
+            match v {
+                Some(bytes) => list.append(PyBytes::new(py, &bytes))?,
+                None => list.append(py.None())?,
+            }
+        }
+        d.set_item(name, list)?;
+    }
     d.set_item("texts", batch.texts)?;
     d.set_item("keys", batch.keys)?;
     let metas = PyList::empty(py);
@@ -757,6 +769,7 @@ fn decode_resize<'py>(
         lang: String::new(),
         copy: 0,
         meta_ok: true,
+        extras: Vec::new(),
     };
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))

@@ -180,6 +180,7 @@ mod tests {
             lang: lang.into(),
             copy: 0,
             meta_ok: true,
+            extras: Vec::new(),
         }
     }
 

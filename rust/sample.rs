@@ -115,6 +115,7 @@ pub fn row_to_sample(row: TableRow, index: u64, shard_name: &Arc<str>, stats: &S
         lang: String::from("und"),
         copy: 0,
         meta_ok: true,
+        extras: Vec::new(),
     })
 }
 
@@ -138,14 +139,17 @@ pub struct Sample {
     pub copy: u32,
     /// `false` when the sample's `json` was unreadable: metadata filters then fail closed.
     pub meta_ok: bool,
+    /// The members named by `extra_members`: `(requested extension, bytes)`.
+    pub extras: Vec<(String, Vec<u8>)>,
 }
 
 fn last_ext(ext: &str) -> &str {
     ext.rsplit('.').next().unwrap_or(ext)
 }
 
-/// Turn raw members into a [`Sample`], or count why not (`None`).
-pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option<Sample> {
+/// Turn raw members into a [`Sample`], or count why not (`None`). Members whose extension (whole,
+/// or its last part) is in `extra` are kept in `Sample::extras` too.
+pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats, extra: &[String]) -> Option<Sample> {
     let shard: &str = shard_name;
     let key = raw.key;
     let mut image: Option<Vec<u8>> = None;
@@ -153,34 +157,40 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option
     let mut json: Option<Vec<u8>> = None;
     // A second image or caption under one key (`img.0001.jpg`, `img.0002.jpg` share the key
     // `img`): the first is used, every other one is counted, never dropped silently.
-    let mut extra: Vec<String> = Vec::new();
+    let mut repeated: Vec<String> = Vec::new();
+    let mut extras: Vec<(String, Vec<u8>)> = Vec::new();
     for (ext, bytes) in raw.members {
         let last = last_ext(&ext);
+        if let Some(want) = extra.iter().find(|w| **w == ext || **w == last) {
+            if !extras.iter().any(|(w, _)| w == want) {
+                extras.push((want.clone(), bytes.clone()));
+            }
+        }
         if IMAGE_EXTENSIONS.contains(&last) {
             if image.is_none() {
                 image = Some(bytes);
             } else {
-                extra.push(ext);
+                repeated.push(ext);
             }
         } else if TEXT_EXTENSIONS.contains(&last) {
             if text.is_none() {
                 text = Some(bytes);
             } else {
-                extra.push(ext);
+                repeated.push(ext);
             }
         } else if json.is_none() && last == "json" {
             json = Some(bytes);
         }
     }
-    if !extra.is_empty() {
-        stats.add(Counter::RepeatedMember, extra.len() as u64 - 1);
-        let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
-        let more = if extra.len() > 5 { format!(" and {} more", extra.len() - 5) } else { String::new() };
+    if !repeated.is_empty() {
+        stats.add(Counter::RepeatedMember, repeated.len() as u64 - 1);
+        let shown: Vec<&str> = repeated.iter().take(5).map(|s| s.as_str()).collect();
+        let more = if repeated.len() > 5 { format!(" and {} more", repeated.len() - 5) } else { String::new() };
         stats.problem(
             Counter::RepeatedMember,
             shard,
             &key,
-            format!("{} more image or caption members under one key, not used: {}{more}", extra.len(), shown.join(", ")),
+            format!("{} more image or caption members under one key, not used: {}{more}", repeated.len(), shown.join(", ")),
         );
     }
     let mut meta_ok = true;
@@ -240,6 +250,7 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats) -> Option
         lang: String::from("und"),
         copy: 0,
         meta_ok,
+        extras,
     })
 }
 
@@ -319,27 +330,38 @@ mod tests {
     #[test]
     fn builds_a_sample() {
         let st = Stats::new();
-        let s = to_sample(raw("k", &[("jpg", b"I"), ("txt", b" a cat \n"), ("json", br#"{"lang":"en"}"#)]), &"s".into(), &st).unwrap();
+        let s = to_sample(raw("k", &[("jpg", b"I"), ("txt", b" a cat \n"), ("json", br#"{"lang":"en"}"#)]), &"s".into(), &st, &[]).unwrap();
         assert_eq!(s.text, "a cat");
         assert_eq!(s.meta["lang"], "en");
         assert_eq!(&s.image[..], b"I");
     }
 
     #[test]
+    fn extra_members_are_carried_by_whole_or_last_extension() {
+        let st = Stats::new();
+        let members: [(&str, &[u8]); 5] = [("jpg", b"I"), ("txt", b"x"), ("cls", b"7"), ("seg.png", b"P"), ("other", b"o")];
+        let want = ["cls".to_string(), "png".to_string(), "npy".to_string()];
+        let s = to_sample(raw("k", &members), &"s".into(), &st, &want).unwrap();
+        assert_eq!(s.extras, [("cls".to_string(), b"7".to_vec()), ("png".to_string(), b"P".to_vec())]);
+        let s = to_sample(raw("k", &members), &"s".into(), &st, &["seg.png".into()]).unwrap();
+        assert_eq!(s.extras, [("seg.png".to_string(), b"P".to_vec())]);
+    }
+
+    #[test]
     fn caption_falls_back_to_json() {
         let st = Stats::new();
-        let s = to_sample(raw("k", &[("webp", b"I"), ("json", br#"{"caption":"hola"}"#)]), &"s".into(), &st).unwrap();
+        let s = to_sample(raw("k", &[("webp", b"I"), ("json", br#"{"caption":"hola"}"#)]), &"s".into(), &st, &[]).unwrap();
         assert_eq!(s.text, "hola");
     }
 
     #[test]
     fn counts_each_reason() {
         let st = Stats::new();
-        assert!(to_sample(raw("a", &[("txt", b"x")]), &"s".into(), &st).is_none());
-        assert!(to_sample(raw("b", &[("jpg", b"")]), &"s".into(), &st).is_none());
-        assert!(to_sample(raw("c", &[("png", b"I")]), &"s".into(), &st).is_none());
-        assert!(to_sample(raw("d", &[("png", b"I"), ("txt", b"  ")]), &"s".into(), &st).is_none());
-        let s = to_sample(raw("e", &[("png", b"I"), ("txt", b"ok\xff"), ("json", b"{nope")]), &"s".into(), &st).unwrap();
+        assert!(to_sample(raw("a", &[("txt", b"x")]), &"s".into(), &st, &[]).is_none());
+        assert!(to_sample(raw("b", &[("jpg", b"")]), &"s".into(), &st, &[]).is_none());
+        assert!(to_sample(raw("c", &[("png", b"I")]), &"s".into(), &st, &[]).is_none());
+        assert!(to_sample(raw("d", &[("png", b"I"), ("txt", b"  ")]), &"s".into(), &st, &[]).is_none());
+        let s = to_sample(raw("e", &[("png", b"I"), ("txt", b"ok\xff"), ("json", b"{nope")]), &"s".into(), &st, &[]).unwrap();
         assert_eq!(s.text, "ok\u{fffd}");
         assert!(s.meta.is_empty());
         assert_eq!(st.get(Counter::MissingImage), 1);
@@ -351,7 +373,7 @@ mod tests {
         // 3 pairs named img.000N.{jpg,txt}: one key; 2 more images and 2 more captions counted.
         let members: [(&str, &[u8]); 6] =
             [("0001.jpg", b"1"), ("0001.txt", b"a"), ("0002.jpg", b"2"), ("0002.txt", b"b"), ("0003.jpg", b"3"), ("0003.txt", b"c")];
-        let s = to_sample(raw("img", &members), &"s".into(), &st).unwrap();
+        let s = to_sample(raw("img", &members), &"s".into(), &st, &[]).unwrap();
         assert_eq!((s.text.as_str(), &*s.image), ("a", &b"1"[..]));
         assert_eq!(st.get(Counter::RepeatedMember), 4);
     }
@@ -360,13 +382,13 @@ mod tests {
     fn json_with_nan_keeps_its_other_fields_and_filters_fail_closed() {
         let st = Stats::new();
         let json = br#"{"score": NaN, "hi": -Infinity, "NSFW": "NSFW", "note": "NaN in a string stays"}"#;
-        let s = to_sample(raw("a", &[("jpg", b"I"), ("txt", b"x"), ("json", json)]), &"s".into(), &st).unwrap();
+        let s = to_sample(raw("a", &[("jpg", b"I"), ("txt", b"x"), ("json", json)]), &"s".into(), &st, &[]).unwrap();
         assert!(s.meta_ok);
         assert_eq!(s.meta["NSFW"], "NSFW");
         assert!(s.meta["score"].is_null() && s.meta["hi"].is_null());
         assert_eq!(s.meta["note"], "NaN in a string stays");
         assert_eq!(st.get(Counter::BadJson), 1, "the repair is counted");
-        let bad = to_sample(raw("b", &[("jpg", b"I"), ("txt", b"x"), ("json", b"{\"NSFW\": ")]), &"s".into(), &st).unwrap();
+        let bad = to_sample(raw("b", &[("jpg", b"I"), ("txt", b"x"), ("json", b"{\"NSFW\": ")]), &"s".into(), &st, &[]).unwrap();
         assert!(!bad.meta_ok);
         let cfg = crate::config::SelectOptions { drop_if: [("NSFW".to_string(), vec!["NSFW".to_string()])].into(), ..Default::default() };
         let mut sel = crate::select::Selector::new(cfg);

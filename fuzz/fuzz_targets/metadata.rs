@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let stats = Stats::new();
     let shard: Arc<str> = Arc::from("fuzz.tar");
-    let Some(sample) = to_sample(raw, &shard, &stats) else { return };
+    let Some(sample) = to_sample(raw, &shard, &stats, &[]) else { return };
     let fields: Vec<String> = ["language", "lang", "content-language"].iter().map(|s| s.to_string()).collect();
     let lang = sample_lang(&sample.meta, &fields);
     assert_eq!(normalize_lang(&lang), lang, "normalised labels are fixed points");

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let shard: Arc<str> = Arc::from("fuzz.tar");
     read_samples(data, "fuzz.tar", 1 << 20, &stats, |raw| {
         assert!(!raw.key.is_empty() || !raw.members.is_empty());
-        if let Some(s) = to_sample(raw, &shard, &stats) {
+        if let Some(s) = to_sample(raw, &shard, &stats, &[]) {
             assert!(!s.image.is_empty());
             assert!(!s.text.is_empty());
         }
