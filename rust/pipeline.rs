@@ -790,7 +790,7 @@ mod tests {
     fn shards_in_flight_take_turns_and_a_finished_shard_hands_its_turn_on() {
         let dir = tempfile::tempdir().unwrap();
         let mut shards = write_shards(dir.path(), 3, 4);
-        shards.extend(write_shards(&dir.path().join("more").tap_mkdir(), 1, 2).into_iter());
+        shards.extend(write_shards(&dir.path().join("more").tap_mkdir(), 1, 2));
         let cfg = job(shards.clone(), json!({"batch_size": 100, "image_size": 8, "shards_in_flight": 2}));
         let (batches, stats) = run(cfg);
         let keys: Vec<String> = batches.iter().flat_map(|b| b.keys.clone()).collect();
