@@ -902,6 +902,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
     m.add("STAT_NAMES", names)?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;
+    m.add("DEFAULT_LANG_FIELDS", crate::config::DEFAULT_LANG_FIELDS.to_vec())?;
+    let norms = PyDict::new(m.py());
+    for (name, mean, std) in crate::config::NORMALIZATIONS {
+        norms.set_item(name, (mean.to_vec(), std.to_vec()))?;
+    }
+    m.add("NORMALIZATIONS", norms)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 # Install webli-io from this checkout: the system tools its JPEG decoder builds with, then the
 # Python package (one release build of the Rust extension).
 #
-#   bash scripts/install.sh          # the package
+#   bash scripts/install.sh          # the package with every optional part (webli-io[all])
 #   bash scripts/install.sh test     # with the test extras (what scripts/test.sh uses)
 #   bash scripts/install.sh bench    # with the benchmark baselines
 #
@@ -29,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "warning: ${missing[*]} not found and no way to install them; install them for a fast JPEG decoder" >&2
     fi
 fi
-spec="."
+spec=".[all]"
 [ $# -gt 0 ] && spec=".[$1]"
 echo "== pip install $spec"
 "$PY" -m pip install --disable-pip-version-check --progress-bar off -q "$spec"

@@ -33,7 +33,7 @@ def test_demo_writes_and_streams_sample_data(tmp_path):
     assert result["images_per_second"] > 0
     # A second run reuses the shards.
     r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "2", "--samples-per-shard", "12", "--train-steps", "0")
-    assert r.returncode == 0 and "using the sample shards already" in r.stdout and "images/s" in r.stdout
+    assert r.returncode == 0 and "using the sample shards already" in r.stderr and "images/s" in r.stdout
 
 
 def test_stream_reports_a_missing_shard_clearly(tmp_path):
@@ -61,3 +61,76 @@ def test_bench_runs_and_reports_ratios(tmp_path):
     stages = result["webli_io_stages"]
     assert set(stages) == {"read", "decode", "resize", "batch"} and stages["decode"]["thread_seconds"] > 0
     assert result["memory"]["images"] >= 96 and result["memory"]["rss_mb_peak"] > 0
+
+
+def test_help_imports_no_torch():
+    # `webli-io --help` stays fast because nothing on its path imports torch (measured in the
+    # closing note; a timing assertion here would be noise).
+    code = "import sys; from webli_io.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("False"), "torch was imported by --help"
+
+
+def test_verbose_works_before_and_after_the_verb():
+    from webli_io.cli import build_parser
+
+    p = build_parser()
+    for argv in (["-v", "stream", "x.tar"], ["stream", "x.tar", "-v"], ["stream", "-v", "x.tar"]):
+        assert p.parse_args(argv).verbose is True, argv
+    assert getattr(p.parse_args(["stream", "x.tar"]), "verbose", False) is False
+
+
+def test_bad_numbers_are_argument_errors_not_tracebacks(tmp_path):
+    for argv in (["bench", "--repeat", "0"], ["stream", "x.tar", "--batch-size", "0"], ["demo", "--shards", "-1"]):
+        r = run(*argv)
+        assert r.returncode == 2, argv
+        assert "must be at least 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_stream_json_is_alone_on_stdout_and_counts_normalised_languages(tmp_path):
+    import io as _io
+
+    import webdataset as wds
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, format="JPEG")
+    path = str(tmp_path / "s.tar")
+    with wds.TarWriter(path) as w:
+        for i in range(6):
+            w.write({"__key__": f"k{i}", "jpg": buf.getvalue(), "txt": "שלום", "json": json.dumps({"language": "iw"}).encode()})
+    r = run("stream", path, "--batch-size", "4", "--workers", "0", "--json", "-v")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)  # the whole of stdout is one JSON document
+    assert result["languages"] == {"he": 6}
+    r = run("stream", path, "--batch-size", "4", "--workers", "0")
+    assert "streamed 6 images" in r.stdout and "languages: he 6" in r.stdout
+
+
+def test_prepare_says_when_lid_did_not_run(tmp_path):
+    import io as _io
+
+    import webdataset as wds
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, format="JPEG")
+    path = str(tmp_path / "in.tar")
+    with wds.TarWriter(path) as w:
+        for i in range(3):
+            w.write({"__key__": f"k{i}", "jpg": buf.getvalue(), "txt": "hello", "json": json.dumps({"language": "en"}).encode()})
+    r = run("prepare", path, "-o", str(tmp_path / "out"), "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert "None" not in r.stdout and "LID not run" in r.stdout
+    r = run("prepare", path, "-o", str(tmp_path / "out2"), "--workers", "1", "--json")
+    assert json.loads(r.stdout)["samples"] == 3
+
+
+def test_demo_json_is_one_document_with_the_training_result(tmp_path):
+    r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "2", "--samples-per-shard", "40", "--batch-size", "8",
+            "--train-steps", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["images"] == 80 and result["train"]["steps"] == 2
+    assert "training the tiny SigLIP model" in r.stderr

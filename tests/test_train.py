@@ -83,7 +83,27 @@ def test_train_cli(make_shards, tmp_path):
                         "--batch-size", "4", "--out", str(tmp_path / "o"), "--profile", "--no-eval"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "profile over 3 steps" in r.stdout and "data wait" in r.stdout
-    assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 3
+    assert "profile over 3 steps" in r.stderr and "data wait" in r.stderr
+    assert json.loads(r.stdout)["steps"] == 3, "stdout holds the result only, human text is on stderr"
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(args_for(ds["paths"], tmp_path / "empty", "--steps", "1", "--resume"), log=lambda *a: None)
+
+
+def test_train_on_shards_smaller_than_a_batch_is_a_clear_error(make_shards, tmp_path):
+    ds = make_shards(shards=1, per_shard=3)
+    r = subprocess.run([sys.executable, "-m", "webli_io", "train", *ds["paths"], "--steps", "3", "--image-size", "32",
+                        "--batch-size", "8", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "fewer usable samples than one batch" in r.stderr and "--batch-size" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_resume_keeps_the_training_shards_whatever_is_held_out(make_shards, tmp_path):
+    ds = make_shards(shards=3, per_shard=8)
+    out = tmp_path / "run"
+    train(args_for(ds["paths"], out, "--steps", "4", "--checkpoint-every", "2"), log=lambda *a: None)  # last shard held out
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["train_shards"] == ds["paths"][:2]
+    lines = []
+    r = train(args_for(ds["paths"], out, "--steps", "6", "--resume", "--no-eval"), log=lines.append)
+    assert r["steps"] == 6 and "eval" not in r
+    assert any("2 train shards" in x for x in lines), lines

@@ -9,7 +9,9 @@ __all__ = [
     "Blocklist",
     "ConfigError",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_LANG_FIELDS",
     "DEFAULT_NEAR_RADIUS",
+    "NORMALIZATIONS",
     "Options",
     "STAT_NAMES",
     "Stream",
@@ -35,6 +37,8 @@ __all__ = [
 __version__: str
 STAT_NAMES: List[str]
 DEFAULT_MAX_PIXELS: int
+DEFAULT_LANG_FIELDS: List[str]
+NORMALIZATIONS: Dict[str, Tuple[List[float], List[float]]]
 
 class ConfigError(ValueError):
     """A setting of a stream is wrong; ``setting`` names it."""

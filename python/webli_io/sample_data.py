@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ._extras import MissingExtra
+
 # (language, caption) pairs: short alt-text-like sentences.
 CAPTIONS: List[Tuple[str, str]] = [
     ("en", "A quiet lake below green hills at sunset"),
@@ -96,7 +98,10 @@ def draw_picture(rng: np.random.Generator, width: int, height: int, sky: Optiona
 
 def encode(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
     """Encode ``[H, W, 3]`` uint8 pixels as ``jpg``, ``png`` or ``webp`` with Pillow."""
-    from PIL import Image
+    try:
+        from PIL import Image
+    except ImportError:
+        raise MissingExtra("Pillow (to write the sample images)", "cli") from None
 
     buf = io.BytesIO()
     img = Image.fromarray(pixels)

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from multiprocessing.context import get_spawning_popen
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import _core
-from .parquet import ParquetOpener, is_table_shard, num_rows
+from .extras import decode_member
+from .parquet import ParquetOpener, is_table_shard, num_rows, require_pyarrow
 
 log = logging.getLogger("webli_io")
 
@@ -38,10 +39,51 @@ ConfigError = _core.ConfigError
 MAX_PROBLEMS = 1000
 #: Problems logged at WARNING per stream; the rest go to DEBUG (all are counted in `stats()`).
 WARN_PROBLEMS = 5
+
+
+class Batch(dict):
+    """One batch of a :class:`WebLIStream`: a dict (``images``, ``texts``, ``keys``, ...).
+
+    Its own type so that a DataLoader that tries to batch the batches (any ``batch_size`` but
+    ``None``) stops with an error saying so, rather than stacking them or failing in collate."""
+
+
+def _refuse_collate(batch: Any, *, collate_fn_map: Any = None) -> Any:
+    raise TypeError(
+        "WebLIStream yields whole batches (its batch_size= setting): build the DataLoader with "
+        "batch_size=None, e.g. DataLoader(stream, batch_size=None, num_workers=4), or use stream.loader(num_workers=4)"
+    )
+
+
+def _register_collate() -> None:
+    try:
+        from torch.utils.data._utils.collate import default_collate_fn_map
+    except ImportError:  # pragma: no cover - torch < 1.13 has no collate map
+        return
+    default_collate_fn_map[Batch] = _refuse_collate
+
+
+_register_collate()
+
+
+def needed_columns(options: Options) -> Optional[List[str]]:
+    """Parquet: the metadata columns to read for these settings: ``columns``, plus every field
+    the filters (``min_score``, ``drop_if``) and the language (``lang_fields``) read, so that a
+    projection never leaves a filter without its column. None: all columns."""
+    if options.columns is None:
+        return None
+    need = list(options.columns) + list(options.min_score) + list(options.drop_if)
+    need += list(options.lang_fields or _core.DEFAULT_LANG_FIELDS)
+    return list(dict.fromkeys(need))
+
+
 class ObserveWarning(UserWarning):
     """``state_dict()`` was called with batches from DataLoader workers never passed to
     ``observe()``."""
 
+
+#: The limit of a resampled reader without ``samples_per_epoch``: without end, in practice.
+RESAMPLED_FOREVER = 1 << 62
 
 #: Version of the dict that ``state_dict`` returns.
 STATE_VERSION = 2
@@ -231,7 +273,8 @@ def _check_state(state: Any, depth: int = 0) -> Dict[str, Any]:
 class WebLIStream(IterableDataset):
     """Image–text batches from WebDataset ``.tar`` or Parquet shards, decoded and resized in Rust.
 
-    Use it with ``batch_size=None`` in a DataLoader (the stream makes its own batches)::
+    Use it with ``batch_size=None`` in a DataLoader (the stream makes its own batches; any
+    other batch size is an error saying so), or take ``stream.loader()``::
 
         loader = DataLoader(WebLIStream("shards/{000..099}.tar", batch_size=256),
                             batch_size=None, num_workers=4, pin_memory=True)
@@ -265,9 +308,41 @@ class WebLIStream(IterableDataset):
         resize: ``"squash"`` (resize both sides, big_vision's default), ``"center_crop"``
             (central square, then resize) or ``"random_resized_crop"`` (torchvision's, seeded
             per sample by ``seed``, epoch and key).
+        crop_scale, crop_ratio: ``random_resized_crop``'s range of the crop's area (fraction of
+            the image, default ``(0.08, 1.0)``; OpenCLIP trains with ``(0.9, 1.0)``) and of its
+            width/height (default ``(3/4, 4/3)``), as torchvision's ``scale=``/``ratio=``.
+        hflip: probability of a horizontal flip, drawn per sample (default 0).
         layout: ``"NHWC"`` (default) or ``"NCHW"``.
+        output: ``"uint8"`` (default: pixels as stored) or ``"float"``: ``float32``,
+            ``(pixel / 255 - mean) / std`` per channel, computed in the core.
+        mean, std: with ``output="float"``: three numbers (one for all channels), or a name:
+            ``"clip"`` (OpenAI CLIP's constants), ``"imagenet"``, ``"siglip"`` (0.5: range
+            -1..1). Default mean 0, std 1 (range 0..1). To move 4x fewer bytes to the GPU,
+            keep ``uint8`` and normalise there: ``webli_io.normalize(images, mean, std)``.
         shuffle: shuffle the shard order (per epoch) and samples in a buffer.
         shuffle_buffer: samples in the shuffle buffer (default 1000 when ``shuffle``, else 0).
+        shards_in_flight: shards a reader reads at once (each on a thread), taking one sample
+            from each in turn into the shuffle buffer, so a batch mixes many shards even with
+            img2dataset's 10k-sample shards. Default 4 when ``shuffle``, else 1 (shard order).
+            The order depends only on the data, never on timing.
+        extra_members: other tar members to carry into each batch, by extension, e.g.
+            ``["cls", "npy"]``: ``batch["cls"]`` is then an ``int64`` array; the rule per
+            extension is in ``webli_io.extras`` (``pickle``/``pth`` stay bytes: never
+            unpickled). A missing member is ``None``.
+        resampled: readers cycle over their shards without end (webdataset's
+            ``resampled=True``; the shuffle buffer is reseeded each pass).
+        samples_per_epoch: with ``resampled``: an epoch's samples over all ranks (OpenCLIP's
+            ``--train-num-samples``); each rank yields ``len(stream)`` =
+            ``samples_per_epoch // (batch_size * world_size)`` full batches, whatever its
+            number of DataLoader workers.
+        transform: a callable run on each batch's ``images`` (a torch tensor, after the core)
+            in the reader process (the DataLoader worker), e.g. torchvision v2 ops; it returns
+            the new images. It costs what it computes, in Python, per batch: prefer the core's
+            settings above where one exists (a batched v2 transform draws one random choice for
+            the whole batch; the core draws per sample). It must pickle for spawned workers
+            (no lambda).
+        tokenizer: a callable run on each batch's ``texts`` (list of str) in the reader process;
+            what it returns is ``batch["tokens"]`` (e.g. OpenCLIP's tokenizer: a LongTensor).
         seed: base seed of every random choice; runs with the same seed, epoch and process
             layout give the same batches.
         num_threads: decode threads per process (default: the CPUs available, divided among
@@ -357,9 +432,16 @@ class WebLIStream(IterableDataset):
         *,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
+        transform: Optional[Callable[[Any], Any]] = None,
+        tokenizer: Optional[Callable[[List[str]], Any]] = None,
         **settings: Any,
     ) -> None:
         super().__init__()
+        for name, hook in (("transform", transform), ("tokenizer", tokenizer)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be a callable, not {type(hook).__name__}")
+        self.transform = transform
+        self.tokenizer = tokenizer
         if isinstance(shards, (str, os.PathLike)):
             specs = [os.fspath(shards)]
         else:
@@ -381,9 +463,10 @@ class WebLIStream(IterableDataset):
         self.options: Options = options
         self.shards: List[str] = _core.expand_shards(specs, allow_pipe=options.allow_pipe)
         self.topology: Topology = resolve_topology(rank, world_size)
-        self._table_opener: Optional[ParquetOpener] = (
-            ParquetOpener(meta_columns=options.columns) if any(is_table_shard(s) for s in self.shards) else None
-        )
+        self._table_opener: Optional[ParquetOpener] = None
+        if any(is_table_shard(s) for s in self.shards):
+            require_pyarrow()
+            self._table_opener = ParquetOpener(meta_columns=needed_columns(options))
         if options.manifest is None and (options.mixture is not None or options.mixture_temperature is not None):
             log.warning("no manifest given: the language shares are estimated online from the samples seen so far, "
                         "so the mixture settles as the stream goes and differs between layouts (write one with `webli-io prepare`)")
@@ -397,6 +480,9 @@ class WebLIStream(IterableDataset):
         self._slots: Optional[int] = None
         self._worker_batches_mark = 0
         self._problems: List[Dict[str, str]] = []
+        #: DataLoader workers per rank, when known (``loader()``): what ``len()`` needs with
+        #: ``equal_batches``.
+        self._num_workers: Optional[int] = None
 
     def __getattr__(self, name: str) -> Any:
         # Settings read as attributes (stream.batch_size): one source, the options.
@@ -533,23 +619,32 @@ class WebLIStream(IterableDataset):
                 skip, yielded = int(mine.get("seq", 0)), int(mine.get("yielded", 0))
                 if resume.get("base"):
                     exclude = self._exclusions(resume["base"], self.shards if equal else shards)
+            elif self.options.resampled:
+                raise ValueError(
+                    f"cannot resume a resampled stream on another layout ({resume['slots']} readers in the state, {slots} "
+                    "now): readers cycle over their own shards, so resume with the same ranks x num_workers"
+                )
             else:
                 exclude = self._exclusions(resume, self.shards if equal else shards)
         limit, cycle = 0, False
+        counted = equal or self.options.resampled
         if equal:
             per_reader = self._batches_per_reader(slots, exclude) * self.options.batch_size
             limit, cycle = per_reader - yielded, True
-            if not shards and limit > 0:
-                # A reader with no shard of its own pads from the epoch's shards (equal_batches="pad").
-                shards = self._order()
-        if not shards or (equal and limit <= 0):
+        elif self.options.resampled:
+            batches = self._resampled_batches(world, worker, workers)
+            limit, cycle = (RESAMPLED_FOREVER if batches is None else batches * self.options.batch_size - yielded), True
+        if counted and not shards and limit > 0:
+            # A reader with no shard of its own pads from (or cycles over) the epoch's shards.
+            shards = self._order()
+        if not shards or (counted and limit <= 0):
             return
         threads = self.options.num_threads or max(1, _available_cpus() // workers)
         core = _core.Stream(
             shards, self.options, shuffle_seed=self._slot_seed(slot), sample_seed=self._sample_seed(), num_threads=threads,
             skip=skip, exclude=exclude, limit=limit, cycle=cycle, table_reader=self._table_opener,
             # A reader whose own shards cannot fill its share pads from the epoch's other shards.
-            fallback_shards=self._order() if equal else None,
+            fallback_shards=self._order() if counted else None,
         )
         row = self._shared.row_of(info.id if info is not None else None)
         base = self._shared.read_row(row)
@@ -565,7 +660,7 @@ class WebLIStream(IterableDataset):
                 yielded += len(batch["keys"])
                 batch["position"] = {"epoch": epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
                 self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
-                yield batch
+                yield self._finish(batch)
         finally:
             stats = core.stats()
             self._shared.write_row(row, base, stats)
@@ -589,6 +684,69 @@ class WebLIStream(IterableDataset):
                 f"({shards[:3]}{'...' if len(shards) > 3 else ''}), nor of the epoch's other shards, decodes and passes "
                 "the filters and the mixture; relax the filters, or fix the shards"
             )
+
+    def _finish(self, raw: Dict[str, Any]) -> Batch:
+        """The core's batch → the user's: extra members decoded, then the hooks."""
+        batch = Batch(raw)
+        for ext in self.options.extra_members:
+            batch[ext] = decode_member(ext, batch[ext])
+        if self.tokenizer is not None:
+            batch["tokens"] = self.tokenizer(batch["texts"])
+        if self.transform is not None:
+            import torch
+
+            batch["images"] = self.transform(torch.from_numpy(batch["images"]))
+        return batch
+
+    def _resampled_batches(self, world: int, worker: int, workers: int) -> Optional[int]:
+        """``resampled`` with ``samples_per_epoch``: this reader's batches this epoch (the rank's
+        share, :meth:`__len__`, dealt out among its workers); None: without end."""
+        n = self.options.samples_per_epoch
+        if n is None:
+            return None
+        per_rank = n // (self.options.batch_size * world)
+        return per_rank // workers + (1 if worker < per_rank % workers else 0)
+
+    def __len__(self) -> int:
+        """Batches this rank yields an epoch, where that is known before reading: a resampled
+        stream with ``samples_per_epoch`` (``samples_per_epoch // (batch_size * world_size)``,
+        whatever the number of DataLoader workers), or ``equal_batches`` once the number of
+        workers is known (a loader made by :meth:`loader`). Otherwise a TypeError, as for any
+        stream whose length is unknown (``DataLoader`` then has no ``len()`` either)."""
+        world = self._topology_here().world_size
+        if self.options.resampled:
+            if self.options.samples_per_epoch is None:
+                raise TypeError("a resampled stream without samples_per_epoch= has no end, so no len()")
+            return self.options.samples_per_epoch // (self.options.batch_size * world)
+        if self.options.equal_batches and self._num_workers is not None:
+            workers = max(1, self._num_workers)
+            return self._batches_per_reader(world * workers) * workers
+        raise TypeError(
+            "len() is known only for resampled=True with samples_per_epoch=, or equal_batches= with a loader from "
+            "stream.loader(): otherwise the epoch's length is what the shards hold after filters and decoding"
+        )
+
+    def loader(self, num_workers: Optional[int] = None, **kwargs: Any) -> DataLoader:
+        """A DataLoader over this stream, set up as it needs: ``batch_size=None`` (the stream
+        batches), ``persistent_workers`` and ``pin_memory`` (when CUDA is available) on by
+        default, ``num_workers`` by default min(4, CPUs). Other keyword arguments go to the
+        DataLoader (``prefetch_factor``, ``multiprocessing_context``, ...); ``batch_size``,
+        ``shuffle``, ``sampler`` and ``collate_fn``-batching are the stream's settings, not the
+        loader's, and are refused."""
+        if kwargs.get("batch_size") is not None:
+            raise ValueError(f"batch_size={kwargs['batch_size']!r}: the stream batches (its batch_size= setting); leave the loader's at None")
+        for name in ("shuffle", "sampler", "batch_sampler"):
+            if kwargs.get(name):
+                raise ValueError(f"{name}= is not for a stream: use the stream's shuffle= and seed= settings")
+        kwargs.pop("batch_size", None)
+        workers = min(4, _available_cpus()) if num_workers is None else _check_int("num_workers", num_workers, 0)
+        import torch
+
+        kwargs.setdefault("pin_memory", torch.cuda.is_available())
+        if workers > 0:
+            kwargs.setdefault("persistent_workers", True)
+        self._num_workers = workers
+        return DataLoader(self, batch_size=None, num_workers=workers, **kwargs)
 
     # -- resume ---------------------------------------------------------------------------
 

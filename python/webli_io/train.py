@@ -1,23 +1,4 @@
-"""A thin SigLIP trainer on top of WebLIStream: ``webli-io train`` / ``python -m webli_io.train``.
-
-Two towers trained with the sigmoid loss of SigLIP (Zhai et al. 2023): a ViT image tower
-(``tiny``, ``small`` or ``b16``) and a transformer text tower, with logits ``t·x·yᵀ + b``
-(x, y L2-normalised, ``t = exp(t')``, ``t'`` initialised to log 10, ``b`` to −10), labels +1 on
-the diagonal and −1 elsewhere.
-
-The tokenizer is byte-level UTF-8 (256 byte ids + pad/bos/eos): it needs no download and no
-training pass, covers every script of a multilingual web corpus with no unknown token, and is
-the same on every machine. The paper uses mT5's 250k SentencePiece vocabulary, which would
-have to be fetched from a hub; the price of bytes is longer sequences (64 tokens hold 64 bytes:
-about 60 Latin, 21 Devanagari or Bengali characters).
-
-Feeding the accelerator: batches come pinned from the DataLoader, are copied with
-``non_blocking=True``, and the uint8 → float conversion and ``[-1, 1]`` scaling (big_vision's
-``value_range(-1, 1)``) run on the device; bf16 autocast on CUDA. Each logged step reports the
-loss, images/s and the fraction of step time spent waiting for data; ``--profile`` prints the
-split between data wait, host→device copy and forward/backward. Checkpoints hold the model,
-the optimiser, the step and the stream's position; ``--resume`` continues from the last one.
-"""
+"""The SigLIP trainer (see ``webli_io.train_args`` for what it does and its command line)."""
 
 from __future__ import annotations
 
@@ -27,12 +8,16 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .train_args import DESCRIPTION, MODELS, ModelConfig, add_arguments
+
+__all__ = ["MODELS", "ModelConfig", "SigLIP", "add_arguments", "siglip_loss", "tokenize", "train"]
 
 PAD, BOS, EOS, OFFSET = 0, 1, 2, 3
 VOCAB = 256 + OFFSET
@@ -45,29 +30,6 @@ def tokenize(texts: Sequence[str], max_len: int = 64) -> torch.Tensor:
         ids = [BOS] + [b + OFFSET for b in t.encode("utf-8")[: max_len - 2]] + [EOS]
         out[i, : len(ids)] = torch.tensor(ids)
     return out
-
-
-@dataclass
-class ModelConfig:
-    width: int
-    depth: int
-    heads: int
-    patch: int
-    text_width: int
-    text_depth: int
-    text_heads: int
-    embed: int
-    max_len: int = 64
-
-
-MODELS: Dict[str, ModelConfig] = {
-    # A few hundred steps on CPU in the demo.
-    "tiny": ModelConfig(width=128, depth=4, heads=4, patch=8, text_width=128, text_depth=2, text_heads=4, embed=128),
-    # ViT-S/16 and a small text tower.
-    "small": ModelConfig(width=384, depth=12, heads=6, patch=16, text_width=384, text_depth=6, text_heads=6, embed=384),
-    # ViT-B/16 with a base-size text tower, as SigLIP B/16.
-    "b16": ModelConfig(width=768, depth=12, heads=12, patch=16, text_width=768, text_depth=12, text_heads=12, embed=768),
-}
 
 
 def _encoder(width: int, depth: int, heads: int) -> nn.TransformerEncoder:
@@ -178,7 +140,11 @@ def evaluate(model: SigLIP, shards: List[str], image_size: int, device: torch.de
             "t2i_r5": recall(sim.T, 5), "chance_r1": 1.0 / len(x)}
 
 
-def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
+def _stderr(*parts: object) -> None:
+    print(*parts, file=sys.stderr)
+
+
+def train(args: argparse.Namespace, log=_stderr) -> Dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from . import expand_shards
@@ -193,6 +159,21 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         shards, eval_shards = shards[:-1], shards[-1:]  # hold the last shard out
     if args.no_eval:
         eval_shards = []
+    ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    ckpt: Optional[Dict[str, Any]] = None
+    if args.resume:
+        if not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        # weights_only: a checkpoint is data, never code (a crafted pickle cannot run anything).
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = ckpt.get("train_shards")
+        if saved is not None and list(saved) != shards:
+            # The training shards are the checkpoint's: what is held out for evaluation (or
+            # --no-eval) must not change the stream a resume continues.
+            if set(saved) - set(shards + eval_shards):
+                raise ValueError("--resume: the checkpoint trained on shards not given now: " + ", ".join(sorted(set(saved) - set(shards + eval_shards))[:3]))
+            shards = list(saved)
+            eval_shards = [s for s in eval_shards if s not in saved]
     if args.model not in MODELS:
         raise ValueError(f"--model must be one of {sorted(MODELS)}, not {args.model!r}")
     cfg = MODELS[args.model]
@@ -204,13 +185,8 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     # One settings value from the command line (the same names), with what training needs fixed.
     stream = WebLIStream(shards, options_from(args, layout="NCHW", shuffle=True, drop_last=True))
     os.makedirs(args.out, exist_ok=True)
-    ckpt_path = os.path.join(args.out, "checkpoint.pt")
     step, epoch, resumed_at = 0, 0, -1
-    if args.resume:
-        if not os.path.exists(ckpt_path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        # weights_only: a checkpoint is data, never code (a crafted pickle cannot run anything).
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
@@ -223,6 +199,7 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
 
     def save() -> None:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "data": stream.state_dict(),
+                    "train_shards": list(shards),
                     "args": vars(args), "config": asdict(cfg)}, ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
 
@@ -276,7 +253,11 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
                 break
         resumed_epoch = args.resume and epoch == resumed_at
         if not got_any and not resumed_epoch:
-            raise RuntimeError("the training shards gave no batch: are they empty, or smaller than one batch?")
+            raise ValueError(
+                f"the training shards gave no batch of {args.batch_size}: they hold fewer usable samples than one batch "
+                f"({stream.stats().get('samples_yielded', 0)} streamed, the last short batch dropped): use a smaller "
+                "--batch-size, or more shards" + (" (the last shard is held out for evaluation: --no-eval keeps it)" if eval_shards else "")
+            )
         if step < args.steps:
             epoch += 1
     elapsed = time.perf_counter() - start
@@ -300,31 +281,8 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     return result
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("shards", nargs="+", help="training shards: paths, globs or brace patterns")
-    p.add_argument("--model", default="tiny", choices=sorted(MODELS), help="tower sizes")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--resize", default="random_resized_crop", choices=["squash", "center_crop", "random_resized_crop"])
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--out", default="webli-train", help="folder for checkpoint.pt and history.json")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (model, optimiser, step, stream)")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--eval-shards", nargs="*", default=None, help="held-out shards (default: the last training shard)")
-    p.add_argument("--no-eval", action="store_true", help="no held-out evaluation")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: webli-io's own threads in this process)")
-    p.add_argument("--threads", dest="num_threads", type=int, default=None, help="decode threads per reader")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--profile", action="store_true", help="print the split of step time: data wait, host->device, compute")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="webli-io train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="webli-io train", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     result = train(p.parse_args(argv))
     print(json.dumps(result))
