@@ -16,6 +16,7 @@ pub mod decode;
 pub mod fingerprint;
 pub mod lang;
 pub mod neardup;
+pub mod objstore;
 pub mod pipeline;
 pub mod rebalance;
 pub mod remote;

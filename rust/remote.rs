@@ -9,22 +9,16 @@
 //! error that names the URL, the byte reached and the attempts made. Answers that retrying
 //! cannot change (404, 403, 400) fail at once.
 //!
-//! - `s3://bucket/key`: a presigned GET (SigV4, `rusty-s3`) with the credentials of
-//!   `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), unsigned when there
-//!   are none; endpoint `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (path-style, for MinIO and
-//!   other S3-compatible stores), else `https://s3.<region>.amazonaws.com`; region `AWS_REGION`
-//!   or `AWS_DEFAULT_REGION` (default `us-east-1`).
-//! - `gs://bucket/object`: the JSON API's media download, at `STORAGE_EMULATOR_HOST` when set
-//!   (the variable Google's own clients honour), else `https://storage.googleapis.com`; with
-//!   `Authorization: Bearer $GOOGLE_OAUTH_ACCESS_TOKEN` when set, anonymous otherwise.
+//! - `s3://`, `gs://`, `az://`, `abfs(s)://`: object stores, through Apache `object_store` with
+//!   each cloud's credential chain (see `objstore.rs`); resumed with ranged GETs.
 //! - `pipe:COMMAND`: the standard output of `sh -c COMMAND` (webdataset's convention, e.g.
 //!   `pipe:aws s3 cp s3://b/k -`); a retry runs it again and skips what was read; a non-zero
 //!   exit status is an error carrying the command's stderr.
 //!
 //! Retries: `WEBLI_IO_RETRIES` (default 5) after the first attempt, waiting
 //! `WEBLI_IO_RETRY_BACKOFF` seconds (default 0.5) doubled each time, up to 30 s.
-//! HTTP uses `ureq` (blocking, rustls); only the resume logic is ours, as no client resumes a
-//! streamed body by itself.
+//! HTTP uses `ureq` (blocking, rustls); object stores `object_store`; only the resume logic is
+//! ours, as no client resumes a streamed body by itself.
 
 use std::io::{self, Read};
 use std::process::{Child, Command, Stdio};
@@ -34,7 +28,7 @@ use std::time::Duration;
 
 /// Is `path` a remote URL (or a `pipe:` command) rather than a local path?
 pub fn is_remote(path: &str) -> bool {
-    path.starts_with("pipe:") || ["http://", "https://", "s3://", "gs://"].iter().any(|p| path.starts_with(p))
+    path.starts_with("pipe:") || ["http://", "https://"].iter().any(|p| path.starts_with(p)) || crate::objstore::is_object_url(path)
 }
 
 fn env_f64(name: &str, default: f64) -> f64 {
@@ -61,7 +55,7 @@ impl Default for RetryPolicy {
 
 /// Seconds to wait for a connection (`WEBLI_IO_CONNECT_TIMEOUT`, 15) and for each read
 /// (`WEBLI_IO_READ_TIMEOUT`, 60).
-fn timeouts() -> (Duration, Duration) {
+pub(crate) fn timeouts() -> (Duration, Duration) {
     (
         Duration::from_secs_f64(env_f64("WEBLI_IO_CONNECT_TIMEOUT", 15.0).clamp(0.05, 3600.0)),
         Duration::from_secs_f64(env_f64("WEBLI_IO_READ_TIMEOUT", 60.0).clamp(0.05, 3600.0)),
@@ -245,7 +239,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// `text` with every occurrence of `url` (and its query string) replaced by its redacted form.
-fn scrub(text: &str, url: &str) -> String {
+pub(crate) fn scrub(text: &str, url: &str) -> String {
     let mut out = text.replace(url, &redact(url));
     if let Some((_, query)) = url.split_once('?') {
         out = out.replace(query, "<redacted>");
@@ -332,43 +326,6 @@ pub fn content_range_total(value: &str) -> Option<u64> {
     value.rsplit('/').next()?.trim().parse().ok()
 }
 
-/// `s3://bucket/key` → a GET URL (presigned when there are credentials).
-fn s3_url(bucket: &str, key: &str) -> io::Result<String> {
-    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-    let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
-    let custom = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL"));
-    let style = if custom.is_some() { rusty_s3::UrlStyle::Path } else { rusty_s3::UrlStyle::VirtualHost };
-    let endpoint = custom.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
-    let endpoint: url::Url = endpoint.parse().map_err(|e| bad(format!("bad S3 endpoint {endpoint:?}: {e}")))?;
-    let bucket = rusty_s3::Bucket::new(endpoint, style, bucket.to_string(), region).map_err(|e| bad(format!("bad S3 bucket: {e}")))?;
-    let creds = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"), var("AWS_SESSION_TOKEN")) {
-        (Some(k), Some(s), Some(t)) => Some(rusty_s3::Credentials::new_with_token(k, s, t)),
-        (Some(k), Some(s), None) => Some(rusty_s3::Credentials::new(k, s)),
-        _ => None,
-    };
-    use rusty_s3::S3Action;
-    Ok(bucket.get_object(creds.as_ref(), key).sign(Duration::from_secs(6 * 3600)).to_string())
-}
-
-/// Percent-encode a GCS object name for the JSON API path.
-fn encode_object(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn split_bucket<'a>(url: &'a str, scheme: &str) -> io::Result<(&'a str, &'a str)> {
-    let rest = &url[scheme.len()..];
-    match rest.split_once('/') {
-        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b, k)),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{url:?}: expected {scheme}BUCKET/OBJECT"))),
-    }
-}
-
 /// A `pipe:` command's output; at its end, a non-zero exit status is an error.
 struct PipeReader {
     child: Child,
@@ -434,23 +391,11 @@ pub fn open_remote(url: &str, policy: RetryPolicy, retries: Arc<AtomicU64>) -> i
         let cmd = cmd.to_string();
         Box::new(move |offset| pipe_open(&cmd, offset))
     } else {
-        let (target, headers) = if url.starts_with("s3://") {
-            let (bucket, key) = split_bucket(url, "s3://")?;
-            (s3_url(bucket, key)?, vec![])
-        } else if url.starts_with("gs://") {
-            let (bucket, object) = split_bucket(url, "gs://")?;
-            let host = std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|v| !v.is_empty());
-            let host = host.map(|h| if h.contains("://") { h } else { format!("http://{h}") });
-            let base = host.unwrap_or_else(|| "https://storage.googleapis.com".into());
-            let target = format!("{}/storage/v1/b/{bucket}/o/{}?alt=media", base.trim_end_matches('/'), encode_object(object));
-            let headers = match std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN") {
-                Ok(t) if !t.is_empty() => vec![("Authorization".to_string(), format!("Bearer {t}"))],
-                _ => vec![],
-            };
-            (target, headers)
-        } else {
-            (url.to_string(), vec![])
-        };
+        if crate::objstore::is_object_url(url) {
+            let url = url.to_string();
+            return Ok(Resumable::new(redact(&url), Box::new(move |offset| crate::objstore::open_object(&url, offset)), policy, retries));
+        }
+        let (target, headers): (String, Vec<(String, String)>) = (url.to_string(), vec![]);
         let agent = agent();
         Box::new(move |offset| http_open(&agent, &target, &headers, offset))
     };
@@ -602,9 +547,6 @@ mod tests {
 
     #[test]
     fn s3_and_gs_urls_are_checked() {
-        assert!(split_bucket("s3://bucket", "s3://").is_err());
-        assert_eq!(split_bucket("gs://b/dir/o.tar", "gs://").unwrap(), ("b", "dir/o.tar"));
-        assert_eq!(encode_object("dir/a b.tar"), "dir%2Fa%20b.tar");
         assert!(is_remote("s3://b/k") && is_remote("pipe:cat x") && !is_remote("/data/x.tar"));
     }
 }

@@ -28,7 +28,8 @@ class ShardServer:
     """Serves `files` (path → bytes) with Range support. `drops[path] = n`: the first n answers
     for that path send the headers of the whole remaining body, half of it, then close the
     connection. `status[path] = code`: always answer that code. Paths under
-    `/storage/v1/b/BUCKET/o/OBJECT?alt=media` serve `gs/BUCKET/OBJECT` (GCS's JSON API)."""
+    `/storage/v1/b/BUCKET/o/OBJECT?alt=media` serve `gs/BUCKET/OBJECT` (GCS's JSON API); an object
+    store's path-style `/BUCKET/OBJECT` is served as any path."""
 
     def __init__(self) -> None:
         self.files: Dict[str, bytes] = {}
@@ -48,7 +49,7 @@ class ShardServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 url = urllib.parse.urlsplit(self.path)
-                path = url.path
+                path = urllib.parse.unquote(url.path)  # object stores percent-encode names
                 m = re.match(r"^/storage/v1/b/([^/]+)/o/([^/]+)$", path)
                 if m and "alt=media" in url.query:
                     path = f"/gs/{m.group(1)}/{urllib.parse.unquote(m.group(2))}"
@@ -76,6 +77,10 @@ class ShardServer:
                 start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
                 body = data[start:]
                 self.send_response(206 if rng else 200)
+                # What object stores send with every object (object_store's GCS and Azure
+                # clients require them).
+                self.send_header("ETag", f'"{len(data)}"')
+                self.send_header("Last-Modified", "Mon, 30 Nov 2026 00:00:00 GMT")
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.send_header("Content-Length", str(len(body)))

@@ -1,4 +1,5 @@
-"""Remote shards: http(s), s3 (a local moto server), gs (STORAGE_EMULATOR_HOST) and pipe: URLs,
+"""Remote shards: http(s), s3 (a local moto server checking signatures), gs (a local GCS emulator,
+and STORAGE_EMULATOR_HOST) and pipe: URLs,
 streamed, resumed with HTTP Range where a connection drops, and a clear error after the last
 retry. Every server runs in this process, on loopback: no real cloud is touched."""
 
@@ -50,44 +51,168 @@ def test_http_errors_are_clear_and_counted(server, make_shards, fast_retries):
     assert sum(1 for path, _, _ in server.log if path == "/down.tar") == 4
 
 
-def test_gs_urls_via_storage_emulator_host(server, make_shards, fast_retries, monkeypatch):
+def test_gs_urls_via_storage_emulator_host_resume_by_range(server, make_shards, fast_retries, monkeypatch):
     local = make_shards(shards=2, per_shard=5)
     for p in local["paths"]:
-        server.files[f"/gs/my-bucket/webli/{Path(p).name}"] = Path(p).read_bytes()
-    server.drops["/gs/my-bucket/webli/shard-000001.tar"] = 1
+        server.files[f"/my-bucket/webli/{Path(p).name}"] = Path(p).read_bytes()
+    server.drops["/my-bucket/webli/shard-000001.tar"] = 1
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
     s = WebLIStream("gs://my-bucket/webli/shard-{000000..000001}.tar", batch_size=5, image_size=32)
     assert len(keys_of(s)) == 10 and s.stats()["remote_retries"] == 1
+    reqs = [(r, n) for path, r, n in server.log if path == "/my-bucket/webli/shard-000001.tar"]
+    assert reqs[0][0] is None and reqs[1][0] == f"bytes={reqs[0][1]}-", "resumed from the byte reached"
 
 
-def test_s3_urls_against_a_local_s3_server(make_shards, monkeypatch):
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
+def _free_port() -> int:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
+    return port
+
+
+@pytest.fixture
+def clean_cloud_env(monkeypatch, tmp_path):
+    """No credentials or endpoints from the machine: every variable a cloud chain reads is unset,
+    and HOME is empty (no ~/.aws, no gcloud application-default credentials)."""
+    import os
+
+    for k in list(os.environ):
+        if k.startswith(("AWS_", "GOOGLE_", "AZURE_")) or k == "STORAGE_EMULATOR_HOST":
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch
+
+
+@pytest.fixture
+def s3_server():
+    """A local S3 (moto) that checks request signatures: an IAM user with S3 access and its key."""
+    boto3 = pytest.importorskip("boto3")
+    import json as _json
+
+    import moto.settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    saved = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 3  # the setup below; then every request is checked
+    ActionAuthenticatorMixin.request_count = 0
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
     try:
         endpoint = f"http://127.0.0.1:{port}"
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-                     "AWS_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-        monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+        user = f"trainer-{port}"  # moto keeps its accounts for the whole process
+        iam.create_user(UserName=user)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=_json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
         client.create_bucket(Bucket="webli")
-        local = make_shards(shards=2, per_shard=6)
-        for p in local["paths"]:
-            client.upload_file(p, "webli", f"train/{Path(p).name}")
-        s = WebLIStream("s3://webli/train/shard-{000000..000001}.tar", batch_size=4, image_size=32)
-        assert keys_of(s) == keys_of(WebLIStream(local["pattern"], batch_size=4, image_size=32))
-        bad = WebLIStream(["s3://webli/train/nope.tar"], batch_size=4, image_size=32)
-        assert keys_of(bad) == [] and "HTTP 404" in bad.problems()[0]["message"]
+        yield {"endpoint": endpoint, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"], "client": client}
     finally:
-        moto.stop()
+        server.stop()
+        moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = saved
+
+
+def test_s3_with_credentials_from_the_environment(s3_server, make_shards, clean_cloud_env):
+    for k, v in {"AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"], "AWS_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
+        clean_cloud_env.setenv(k, v)
+    local = make_shards(shards=2, per_shard=6)
+    for p in local["paths"]:
+        s3_server["client"].upload_file(p, "webli", f"train/{Path(p).name}")
+    s = WebLIStream("s3://webli/train/shard-{000000..000001}.tar", batch_size=4, image_size=32)
+    assert keys_of(s) == keys_of(WebLIStream(local["pattern"], batch_size=4, image_size=32))
+    bad = WebLIStream(["s3://webli/train/nope.tar"], batch_size=4, image_size=32)
+    assert keys_of(bad) == [] and "object not found" in bad.problems()[0]["message"]
+
+
+def test_s3_with_credentials_from_a_profile_file(s3_server, make_shards, clean_cloud_env, tmp_path):
+    local = make_shards(shards=1, per_shard=6)
+    s3_server["client"].upload_file(local["paths"][0], "webli", "train/a.tar")
+    creds, config = tmp_path / "credentials", tmp_path / "config"
+    config.write_text(f"[profile webli]\nregion = us-east-1\nendpoint_url = {s3_server['endpoint']}\n")
+    clean_cloud_env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    clean_cloud_env.setenv("AWS_CONFIG_FILE", str(config))
+    clean_cloud_env.setenv("AWS_PROFILE", "webli")
+    creds.write_text(f"[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n"
+                     f"[webli]\naws_access_key_id = {s3_server['key']}\naws_secret_access_key = {s3_server['secret']}\n")
+    s = WebLIStream("s3://webli/train/a.tar", batch_size=4, image_size=32)
+    assert len(keys_of(s)) == 6, s.problems()
+    # The profile's key is what signs: a wrong secret there is refused by the server, and the
+    # message says so without the secret.
+    creds.write_text(f"[webli]\naws_access_key_id = {s3_server['key']}\naws_secret_access_key = wrong-secret-123\n")
+    s = WebLIStream("s3://webli/train/a.tar", batch_size=4, image_size=32)
+    assert keys_of(s) == []
+    msg = s.problems()[0]["message"]
+    assert "wrong-secret-123" not in msg and ("403" in msg or "denied" in msg or "Signature" in msg), msg
+
+
+@pytest.fixture
+def gcs_emulator():
+    """A local GCS (gcp-storage-emulator, in memory) with a bucket."""
+    server_mod = pytest.importorskip("gcp_storage_emulator.server")
+    import json as _json
+    import urllib.request
+
+    from gcp_storage_emulator.handlers import objects
+
+    def download(request, response, storage, *args, **kwargs):
+        objects.download(request, response, storage, *args, **kwargs)
+        # Real GCS sends these with every object; the emulator does not, and object_store
+        # requires them.
+        try:
+            obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+        except Exception:
+            return
+        response["ETag"] = '"{}"'.format(obj.get("md5Hash", "x"))
+        response["Last-Modified"] = "Mon, 30 Nov 2026 00:00:00 GMT"
+
+    for _, methods in server_mod.HANDLERS:
+        for method, handler in list(methods.items()):
+            if handler is objects.download:
+                methods[method] = download
+    port = _free_port()
+    server = server_mod.create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    base = f"http://127.0.0.1:{port}"
+    req = urllib.request.Request(f"{base}/storage/v1/b", data=_json.dumps({"name": "webligcs"}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    urllib.request.urlopen(req, timeout=10).read()
+
+    def upload(name: str, data: bytes) -> None:
+        req = urllib.request.Request(f"{base}/webligcs/{name}", data=data, method="PUT")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    yield {"base": base, "upload": upload}
+    server.stop()
+    for _, methods in server_mod.HANDLERS:
+        for method, handler in list(methods.items()):
+            if handler is download:
+                methods[method] = objects.download
+
+
+def test_gcs_with_a_service_account_file(gcs_emulator, make_shards, clean_cloud_env, tmp_path):
+    import json as _json
+
+    local = make_shards(shards=2, per_shard=5)
+    for p in local["paths"]:
+        gcs_emulator["upload"](f"train/{Path(p).name}", Path(p).read_bytes())
+    # The credentials file object_store reads for emulators: the emulator's URL and no OAuth.
+    sa = tmp_path / "service-account.json"
+    sa.write_text(_json.dumps({"private_key": "", "private_key_id": "", "client_email": "", "gcs_base_url": gcs_emulator["base"],
+                               "disable_oauth": True}))
+    clean_cloud_env.setenv("GOOGLE_SERVICE_ACCOUNT", str(sa))
+    s = WebLIStream("gs://webligcs/train/shard-{000000..000001}.tar", batch_size=4, image_size=32)
+    assert keys_of(s) == keys_of(WebLIStream(local["pattern"], batch_size=4, image_size=32)), s.problems()
+    # And through STORAGE_EMULATOR_HOST, as Google's clients use an emulator.
+    clean_cloud_env.delenv("GOOGLE_SERVICE_ACCOUNT")
+    clean_cloud_env.setenv("STORAGE_EMULATOR_HOST", gcs_emulator["base"])
+    assert len(keys_of(WebLIStream("gs://webligcs/train/shard-000000.tar", batch_size=4, image_size=32))) == 5
 
 
 def test_pipe_urls(make_shards, fast_retries):
