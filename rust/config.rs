@@ -415,11 +415,16 @@ pub struct RunOptions {
     /// Treat a shard that cannot be read whole (unreadable, truncated, corrupt: a missing remote
     /// object, say) as an error, as a missing local shard is, rather than count it and go on.
     pub strict: bool,
+    /// Keep remote shards read to their end in this folder, and read them from there next time.
+    pub cache_dir: Option<String>,
+    /// With `cache_dir`: the most bytes the folder holds (least recently used files go first;
+    /// None: no limit).
+    pub cache_max_bytes: Option<u64>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { num_threads: None, prefetch: 2, allow_pipe: false, strict: false }
+        Self { num_threads: None, prefetch: 2, allow_pipe: false, strict: false, cache_dir: None, cache_max_bytes: None }
     }
 }
 
@@ -610,6 +615,12 @@ impl Settings {
         }
         if self.read.resampled && b.equal_batches.is_some() {
             return err("resampled", "resampled readers never run out: equal_batches is not needed (give samples_per_epoch)".into());
+        }
+        if run.cache_max_bytes.is_some() && run.cache_dir.is_none() {
+            return err("cache_max_bytes", "limits the cache folder: set cache_dir= too".into());
+        }
+        if run.cache_dir.as_ref().is_some_and(|d| d.trim().is_empty()) {
+            return err("cache_dir", "give a folder (or leave it unset for no cache)".into());
         }
         if run.prefetch == 0 || run.prefetch > 1024 {
             return err("prefetch", format!("must be between 1 and 1024, not {}", run.prefetch));

@@ -11,6 +11,7 @@
 //! knows PyO3.
 
 pub mod batch;
+pub mod cache;
 pub mod config;
 pub mod decode;
 pub mod fingerprint;

@@ -443,7 +443,8 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, out: &mut dyn FnMut(Sample)
             return true;
         }
         // Opening connects (remote shards): a panic there is this shard's problem only.
-        let opened = catch_unwind(AssertUnwindSafe(|| open_shard_counted(shard)))
+        let cache = s.run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, s.run.cache_max_bytes));
+        let opened = catch_unwind(AssertUnwindSafe(|| open_shard_counted(shard, cache.as_ref())))
             .unwrap_or_else(|_| Err(std::io::Error::other("panic while opening the shard")));
         let (reader, retries) = match opened {
             Ok(r) => r,

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use crate::cache::Cache;
 use crate::remote::{is_remote, open_remote, RetryPolicy};
 
 /// Why a shard spec could not be resolved. Its `Display` names the problem and the fix.
@@ -159,14 +160,27 @@ pub fn resolve_shards(specs: &[String], allow_pipe: bool) -> Result<Vec<String>,
 /// Open a shard for streaming: a local file, or a remote URL (`http(s)://`, `s3://`, `gs://`,
 /// `pipe:`; see `remote.rs`), read as it arrives and resumed where a connection drops.
 pub fn open_shard(path: &str) -> std::io::Result<Box<dyn Read + Send>> {
-    open_shard_counted(path).map(|(r, _)| r)
+    open_shard_counted(path, None).map(|(r, _)| r)
 }
 
-/// [`open_shard`], with a counter of the reconnections a remote shard needed.
-pub fn open_shard_counted(path: &str) -> std::io::Result<(Box<dyn Read + Send>, Arc<AtomicU64>)> {
+/// [`open_shard`], with a counter of the reconnections a remote shard needed; with a `cache`,
+/// a remote shard is read from there when it holds it, and kept there once read whole.
+pub fn open_shard_counted(path: &str, cache: Option<&Cache>) -> std::io::Result<(Box<dyn Read + Send>, Arc<AtomicU64>)> {
     let retries = Arc::new(AtomicU64::new(0));
     if is_remote(path) {
-        let mut r = BufReader::with_capacity(1 << 20, open_remote(path, RetryPolicy::from_env(), retries.clone())?);
+        if let Some(file) = cache.and_then(|c| c.get(path)) {
+            return Ok((gunzip_if_gzip(BufReader::with_capacity(1 << 20, file))?, retries));
+        }
+        let remote = open_remote(path, RetryPolicy::from_env(), retries.clone())?;
+        let remote: Box<dyn Read + Send> = match cache {
+            // A cache that cannot be written to costs the cache, never the shard.
+            Some(c) => match c.tee(path, remote) {
+                Ok(t) => Box::new(t),
+                Err(_) => Box::new(open_remote(path, RetryPolicy::from_env(), retries.clone())?),
+            },
+            None => Box::new(remote),
+        };
+        let mut r = BufReader::with_capacity(1 << 20, remote);
         // Connect now (with the retries), so that a shard that cannot be reached at all is
         // reported as unreadable, with the reason, not as an empty or truncated tar.
         r.fill_buf()?;

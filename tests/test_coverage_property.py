@@ -124,11 +124,12 @@ PHASES = [Phase.explicit, Phase.reuse, Phase.generate] + ([] if os.environ.get("
     min_score=st.sampled_from([None, 0.3]),
     mixture=st.booleans(),
     equal=st.sampled_from([None, "drop", "pad"]),
+    in_flight=st.sampled_from([None, 1, 3]),
     steps=st.integers(0, 4),
     data=st.data(),
 )
 def test_interrupted_and_resumed_on_another_layout_is_one_epoch(
-    sizes, batch_size, before, after, shuffle, subset, dedup, min_score, mixture, equal, steps, data
+    sizes, batch_size, before, after, shuffle, subset, dedup, min_score, mixture, equal, in_flight, steps, data
 ):
     with tempfile.TemporaryDirectory() as d:
         paths, manifest = write_dataset(
@@ -137,7 +138,8 @@ def test_interrupted_and_resumed_on_another_layout_is_one_epoch(
             draw_score=lambda: data.draw(st.sampled_from([0.1, 0.5, 0.9]), label="score"),
         )
         opts = {"batch_size": batch_size, "image_size": 16, "shuffle": shuffle, "seed": 3, "subset": subset, "dedup": dedup,
-                "min_score": {"score": min_score} if min_score else None, "equal_batches": equal}
+                "min_score": {"score": min_score} if min_score else None, "equal_batches": equal,
+                "shards_in_flight": in_flight}
         if shuffle:
             opts["shuffle_buffer"] = 4
         if mixture:

@@ -279,3 +279,19 @@ def test_tar_streaming_needs_only_numpy_and_torch(make_shards, tmp_path):
     with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as f:
         deps = tomllib.load(f)["project"]["dependencies"]
     assert sorted(d.split(">")[0] for d in deps) == ["numpy", "torch"]
+
+
+# -- shuffle across shards --------------------------------------------------------------------
+
+
+def test_shards_in_flight_put_more_shards_in_a_batch_than_openclips_webdataset(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benches"))
+    import shuffle_quality as sq
+
+    paths = sq.write_shards(str(tmp_path / "s"), 8, 1000)
+    r = sq.run(paths, batch=64, buffer=500, in_flight=(1, 4), seeds=2)
+    wds, one, four = r["webdataset (OpenCLIP's shuffles)"], r["webli-io (shards_in_flight=1)"], r["webli-io (shards_in_flight=4)"]
+    assert four["distinct_shards"] > 1.3 * max(wds["distinct_shards"], one["distinct_shards"]), r
+    # Every sample once, whatever the interleaving.
+    keys = sorted(k for b in sq.order_webli(paths, 64, 500, 4) for k in b)
+    assert len(keys) == len(set(keys)) == 8000 - 8000 % 64

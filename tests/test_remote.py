@@ -221,3 +221,31 @@ def test_pipe_urls(make_shards, fast_retries):
     assert len(keys_of(s)) == 6
     msg = s.problems()[0]["message"]
     assert "pipe:cat /nonexistent/x.tar exited" in msg and "No such file" in msg
+
+
+def test_cache_dir_keeps_whole_shards_and_its_limit(server, make_shards, fast_retries, tmp_path):
+    local = make_shards(shards=3, per_shard=6)
+    sizes = []
+    for p in local["paths"]:
+        data = Path(p).read_bytes()
+        server.files["/" + Path(p).name] = data
+        sizes.append(len(data))
+    url = server.url + "/shard-{000000..000002}.tar"
+    cache = tmp_path / "cache"
+    s = WebLIStream(url, batch_size=4, image_size=32, cache_dir=str(cache), shuffle=True)
+    first = keys_of(s)
+    assert len(first) == 18 and len(server.log) == 3
+    kept = sorted(f.name for f in cache.iterdir())
+    assert len(kept) == 3 and not any(n.startswith(".partial") for n in kept)
+    s.set_epoch(1)
+    assert keys_of(s) == first and len(server.log) == 3, "the second epoch reads the cache, not the server"
+    # A limit of two shards' bytes: the folder never holds more.
+    limited = tmp_path / "limited"
+    s = WebLIStream(url, batch_size=4, image_size=32, cache_dir=str(limited), cache_max_bytes=max(sizes) * 2)
+    assert len(keys_of(s)) == 18
+    assert sum(f.stat().st_size for f in limited.iterdir()) <= max(sizes) * 2 and len(list(limited.iterdir())) == 2
+    from webli_io import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        WebLIStream(url, cache_max_bytes=10)
+    assert e.value.setting == "cache_max_bytes"

@@ -300,9 +300,13 @@ class WebLIStream(IterableDataset):
     Args:
         shards: a path, glob or brace pattern (``"data/shard-{000000..000009}.tar"``), or a list
             of them. Every local path must exist (FileNotFoundError otherwise). Tar shards may
-            be URLs: ``http(s)://``, ``s3://``, ``gs://``, ``pipe:CMD`` (streamed, resumed by
-            HTTP Range when a connection drops; see ``rust/remote.rs``). ``.parquet`` shards
-            are read with pyarrow (img2dataset's columns; see ``columns``).
+            be URLs: ``http(s)://``, ``s3://``, ``gs://``, ``az://``/``abfs(s)://``,
+            ``pipe:CMD`` (streamed, resumed by a ranged GET when a connection drops). Object
+            stores use the cloud's standard credential chain: environment, AWS profile files,
+            web identity (EKS), ECS task roles, instance profiles, GCP service accounts and
+            application-default credentials, the GCE/GKE metadata server, Azure's chain (see
+            ``rust/objstore.rs``). ``.parquet`` shards are read with pyarrow (img2dataset's
+            columns; see ``columns``).
         batch_size: samples per batch.
         image_size: side of the square output images, in pixels.
         resize: ``"squash"`` (resize both sides, big_vision's default), ``"center_crop"``
@@ -409,6 +413,10 @@ class WebLIStream(IterableDataset):
             always local paths.
         strict: a shard that cannot be read whole (a missing remote object, a truncated tar)
             raises :class:`ShardError` instead of being counted and skipped.
+        cache_dir: keep remote shards read to their end in this folder and read them from there
+            the next time (next epoch, next run); files appear only once whole.
+        cache_max_bytes: with ``cache_dir``: the most bytes it holds (least recently used shards
+            are removed first; default: no limit).
 
     Resume: each batch carries ``position`` (epoch, reader slot, samples consumed). Iterating in
     this process (``num_workers=0``) keeps track by itself; with DataLoader workers, call
