@@ -42,26 +42,23 @@ def note(*parts: object) -> None:
     print(*parts, file=sys.stderr)
 
 
-def positive(text: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _at_least(lo: int, what: str):
+    """An argparse type: an int >= `lo` (a clear argument error otherwise, never a traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {value}")
+        return value
+
+    return parse
 
 
-def non_negative(text: str) -> int:
-    """argparse type: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+positive = _at_least(1, "at least 1")
+non_negative = _at_least(0, "0 or more")
 
 
 def _add_stream_args(p: argparse.ArgumentParser) -> None:
