@@ -27,6 +27,8 @@ examples:
   webli-io prepare 'raw/*.tar' -o annotated/      language per sample + manifest.json
   webli-io prepare 'raw/*.tar' -o out/ --dedup --engine ray   + global exact dedup on Ray Data
   webli-io index-eval coco_val/ -o evalset.idx    decontamination blocklist
+  webli-io tokenizer 'data/*.tar' -o tok.model    SentencePiece tokenizer for --tokenizer, balanced across languages
+  torchrun --nproc_per_node=8 -m webli_io train 'data/{000..999}.tar' --model b16 --batch-size 256   many GPUs
 
 In Python:
   from torch.utils.data import DataLoader
@@ -227,6 +229,31 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    from . import expand_shards
+    from .siglip.tokenizers import ByteTokenizer, SentencePieceTokenizer, read_captions, train_sentencepiece
+
+    pairs = list(read_captions(expand_shards(args.shards), limit=args.max_captions))
+    r = train_sentencepiece(pairs, args.out, vocab_size=args.vocab_size, seed=args.seed)
+    tok, byte = SentencePieceTokenizer(r["model"], max_len=10_000), ByteTokenizer(max_len=10_000)
+    per_lang: dict = {}
+    for lang, text in pairs:
+        a = per_lang.setdefault(lang, [0, 0, 0])
+        a[0] += 1
+        a[1] += len(tok.ids(text))
+        a[2] += len(byte.ids(text))
+    r["tokens_per_caption"] = {lang: {"model": round(a[1] / a[0], 1), "bytes": round(a[2] / a[0], 1)} for lang, a in sorted(per_lang.items())}
+    if args.json:
+        print(json.dumps(r, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{r['model']}: SentencePiece unigram, {args.vocab_size} pieces, trained on {r['captions']} captions "
+          f"({len(r['per_language'])} languages, at most the median language's count each)")
+    print("tokens per caption (this model / bytes): " + ", ".join(
+        f"{lang} {v['model']}/{v['bytes']}" for lang, v in r["tokens_per_caption"].items()))
+    note(f"use it: webli-io train SHARDS --tokenizer {r['model']}")
+    return 0
+
+
 def cmd_index_eval(args: argparse.Namespace) -> int:
     from .evalset import index_eval
 
@@ -299,6 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(tr)
     tr.set_defaults(func=cmd_train)
+
+    tk = sub.add_parser(
+        "tokenizer",
+        parents=[common],
+        help="train a SentencePiece tokenizer on the shards' captions, balanced across languages",
+        description="Train a SentencePiece unigram model on the captions of SHARDS, each language sampled to at most "
+        "the median language's count (the language from each sample's json, else fastText LID), so that low-resource "
+        "scripts get vocabulary. Prints tokens per caption against bytes, per language. Use it with "
+        "`webli-io train --tokenizer MODEL`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    tk.add_argument("shards", nargs="+", help="shards whose captions to learn from")
+    tk.add_argument("-o", "--out", required=True, help="the model file to write, e.g. tok.model (tok.vocab beside it)")
+    tk.add_argument("--vocab-size", type=positive, default=8000, help="pieces in the vocabulary")
+    tk.add_argument("--max-captions", type=positive, default=1_000_000, help="captions read at most")
+    tk.add_argument("--seed", type=int, default=0)
+    tk.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    tk.set_defaults(func=cmd_tokenizer)
 
     ie = sub.add_parser(
         "index-eval",

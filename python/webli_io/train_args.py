@@ -1,15 +1,23 @@
 """A thin SigLIP trainer on top of WebLIStream: ``webli-io train`` / ``python -m webli_io.train``.
 
 Two towers trained with the sigmoid loss of SigLIP (Zhai et al. 2023): a ViT image tower
-(``tiny``, ``small`` or ``b16``) and a transformer text tower, with logits ``t·x·yᵀ + b``
+(``tiny``, ``small``, or the paper's ``b16``, ``l16``, ``h14`` and SigLIP's ``so400m14``) and a
+transformer text tower, with logits ``t·x·yᵀ + b``
 (x, y L2-normalised, ``t = exp(t')``, ``t'`` initialised to log 10, ``b`` to −10), labels +1 on
 the diagonal and −1 elsewhere.
 
-The tokenizer is byte-level UTF-8 (256 byte ids + pad/bos/eos): it needs no download and no
-training pass, covers every script of a multilingual web corpus with no unknown token, and is
-the same on every machine. The paper uses mT5's 250k SentencePiece vocabulary, which would
-have to be fetched from a hub; the price of bytes is longer sequences (64 tokens hold 64 bytes:
-about 60 Latin, 21 Devanagari or Bengali characters).
+The default tokenizer is byte-level UTF-8 (256 byte ids + pad/bos/eos): it needs no download
+and no training pass, covers every script with no unknown token; the price is longer sequences
+(64 tokens hold about 60 Latin, 21 Devanagari or Bengali characters). ``--tokenizer MODEL`` takes
+a SentencePiece model instead: mT5's ``spiece.model`` (the paper's), or one trained on your
+captions, balanced across languages, by ``webli-io tokenizer SHARDS -o tok.model``.
+
+Many GPUs: run it under ``torchrun --nproc_per_node=N`` (or call ``train`` from a
+``torch.multiprocessing.spawn`` function after ``init_process_group``): each rank streams its own
+share (equal batches on every rank), the towers are wrapped in DDP, and the sigmoid loss scores
+each rank's images against every rank's texts, so the global batch is the sum of the local ones.
+``--accum-steps`` accumulates micro-batches; ``--clip-grad`` clips the gradient norm; the
+checkpoint is written once, by rank 0, and resumes on another number of ranks.
 
 Feeding the accelerator: batches come pinned from the DataLoader, are copied with
 ``non_blocking=True``, and the uint8 → float conversion and ``[-1, 1]`` scaling (big_vision's
@@ -22,36 +30,13 @@ the optimiser, the step and the stream's position; ``--resume`` continues from t
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import Dict
+
+from .siglip.config import MODELS
 
 DESCRIPTION = __doc__
 
 # The trainer's command line and model table, apart from the trainer (which imports torch), so
 # that ``webli-io --help`` stays fast.
-
-
-@dataclass
-class ModelConfig:
-    width: int
-    depth: int
-    heads: int
-    patch: int
-    text_width: int
-    text_depth: int
-    text_heads: int
-    embed: int
-    max_len: int = 64
-
-
-MODELS: Dict[str, ModelConfig] = {
-    # A few hundred steps on CPU in the demo.
-    "tiny": ModelConfig(width=128, depth=4, heads=4, patch=8, text_width=128, text_depth=2, text_heads=4, embed=128),
-    # ViT-S/16 and a small text tower.
-    "small": ModelConfig(width=384, depth=12, heads=6, patch=16, text_width=384, text_depth=6, text_heads=6, embed=384),
-    # ViT-B/16 with a base-size text tower, as SigLIP B/16.
-    "b16": ModelConfig(width=768, depth=12, heads=12, patch=16, text_width=768, text_depth=12, text_heads=12, embed=768),
-}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,3 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--profile", action="store_true", help="print the split of step time: data wait, host->device, compute")
+    p.add_argument("--tokenizer", default="bytes",
+                   help="'bytes' (UTF-8 bytes, no training), or a SentencePiece model file (mT5's spiece.model, or one from `webli-io tokenizer`)")
+    p.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimiser step (gradient accumulation)")
+    p.add_argument("--clip-grad", type=float, default=1.0, help="clip the global gradient norm to this (0: off)")
+    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing: recompute each layer in backward (less memory)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the towers")
+    p.add_argument("--fused", dest="fused", action="store_true", default=None, help="fused AdamW (default: on with CUDA)")
+    p.add_argument("--no-fused", dest="fused", action="store_false")
+    p.add_argument("--amp", dest="amp", action="store_true", default=None, help="bf16 autocast (default: on with CUDA)")
+    p.add_argument("--no-amp", dest="amp", action="store_false")
