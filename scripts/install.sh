@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install webli-io from this checkout: the system tools its JPEG decoder builds with, then the
-# Python package (one release build of the Rust extension).
+# package, as users get it: the wheel scripts/build_wheel.sh makes (one release build of the Rust
+# extension; on Linux the manylinux_2_28 wheel a release publishes), installed with its extras.
 #
 #   bash scripts/install.sh          # the package with every optional part (webli-io[all])
 #   bash scripts/install.sh test     # with the test extras (what scripts/test.sh uses)
@@ -29,7 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "warning: ${missing[*]} not found and no way to install them; install them for a fast JPEG decoder" >&2
     fi
 fi
-spec=".[all]"
-[ $# -gt 0 ] && spec=".[$1]"
-echo "== pip install $spec"
-"$PY" -m pip install --disable-pip-version-check --progress-bar off -q "$spec"
+extra="all"
+[ $# -gt 0 ] && extra="$1"
+echo "== build the wheel (scripts/build_wheel.sh)"
+wheel=$(bash scripts/build_wheel.sh | tail -n 1)
+echo "== pip install $wheel[$extra]"
+"$PY" -m pip install --disable-pip-version-check --progress-bar off -q --force-reinstall --no-deps "$wheel"
+"$PY" -m pip install --disable-pip-version-check --progress-bar off -q "$wheel[$extra]"

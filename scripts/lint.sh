@@ -14,3 +14,7 @@ echo "-- ruff check"
 "$PY" -m ruff check python tests benches
 echo "-- stubtest webli_io._core"
 "$PY" -m mypy.stubtest webli_io._core --allowlist scripts/stubtest-allowlist.txt
+echo "-- workflow files: GitHub's schema, zizmor"
+"$PY" -m check_jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+# zizmor is a binary, installed beside the Python it came with (the test extras).
+"$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))')/zizmor" --offline --config .github/zizmor.yml .github/workflows/

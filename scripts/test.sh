@@ -20,3 +20,5 @@ echo "== cargo test"
 cargo test --locked
 echo "== pytest"
 "$PY" -m pytest tests "$@"
+echo "== the wheel without build tools"
+bash scripts/check_wheel.sh

@@ -32,3 +32,18 @@ def test_the_licence_file_is_the_declared_licence():
     assert "Apache" in (meta.get("License") or meta.get("License-Expression") or "")
     urls = meta.get_all("Project-URL") or []
     assert any(u.startswith("Repository") for u in urls) and any(u.startswith("Changelog") for u in urls)
+
+
+def test_the_workflow_linter_can_fail(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: x\non: push\njobs:\n  a:\n    steps:\n      - run: echo\n")  # no runs-on
+    r = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "runs-on" in r.stdout + r.stderr
+    good = [os.path.join(ROOT, ".github", "workflows", f) for f in ("test.yml", "release.yml")]
+    r = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", *good],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
