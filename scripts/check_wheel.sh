@@ -12,6 +12,14 @@ PY="${PYTHON:-python3}"
 wheel="${1:-$(ls dist/webli_io-*.whl | head -n 1)}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+echo "== auditwheel show $wheel"
+if [ "$(uname -s)" = "Linux" ]; then
+    report=$("$PY" -m auditwheel show "$wheel")
+    echo "$report" | head -n 3
+    # auditwheel wraps its lines: join them before looking for the tag.
+    echo "$report" | tr '\n' ' ' | grep -q 'platform tag: "manylinux_2_28_\(x86_64\|aarch64\)"' \
+        || { echo "not a manylinux_2_28 wheel" >&2; exit 1; }
+fi
 echo "== check $wheel in a fresh environment without build tools"
 "$PY" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps "$wheel"
