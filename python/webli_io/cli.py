@@ -28,6 +28,7 @@ examples:
   webli-io prepare 'raw/*.tar' -o out/ --dedup --engine ray   + global exact dedup on Ray Data
   webli-io index-eval coco_val/ -o evalset.idx    decontamination blocklist
   webli-io tokenizer 'data/*.tar' -o tok.model    SentencePiece tokenizer for --tokenizer, balanced across languages
+  webli-io eval run1/checkpoint.pt --classify imagenet/val --multilingual 'xm3600/*.tar' -o report/
   torchrun --nproc_per_node=8 -m webli_io train 'data/{000..999}.tar' --model b16 --batch-size 256   many GPUs
 
 In Python:
@@ -254,6 +255,45 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .siglip import evalsuite as ev
+    from .siglip.dist import device_for
+
+    if not (args.classify or args.retrieval or args.multilingual or args.groups):
+        raise ValueError("nothing to evaluate: give --classify DIR, --retrieval SHARDS, --multilingual SHARDS and/or --groups SHARDS")
+    from . import expand_shards
+
+    device = device_for(args.device)
+    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
+    classnames = None
+    if args.classnames:
+        with open(args.classnames, encoding="utf-8") as f:
+            pairs = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
+        classnames = {p[0]: (p[1] if len(p) > 1 else p[0]) for p in pairs}
+    templates = args.template or list(ev.DEFAULT_TEMPLATES)
+    report: dict = {"checkpoint": args.checkpoint, "image_size": image_size, "templates": templates}
+    with torch.no_grad():
+        if args.classify:
+            report["classification"] = ev.classify_folder(model, tokenizer, image_size, args.classify, classnames, templates, device)
+        if args.retrieval:
+            report["retrieval"] = ev.retrieval(model, tokenizer, image_size, expand_shards(args.retrieval), device)
+        if args.multilingual:
+            report["multilingual"] = ev.multilingual(model, tokenizer, image_size, expand_shards(args.multilingual), device)
+        if args.groups:
+            report["subgroups"] = ev.subgroups(model, tokenizer, image_size, expand_shards(args.groups), args.group_field,
+                                               args.label_field, templates, device)
+    charts = ev.write_report(report, args.out)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        with open(os.path.join(args.out, "report.md"), encoding="utf-8") as f:
+            print(f.read())
+    note(f"wrote {args.out}/report.json, report.md" + "".join(f", {c}" for c in charts))
+    return 0
+
+
 def cmd_index_eval(args: argparse.Namespace) -> int:
     from .evalset import index_eval
 
@@ -326,6 +366,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(tr)
     tr.set_defaults(func=cmd_train)
+
+    evp = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="evaluate a checkpoint: zero-shot classification, retrieval, multilingual retrieval, subgroups",
+        description="Evaluate a trainer checkpoint on data you bring, in the layouts of the real benchmarks: "
+        "--classify DIR (ImageNet's layout: one folder per class; --classnames FILE maps folder<TAB>name), "
+        "--retrieval SHARDS (COCO/Flickr style: recall@1/5/10 both ways), --multilingual SHARDS (Crossmodal-3600 "
+        "style: each sample's json has captions {language: caption}; recall@1 per language, mean, worst), "
+        "--groups SHARDS (Dollar Street / GeoDE style: json fields --label-field and --group-field; accuracy per "
+        "group, worst group, gap). Writes OUT/report.json, report.md and PNG charts.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    evp.add_argument("checkpoint", help="a checkpoint.pt of `webli-io train`")
+    evp.add_argument("-o", "--out", required=True, help="folder for report.json, report.md and the charts")
+    evp.add_argument("--classify", default=None, help="an image folder, one subfolder per class")
+    evp.add_argument("--classnames", default=None, help="file of 'folder<TAB>class name' lines (default: the folder names)")
+    evp.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable; default: three English ones)")
+    evp.add_argument("--retrieval", nargs="+", default=None, help="shards of image-caption pairs")
+    evp.add_argument("--multilingual", nargs="+", default=None, help="shards whose json has captions {language: caption}")
+    evp.add_argument("--groups", nargs="+", default=None, help="shards whose json has a label and a group field")
+    evp.add_argument("--label-field", default="label", help="json field with the class name (--groups)")
+    evp.add_argument("--group-field", default="region", help="json field with the group (--groups)")
+    evp.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    evp.add_argument("--json", action="store_true", help="print report.json on stdout")
+    evp.set_defaults(func=cmd_eval)
 
     tk = sub.add_parser(
         "tokenizer",

@@ -1,0 +1,230 @@
+"""``webli-io eval``: a checkpoint measured the ways the WebLI-100B study measures, on data the
+user brings, in the layouts of the real benchmarks (nothing is downloaded):
+
+1. zero-shot classification on an image folder (ImageNet's layout: one folder per class), with
+   prompt templates: top-1 / top-5;
+2. image↔text retrieval on shards (COCO / Flickr style): recall@1/5/10 both ways;
+3. multilingual retrieval (Crossmodal-3600's layout: each image with captions in many languages,
+   here a shard whose ``json`` holds ``"captions": {"bn": "...", ...}``): recall@1 per language,
+   the mean and the worst language;
+4. subgroups (Dollar Street / GeoDE style: shards whose ``json`` names a ``label`` and a group
+   field such as ``region``): zero-shot accuracy per group, the worst group, the best − worst gap.
+
+Definitions follow big_vision's evaluators: class embeddings are the normalised mean of the
+normalised template embeddings; retrieval ranks every candidate of the set; recall@k is the
+share of queries whose match is among the k best. It writes ``report.json``, ``report.md`` and
+PNG bar charts (per language, per group), drawn with Pillow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .evaluate import to_device_images
+from .model import SigLIP
+from .tokenizers import load_tokenizer
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "{}")
+
+
+# -- metrics (pure: tested on constructed inputs) ---------------------------------------------
+
+
+def recall_at_k(sim: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> Dict[int, float]:
+    """Recall@k of queries (rows) whose match is the column of the same index."""
+    target = torch.arange(sim.shape[0], device=sim.device)
+    ranked = sim.argsort(dim=1, descending=True)
+    hit_rank = (ranked == target[:, None]).float().argmax(dim=1)
+    return {k: float((hit_rank < k).float().mean()) for k in ks}
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    return {k: float((top[:, :k] == labels[:, None]).any(dim=1).float().mean()) for k in ks}
+
+
+def group_summary(per_group: Dict[str, float]) -> Dict[str, Any]:
+    """The worst group and the gap between the best and the worst."""
+    worst = min(per_group, key=per_group.get)
+    best = max(per_group, key=per_group.get)
+    return {"per_group": per_group, "worst_group": worst, "worst": per_group[worst], "gap": per_group[best] - per_group[worst]}
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str, device: torch.device) -> Tuple[SigLIP, Any, int]:
+    """A trainer checkpoint → (model in eval mode, its tokenizer, its image size)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = ModelConfig(**ckpt["config"])
+    args = ckpt.get("args", {})
+    image_size = int(args.get("image_size", 224))
+    tokenizer = load_tokenizer(args.get("tokenizer", "bytes"), cfg.max_len)
+    model = SigLIP(cfg, image_size, tokenizer.vocab_size)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), tokenizer, image_size
+
+
+@torch.no_grad()
+def _embed_texts(model: SigLIP, tokenizer: Any, texts: List[str], device: torch.device) -> torch.Tensor:
+    out = [F.normalize(model.text(tokenizer(texts[i : i + 256]).to(device)), dim=-1) for i in range(0, len(texts), 256)]
+    return torch.cat(out).float()
+
+
+@torch.no_grad()
+def _embed_images(model: SigLIP, tiles: List[np.ndarray], device: torch.device) -> torch.Tensor:
+    out = []
+    for i in range(0, len(tiles), 128):
+        x = torch.from_numpy(np.stack(tiles[i : i + 128])).permute(0, 3, 1, 2).contiguous()
+        out.append(F.normalize(model.image(to_device_images(x, device)), dim=-1).float())
+    return torch.cat(out)
+
+
+def _class_embeddings(model: SigLIP, tokenizer: Any, names: List[str], templates: Sequence[str], device: torch.device) -> torch.Tensor:
+    per_class = [_embed_texts(model, tokenizer, [t.format(n) for t in templates], device).mean(0) for n in names]
+    return F.normalize(torch.stack(per_class), dim=-1)
+
+
+def _samples(shards: Sequence[str], image_size: int):
+    """(tile, caption, meta) of each sample of the shards, decoded as the stream does."""
+    from ..stream import WebLIStream
+
+    for b in WebLIStream(list(shards), batch_size=128, image_size=image_size, resize="center_crop"):
+        yield from zip(b["images"], b["texts"], b["meta"])
+
+
+# -- the four parts ----------------------------------------------------------------------------
+
+
+def classify_folder(model: SigLIP, tokenizer: Any, image_size: int, folder: str, classnames: Optional[Dict[str, str]],
+                    templates: Sequence[str], device: torch.device) -> Dict[str, Any]:
+    from .. import decode_resize
+
+    dirs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    if not dirs:
+        raise ValueError(f"{folder}: no class folders (ImageNet's layout: one folder per class)")
+    names = [(classnames or {}).get(d, d.replace("_", " ")) for d in dirs]
+    tiles, labels, skipped = [], [], 0
+    for label, d in enumerate(dirs):
+        for f in sorted(os.listdir(os.path.join(folder, d))):
+            if not f.lower().endswith(IMAGE_EXTS):
+                continue
+            try:
+                with open(os.path.join(folder, d, f), "rb") as fh:
+                    tiles.append(decode_resize(fh.read(), image_size, "center_crop"))
+                labels.append(label)
+            except ValueError:
+                skipped += 1
+    logits = _embed_images(model, tiles, device) @ _class_embeddings(model, tokenizer, names, templates, device).T
+    acc = topk_accuracy(logits, torch.tensor(labels, device=logits.device))
+    return {"images": len(tiles), "classes": len(dirs), "skipped": skipped, "top1": acc[1], "top5": acc[5]}
+
+
+def retrieval(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], device: torch.device) -> Dict[str, Any]:
+    tiles, texts = [], []
+    for img, text, _ in _samples(shards, image_size):
+        tiles.append(img)
+        texts.append(text)
+    sim = _embed_images(model, tiles, device) @ _embed_texts(model, tokenizer, texts, device).T
+    i2t, t2i = recall_at_k(sim), recall_at_k(sim.T)
+    return {"pairs": len(texts), **{f"i2t_r{k}": v for k, v in i2t.items()}, **{f"t2i_r{k}": v for k, v in t2i.items()}}
+
+
+def multilingual(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], device: torch.device) -> Dict[str, Any]:
+    tiles, captions = [], []
+    for img, _, meta in _samples(shards, image_size):
+        caps = meta.get("captions")
+        if isinstance(caps, dict) and caps:
+            tiles.append(img)
+            captions.append({lang: (c[0] if isinstance(c, list) else c) for lang, c in caps.items() if c})
+    if not tiles:
+        raise ValueError("multilingual: no sample has a 'captions' object in its json ({language: caption})")
+    images = _embed_images(model, tiles, device)
+    per_lang: Dict[str, float] = {}
+    for lang in sorted({lang for c in captions for lang in c}):
+        idx = [i for i, c in enumerate(captions) if lang in c]
+        texts = _embed_texts(model, tokenizer, [captions[i][lang] for i in idx], device)
+        sim = images[idx] @ texts.T
+        per_lang[lang] = (recall_at_k(sim, (1,))[1] + recall_at_k(sim.T, (1,))[1]) / 2
+    s = group_summary(per_lang)
+    return {"images": len(tiles), "recall_at_1": per_lang, "mean": float(np.mean(list(per_lang.values()))),
+            "worst_language": s["worst_group"], "worst": s["worst"]}
+
+
+def subgroups(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], group_field: str, label_field: str,
+              templates: Sequence[str], device: torch.device) -> Dict[str, Any]:
+    tiles, labels, groups = [], [], []
+    for img, _, meta in _samples(shards, image_size):
+        if isinstance(meta.get(label_field), str) and meta.get(group_field) is not None:
+            tiles.append(img)
+            labels.append(meta[label_field])
+            groups.append(str(meta[group_field]))
+    if not tiles:
+        raise ValueError(f"subgroups: no sample has both {label_field!r} and {group_field!r} in its json")
+    names = sorted(set(labels))
+    logits = _embed_images(model, tiles, device) @ _class_embeddings(model, tokenizer, names, templates, device).T
+    hit = (logits.argmax(dim=1).cpu() == torch.tensor([names.index(x) for x in labels])).float()
+    per_group = {g: float(hit[[i for i, x in enumerate(groups) if x == g]].mean()) for g in sorted(set(groups))}
+    return {"images": len(tiles), "classes": len(names), "accuracy": float(hit.mean()), **group_summary(per_group)}
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def bar_chart(values: Dict[str, float], title: str, path: str) -> None:
+    """A horizontal bar chart of values in [0, 1], as PNG (Pillow)."""
+    from PIL import Image, ImageDraw
+
+    row, left, width = 22, 140, 420
+    img = Image.new("RGB", (left + width + 70, 40 + row * len(values)), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 10), title, fill="black")
+    for i, (name, v) in enumerate(values.items()):
+        y = 34 + i * row
+        draw.text((10, y + 3), str(name)[:20], fill="black")
+        draw.rectangle([left, y, left + int(width * max(0.0, min(1.0, v))), y + row - 6], fill=(70, 110, 190))
+        draw.text((left + width + 8, y + 3), f"{v:.3f}", fill="black")
+    img.save(path)
+
+
+def write_report(report: Dict[str, Any], out: str) -> List[str]:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, ensure_ascii=False)
+    lines = [f"# Evaluation of {report['checkpoint']}", ""]
+    charts = []
+    if "classification" in report:
+        c = report["classification"]
+        lines += ["## Zero-shot classification", "", "| images | classes | top-1 | top-5 |", "|---:|---:|---:|---:|",
+                  f"| {c['images']} | {c['classes']} | {c['top1']:.3f} | {c['top5']:.3f} |", ""]
+    if "retrieval" in report:
+        r = report["retrieval"]
+        lines += ["## Image-text retrieval", "", "| pairs | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 |", "|---:|---:|---:|---:|---:|---:|---:|",
+                  f"| {r['pairs']} | {r['i2t_r1']:.3f} | {r['i2t_r5']:.3f} | {r['i2t_r10']:.3f} | {r['t2i_r1']:.3f} | {r['t2i_r5']:.3f} | {r['t2i_r10']:.3f} |", ""]
+    if "multilingual" in report:
+        m = report["multilingual"]
+        lines += ["## Multilingual retrieval (recall@1, mean of both directions)", "", "| language | R@1 |", "|---|---:|"]
+        lines += [f"| {lang} | {v:.3f} |" for lang, v in m["recall_at_1"].items()]
+        lines += [f"| **mean** | {m['mean']:.3f} |", f"| **worst ({m['worst_language']})** | {m['worst']:.3f} |", ""]
+        bar_chart(m["recall_at_1"], "recall@1 per language", os.path.join(out, "languages.png"))
+        charts.append("languages.png")
+        lines += ["![recall@1 per language](languages.png)", ""]
+    if "subgroups" in report:
+        g = report["subgroups"]
+        lines += ["## Subgroups (zero-shot accuracy)", "", "| group | accuracy |", "|---|---:|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in g["per_group"].items()]
+        lines += [f"| **worst ({g['worst_group']})** | {g['worst']:.3f} |", f"| **gap (best - worst)** | {g['gap']:.3f} |", ""]
+        bar_chart(g["per_group"], "accuracy per group", os.path.join(out, "groups.png"))
+        charts.append("groups.png")
+        lines += ["![accuracy per group](groups.png)", ""]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(lines))
+    return charts

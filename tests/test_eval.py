@@ -1,0 +1,87 @@
+"""`webli-io eval`: the metrics on constructed inputs with known answers, and the whole command on
+a checkpoint trained here, on data in each benchmark's layout."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from webli_io.siglip.evalsuite import group_summary, recall_at_k, topk_accuracy
+
+
+def test_recall_counts_the_rank_of_the_match():
+    # Query 0's match ranks 1st, query 1's 2nd, query 2's 3rd.
+    sim = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.7, 0.6, 0.2]])
+    assert recall_at_k(sim, (1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+
+
+def test_topk_accuracy_and_groups():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.5, 0.4, 0.3], [0.2, 0.3, 0.5]])
+    assert topk_accuracy(logits, torch.tensor([1, 1, 0]), (1, 2)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3)}
+    s = group_summary({"africa": 0.4, "europe": 0.9, "asia": 0.7})
+    assert s["worst_group"] == "africa" and s["gap"] == pytest.approx(0.5)
+
+
+def _jpeg(color, size=(96, 72)):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_eval_writes_the_four_parts(tmp_path):
+    import webdataset as wds
+
+    from webli_io.sample_data import write_sample_dataset
+
+    shards = write_sample_dataset(str(tmp_path / "train"), num_shards=2, samples_per_shard=40, bad_samples=False)
+    ckpt_dir = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "webli_io", "train", *shards, "--steps", "4", "--image-size", "32", "--batch-size", "8",
+                        "--no-eval", "--out", str(ckpt_dir)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    folder = tmp_path / "imagenet"
+    for name, rgb in colors.items():
+        (folder / name).mkdir(parents=True)
+        for i in range(3):
+            (folder / name / f"{i}.jpg").write_bytes(_jpeg(tuple(max(0, c - 20 * i) for c in rgb)))
+    (tmp_path / "names.txt").write_text("red\ta red square\ngreen\ta green square\nblue\ta blue square\n")
+    xm = str(tmp_path / "xm.tar")
+    with wds.TarWriter(xm) as w:
+        for i, (name, rgb) in enumerate(colors.items()):
+            w.write({"__key__": f"x{i}", "jpg": _jpeg(rgb), "txt": name,
+                     "json": json.dumps({"captions": {"en": f"a {name} square", "sw": f"mraba {name}", "bn": f"বর্গ {name}"}}).encode()})
+    groups = str(tmp_path / "groups.tar")
+    with wds.TarWriter(groups) as w:
+        for i in range(12):
+            name = list(colors)[i % 3]
+            w.write({"__key__": f"g{i}", "jpg": _jpeg(colors[name]), "txt": name,
+                     "json": json.dumps({"label": name, "region": ["africa", "asia"][i % 2]}).encode()})
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "webli_io", "eval", str(ckpt_dir / "checkpoint.pt"), "-o", str(out), "--json",
+                        "--classify", str(folder), "--classnames", str(tmp_path / "names.txt"), "--retrieval", *shards,
+                        "--multilingual", xm, "--groups", groups], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report == json.loads((out / "report.json").read_text())
+    c = report["classification"]
+    assert c["images"] == 9 and c["classes"] == 3 and 0 <= c["top1"] <= c["top5"] == 1.0  # 3 classes: top-5 holds all
+    rr = report["retrieval"]
+    assert rr["pairs"] == 80 and 0 <= rr["i2t_r1"] <= rr["i2t_r5"] <= rr["i2t_r10"] <= 1
+    m = report["multilingual"]
+    assert set(m["recall_at_1"]) == {"en", "sw", "bn"} and m["worst"] == min(m["recall_at_1"].values())
+    g = report["subgroups"]
+    assert set(g["per_group"]) == {"africa", "asia"} and g["gap"] == pytest.approx(max(g["per_group"].values()) - g["worst"])
+    for png in ("languages.png", "groups.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "Zero-shot classification" in md and "worst (" in md
+    r = subprocess.run([sys.executable, "-m", "webli_io", "eval", str(ckpt_dir / "checkpoint.pt"), "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "nothing to evaluate" in r.stderr and "Traceback" not in r.stderr
