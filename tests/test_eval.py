@@ -85,3 +85,54 @@ def test_eval_writes_the_four_parts(tmp_path):
     r = subprocess.run([sys.executable, "-m", "webli_io", "eval", str(ckpt_dir / "checkpoint.pt"), "-o", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "nothing to evaluate" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from webli_io.sample_data import write_sample_dataset
+
+    d = tmp_path_factory.mktemp("trained")
+    shards = write_sample_dataset(str(d / "data"), num_shards=2, samples_per_shard=40)
+    r = subprocess.run([sys.executable, "-m", "webli_io", "train", *shards, "--steps", "3", "--image-size", "32", "--batch-size", "8",
+                        "--no-eval", "--out", str(d / "run")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return {"shards": shards, "ckpt": str(d / "run" / "checkpoint.pt"), "dir": d}
+
+
+def test_score_writes_a_filterable_field_and_reports_what_a_threshold_keeps(trained, tmp_path):
+    from webli_io import WebLIStream
+
+    out = tmp_path / "scored"
+    r = subprocess.run([sys.executable, "-m", "webli_io", "score", *trained["shards"], "--checkpoint", trained["ckpt"], "-o", str(out),
+                        "--report", "0.0", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["samples"] == 82 and res["unscored"] == 2  # the demo's corrupt image and caption-less pair
+    shares = res["report"]["kept_share"]["language"]
+    assert len(shares) > 5 and all(0 <= v <= 1 for v in shares.values())
+    scored = [s for b in WebLIStream(str(out / "*.tar"), batch_size=100, image_size=16) for s in b["meta"]]
+    values = sorted(m["alignment_score"] for m in scored)
+    assert len(values) == 80 and all(-1.0 <= v <= 1.0 for v in values)
+    median = values[len(values) // 2]
+    kept = WebLIStream(str(out / "*.tar"), batch_size=100, image_size=16, min_score={"alignment_score": median})
+    assert sum(len(b["keys"]) for b in kept) == sum(v >= median for v in values)
+
+
+def test_attention_overlays_a_relevance_map(trained, tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "red.jpg"
+    im = Image.new("RGB", (128, 96), (240, 240, 240))
+    im.paste((220, 20, 20), (0, 0, 64, 48))
+    im.save(img, quality=92)
+    r = subprocess.run([sys.executable, "-m", "webli_io", "attention", trained["ckpt"], str(img), "--text", "a red square",
+                        "-o", str(tmp_path / "maps"), "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (out,) = json.loads(r.stdout)["written"]
+    with Image.open(out) as o:
+        assert o.size == (128, 96) and o.format == "PNG"
+    from webli_io.siglip import evalsuite as ev
+
+    model, tok, size = ev.load_checkpoint(trained["ckpt"], torch.device("cpu"))
+    rel = ev.relevance_map(model, tok, size, img.read_bytes(), None, torch.device("cpu"))
+    assert rel.shape == (size // 8, size // 8) and rel.min() == 0.0 and rel.max() == 1.0

@@ -294,6 +294,53 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from . import expand_shards
+    from .siglip import evalsuite as ev
+    from .siglip.dist import device_for
+
+    device = device_for(args.device)
+    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
+    shards = expand_shards(args.shards)
+    if any(s.endswith(".parquet") for s in shards):
+        raise ValueError("score reads and writes tar shards (Parquet: not yet)")
+    done = ev.score_shards(model, tokenizer, image_size, shards, args.out, device, field=args.field)
+    result: dict = {k: v for k, v in done.items() if k != "shards"}
+    result["out"] = args.out
+    if args.report is not None:
+        result["report"] = ev.filter_report(done["shards"], args.report, args.field, args.group_field or ["language"])
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{done['samples']} samples scored ({done['unscored']} without a decodable image or caption: {args.field} null) -> {args.out}/")
+    for group, shares in result.get("report", {}).get("kept_share", {}).items():
+        print(f"kept at {args.field} >= {args.report}, by {group}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+    note(f"use it: WebLIStream('{args.out}/*.tar', min_score={{'{args.field}': THRESHOLD}})")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from .siglip import evalsuite as ev
+    from .siglip.dist import device_for
+
+    device = device_for(args.device)
+    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    for path in args.images:
+        with open(path, "rb") as f:
+            data = f.read()
+        rel = ev.relevance_map(model, tokenizer, image_size, data, args.text, device)
+        out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".relevance.png")
+        ev.overlay(data, rel, out)
+        written.append(out)
+    if args.json:
+        print(json.dumps({"written": written}))
+    else:
+        print("\n".join(written))
+    return 0
+
+
 def cmd_index_eval(args: argparse.Namespace) -> int:
     from .evalset import index_eval
 
@@ -392,6 +439,44 @@ def build_parser() -> argparse.ArgumentParser:
     evp.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     evp.add_argument("--json", action="store_true", help="print report.json on stdout")
     evp.set_defaults(func=cmd_eval)
+
+    sc = sub.add_parser(
+        "score",
+        parents=[common],
+        help="write each pair's image-caption alignment score (the paper's quality filter) into copies of the shards",
+        description="Score every pair of SHARDS with a trained checkpoint (cosine similarity of the image and caption "
+        "embeddings) and write copies of the shards to OUT whose json gains the score (default field "
+        "'alignment_score'; null where the image or caption is unusable, so a filter drops it). Then "
+        "WebLIStream(..., min_score={'alignment_score': t}) applies the filter the paper studies. --report T shows, "
+        "for threshold T, the share kept per language and per any --group-field: what the filter costs each culture.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sc.add_argument("shards", nargs="+", help="tar shards to score")
+    sc.add_argument("--checkpoint", required=True, help="a checkpoint.pt of `webli-io train`")
+    sc.add_argument("-o", "--out", required=True, help="folder for the scored shards")
+    sc.add_argument("--field", default="alignment_score", help="the metadata field to write")
+    sc.add_argument("--report", type=float, default=None, metavar="T", help="also report the share kept at score >= T")
+    sc.add_argument("--group-field", action="append", default=None, help="json fields to report by (repeatable; default: language)")
+    sc.add_argument("--device", default=None)
+    sc.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    sc.set_defaults(func=cmd_score)
+
+    at = sub.add_parser(
+        "attention",
+        parents=[common],
+        help="relevance maps of the image tower over image patches, overlaid on each image as PNG",
+        description="For each image, the image tower's per-patch relevance (each patch token's similarity to the "
+        "caption given by --text, or to the image's own pooled embedding), overlaid in red on the image: the "
+        "paper's attention figure, for any checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    at.add_argument("checkpoint", help="a checkpoint.pt of `webli-io train`")
+    at.add_argument("images", nargs="+", help="image files")
+    at.add_argument("--text", default=None, help="a caption: relevance to it (default: to the image's own embedding)")
+    at.add_argument("-o", "--out", required=True, help="folder for the PNGs")
+    at.add_argument("--device", default=None)
+    at.add_argument("--json", action="store_true")
+    at.set_defaults(func=cmd_attention)
 
     tk = sub.add_parser(
         "tokenizer",

@@ -14,10 +14,15 @@ Definitions follow big_vision's evaluators: class embeddings are the normalised 
 normalised template embeddings; retrieval ranks every candidate of the set; recall@k is the
 share of queries whose match is among the k best. It writes ``report.json``, ``report.md`` and
 PNG bar charts (per language, per group), drawn with Pillow.
+
+Also here: ``webli-io score`` (each pair's image–caption alignment, written as a metadata field
+for ``min_score``, and what a threshold keeps per language or group) and ``webli-io attention``
+(per-patch relevance maps over the images).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -228,3 +233,123 @@ def write_report(report: Dict[str, Any], out: str) -> List[str]:
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines))
     return charts
+
+
+# -- alignment scores (the paper's quality filter) ---------------------------------------------
+
+
+@torch.no_grad()
+def score_shards(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], out_dir: str, device: torch.device,
+                 field: str = "alignment_score") -> Dict[str, Any]:
+    """Write a copy of each tar shard to ``out_dir`` whose samples' ``json`` gain ``field``: the
+    cosine similarity of the image and caption embeddings (None where the image does not decode:
+    a ``min_score`` filter then drops the sample, failing closed). Members are kept as they are."""
+    import tarfile
+
+    from .. import _core, decode_resize
+
+    os.makedirs(out_dir, exist_ok=True)
+    done: Dict[str, Any] = {"shards": [], "samples": 0, "unscored": 0, "field": field}
+    for shard in shards:
+        samples = [(key, list(members)) for key, members in _core.TarSamples(shard)]
+        scores: List[Optional[float]] = []
+        for i in range(0, len(samples), 64):
+            chunk = samples[i : i + 64]
+            tiles, texts, where = [], [], []
+            for j, (_, members) in enumerate(chunk):
+                image = next((d for e, d in members if e.rsplit(".", 1)[-1].lower() in ("jpg", "jpeg", "png", "webp", "bmp", "gif")), None)
+                text = next((d.decode("utf-8", "replace") for e, d in members if e.rsplit(".", 1)[-1] in ("txt", "text", "caption")), None)
+                try:
+                    if image is None or not text:
+                        raise ValueError("no image or caption")
+                    tiles.append(decode_resize(image, image_size, "center_crop"))
+                    texts.append(text)
+                    where.append(j)
+                except ValueError:
+                    pass
+            got: List[Optional[float]] = [None] * len(chunk)
+            if tiles:
+                sims = (_embed_images(model, tiles, device) * _embed_texts(model, tokenizer, texts, device)).sum(dim=1).tolist()
+                for j, s in zip(where, sims):
+                    got[j] = round(float(s), 6)
+            scores.extend(got)
+        name = os.path.basename(shard.rstrip("/")).split("?")[0] or "shard.tar"
+        path = os.path.join(out_dir, name)
+        with tarfile.open(path + ".tmp", "w", format=tarfile.GNU_FORMAT) as t:
+            for (key, members), s in zip(samples, scores):
+                meta: Dict[str, Any] = {}
+                for ext, data in members:
+                    if ext == "json":
+                        try:
+                            loaded = json.loads(data)
+                            meta = loaded if isinstance(loaded, dict) else {}
+                        except ValueError:
+                            meta = {}
+                meta[field] = s
+                out_members = [(e, d) for e, d in members if e != "json"] + [("json", json.dumps(meta, ensure_ascii=False).encode())]
+                for ext, data in out_members:
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+        os.replace(path + ".tmp", path)
+        done["shards"].append(path)
+        done["samples"] += len(samples)
+        done["unscored"] += sum(s is None for s in scores)
+    return done
+
+
+def filter_report(shards: Sequence[str], threshold: float, field: str = "alignment_score",
+                  group_fields: Sequence[str] = ("language",)) -> Dict[str, Any]:
+    """For a threshold, the share of samples kept per value of each group field (the language is
+    normalised): what the filter would cost each language or culture, before anyone applies it."""
+    from .. import _core
+
+    counts: Dict[str, Dict[str, List[int]]] = {g: {} for g in group_fields}
+    for shard in shards:
+        for _, members in _core.TarSamples(shard):
+            meta = next((json.loads(d) for e, d in members if e == "json"), {})
+            score = meta.get(field)
+            kept = isinstance(score, (int, float)) and score >= threshold
+            for g in group_fields:
+                value = meta.get(g)
+                value = _core.normalize_lang(value) if g in ("language", "lang") and isinstance(value, str) else str(value)
+                c = counts[g].setdefault(value, [0, 0])
+                c[0] += int(kept)
+                c[1] += 1
+    return {"threshold": threshold, "field": field,
+            "kept_share": {g: {v: round(k / n, 4) for v, (k, n) in sorted(vals.items())} for g, vals in counts.items()}}
+
+
+# -- relevance maps (the paper's attention figure) ---------------------------------------------
+
+
+@torch.no_grad()
+def relevance_map(model: SigLIP, tokenizer: Any, image_size: int, image: bytes, text: Optional[str], device: torch.device) -> np.ndarray:
+    """Per-patch relevance, ``[grid, grid]`` in [0, 1]: each patch token's (final norm, projection)
+    cosine similarity with the caption's embedding (``text``), or with the image's own pooled
+    embedding (no text). The towers pool by the mean, so this is a relevance map, not a
+    class-token attention map."""
+    from .. import decode_resize
+
+    tile = decode_resize(image, image_size, "squash")
+    x = to_device_images(torch.from_numpy(tile[None]).permute(0, 3, 1, 2).contiguous(), device)
+    tower = model.image
+    tokens = tower.patch(x).flatten(2).transpose(1, 2) + tower.pos
+    feats = F.normalize(tower.proj(tower.norm(tower.encoder(tokens))), dim=-1)[0]  # [patches, D]
+    target = _embed_texts(model, tokenizer, [text], device)[0] if text else F.normalize(feats.mean(0), dim=-1)
+    rel = (feats.float() @ target.float()).cpu().numpy()
+    grid = int(round(len(rel) ** 0.5))
+    rel = rel.reshape(grid, grid)
+    lo, hi = float(rel.min()), float(rel.max())
+    return (rel - lo) / (hi - lo) if hi > lo else np.zeros_like(rel)
+
+
+def overlay(image: bytes, rel: np.ndarray, path: str) -> None:
+    """The image with the relevance map over it in red (brighter: more relevant), as PNG."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(image)).convert("RGB")
+    heat = Image.fromarray((rel * 255).astype(np.uint8), "L").resize(img.size, Image.BILINEAR)
+    red = Image.new("RGB", img.size, (255, 30, 30))
+    alpha = heat.point(lambda v: int(v * 0.6))
+    Image.composite(red, img, alpha).save(path)
