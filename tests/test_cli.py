@@ -134,3 +134,12 @@ def test_demo_json_is_one_document_with_the_training_result(tmp_path):
     result = json.loads(r.stdout)
     assert result["images"] == 80 and result["train"]["steps"] == 2
     assert "training the tiny SigLIP model" in r.stderr
+
+
+def test_demo_study_runs_the_grid_on_the_sample_data(tmp_path):
+    r = run("demo", "--out", str(tmp_path / "demo"), "--shards", "3", "--samples-per-shard", "40", "--batch-size", "8",
+            "--train-steps", "0", "--study", "--study-steps", "2", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(r.stdout)["study"]
+    assert len(rows) == 8 and all("multilingual_mean_r1" in x and "retrieval_i2t_r1" in x for x in rows)
+    assert (tmp_path / "demo" / "study" / "study.md").exists() and (tmp_path / "demo" / "eval" / "classify" / "red").is_dir()

@@ -20,6 +20,13 @@ def test_recall_counts_the_rank_of_the_match():
     assert recall_at_k(sim, (1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
 
 
+def test_identical_captions_are_one_answer():
+    # Texts 0 and 1 are the same caption: image 1 retrieving text 0 is a hit.
+    sim = torch.tensor([[0.9, 0.8, 0.0], [0.9, 0.1, 0.0], [0.0, 0.5, 0.6]])
+    assert recall_at_k(sim, (1,))[1] == pytest.approx(2 / 3)
+    assert recall_at_k(sim, (1,), same=["red sky", "red sky", "blue sky"])[1] == 1.0
+
+
 def test_topk_accuracy_and_groups():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.5, 0.4, 0.3], [0.2, 0.3, 0.5]])
     assert topk_accuracy(logits, torch.tensor([1, 1, 0]), (1, 2)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3)}
@@ -136,3 +143,27 @@ def test_attention_overlays_a_relevance_map(trained, tmp_path):
     model, tok, size = ev.load_checkpoint(trained["ckpt"], torch.device("cpu"))
     rel = ev.relevance_map(model, tok, size, img.read_bytes(), None, torch.device("cpu"))
     assert rel.shape == (size // 8, size // 8) and rel.min() == 0.0 and rel.max() == 1.0
+
+
+def test_study_runs_the_grid_with_one_budget(trained, tmp_path):
+    import webdataset as wds
+
+    xm = str(tmp_path / "xm.tar")
+    with wds.TarWriter(xm) as w:
+        for i, (name, rgb) in enumerate({"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}.items()):
+            w.write({"__key__": f"x{i}", "jpg": _jpeg(rgb), "txt": name,
+                     "json": json.dumps({"captions": {"en": f"a {name} square", "te": f"చతురస్రం {name}"}}).encode()})
+    train_shard, held_out = trained["shards"][0], trained["shards"][1]
+    out = tmp_path / "study"
+    r = subprocess.run([sys.executable, "-m", "webli_io", "study", train_shard, "-o", str(out), "--subsets", "0.5", "1.0",
+                        "--filter-field", "width", "--filter-min", "500", "--mixture", "webli-100b", "--steps", "2",
+                        "--batch-size", "4", "--eval-retrieval", held_out, "--eval-multilingual", xm, "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = json.loads(r.stdout)
+    rows = study["rows"]
+    assert len(rows) == 8 and {(x["subset"], x["filter"], x["mixture"]) for x in rows} == {
+        (s, f, m) for s in (0.5, 1.0) for f in (False, True) for m in (False, True)}
+    assert all(x["steps"] == 2 for x in rows), "the same budget in every cell"
+    assert all(0 <= x["multilingual_worst_r1"] <= x["multilingual_mean_r1"] <= 1 for x in rows)
+    assert sum(line.startswith("| subset ") for line in (out / "study.md").read_text().splitlines()) == 8 and (out / "study.png").read_bytes()[:4] == b"\x89PNG"

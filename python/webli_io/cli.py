@@ -159,6 +159,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result["train"] = r
         if not args.json:
             print(f"loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} in {r['seconds']:.0f} s; checkpoint {r['checkpoint']}")
+    if args.study:
+        from .sample_data import SKY_PHRASES, write_eval_sets
+        from .siglip.study import run_study
+
+        sets = write_eval_sets(os.path.join(out, "eval"))
+        note(f"\nthe paper's grid on the sample data: subsets 0.5/1 x filter (width >= 600) off/on x mixture webli-100b "
+             f"off/on, {args.study_steps} steps each, evaluated on pictures of known sky colours captioned in "
+             f"{len(SKY_PHRASES)} languages")
+        study = run_study(shards[:-1], os.path.join(out, "study"), subsets=[0.5, 1.0], filter_field="width", filter_min=600,
+                          mixture="webli-100b", manifest=None, evals={"retrieval": shards[-1:], "multilingual": [sets["shard"]]},
+                          train_argv=["--model", "tiny", "--steps", str(args.study_steps), "--batch-size", "16", "--image-size", "32",
+                                      "--seed", str(args.seed)], log=note)
+        result["study"] = study["rows"]
+        if not args.json:
+            with open(os.path.join(out, "study", "study.md"), encoding="utf-8") as f:
+                print(f.read())
     if args.json:
         _report(result, True)
     return 0
@@ -341,6 +357,29 @@ def cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from . import expand_shards
+    from .siglip.study import run_study
+
+    shards = expand_shards(args.shards)
+    evals = {"retrieval": expand_shards(args.eval_retrieval) if args.eval_retrieval else None,
+             "multilingual": expand_shards(args.eval_multilingual) if args.eval_multilingual else None}
+    if not any(evals.values()):
+        raise ValueError("give --eval-retrieval SHARDS and/or --eval-multilingual SHARDS (held out from the training shards)")
+    if (args.filter_field is None) != (args.filter_min is None):
+        raise ValueError("give --filter-field and --filter-min together (e.g. alignment_score from `webli-io score`)")
+    train_argv = ["--model", args.model, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                  "--image-size", str(args.image_size), "--seed", str(args.seed), "--log-every", str(max(1, args.steps))]
+    study = run_study(shards, args.out, subsets=args.subsets, filter_field=args.filter_field, filter_min=args.filter_min,
+                      mixture=args.mixture, manifest=args.manifest, train_argv=train_argv, evals=evals, log=note)
+    if args.json:
+        print(json.dumps(study, indent=2))
+    else:
+        with open(os.path.join(args.out, "study.md"), encoding="utf-8") as f:
+            print(f.read())
+    return 0
+
+
 def cmd_index_eval(args: argparse.Namespace) -> int:
     from .evalset import index_eval
 
@@ -386,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples-per-shard", type=positive, default=100, help="pairs per shard")
     demo.add_argument("--overwrite", action="store_true", help="write the shards even if they exist")
     demo.add_argument("--train-steps", type=non_negative, default=300, help="then train the tiny SigLIP model this many steps (0: skip)")
+    demo.add_argument("--study", action="store_true", help="then run the paper's grid (subsets x filter x mixture) on the sample data")
+    demo.add_argument("--study-steps", type=positive, default=40, help="training steps per cell of --study")
     _add_stream_args(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -477,6 +518,33 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--device", default=None)
     at.add_argument("--json", action="store_true")
     at.set_defaults(func=cmd_attention)
+
+    st = sub.add_parser(
+        "study",
+        parents=[common],
+        help="the paper's grid at your scale: nested subsets x filter off/on x rebalancing off/on, trained and evaluated",
+        description="Train one model per cell of the grid -- nested subsets (--subsets), the quality filter off and on "
+        "(--filter-field/--filter-min, e.g. alignment_score from `webli-io score`), language rebalancing off and on "
+        "(--mixture, with --manifest from `webli-io prepare` for exact shares) -- each with the same budget, evaluate "
+        "each on held-out shards, and write OUT/study.json, study.md and study.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    st.add_argument("shards", nargs="+", help="training shards")
+    st.add_argument("-o", "--out", required=True)
+    st.add_argument("--subsets", type=float, nargs="+", default=[0.1, 1.0], help="fractions of the pairs (nested: the same hash)")
+    st.add_argument("--filter-field", default=None, help="metadata field of the quality filter")
+    st.add_argument("--filter-min", type=float, default=None, help="keep pairs with the field at least this")
+    st.add_argument("--mixture", default=None, help="rebalancing, e.g. webli-100b")
+    st.add_argument("--manifest", default=None, help="manifest.json of `webli-io prepare` (exact language counts)")
+    st.add_argument("--eval-retrieval", nargs="+", default=None, help="held-out shards for image-text retrieval")
+    st.add_argument("--eval-multilingual", nargs="+", default=None, help="held-out shards whose json has captions per language")
+    st.add_argument("--model", default="tiny")
+    st.add_argument("--steps", type=positive, default=100, help="the same budget for every cell")
+    st.add_argument("--batch-size", type=positive, default=16)
+    st.add_argument("--image-size", type=positive, default=32)
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_study)
 
     tk = sub.add_parser(
         "tokenizer",

@@ -173,3 +173,42 @@ def write_sample_dataset(
         os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+#: Pseudo-regions the evaluation set's pictures are spread over (for per-group numbers).
+REGIONS = ("north", "south", "east", "west")
+
+
+def write_eval_sets(out_dir: str, per_sky: int = 8, seed: int = 1) -> Dict[str, str]:
+    """Evaluation data with known answers, in the benchmarks' layouts: pictures drawn under a sky
+    of a known colour (the class), captioned in every language of ``SKY_PHRASES`` (the caption
+    says the sky's colour), spread over ``REGIONS``.
+
+    - ``classify/<colour>/*.jpg`` and ``classnames.txt`` (ImageNet's layout, ``folder<TAB>name``);
+    - ``eval.tar``: ``json`` with ``captions`` {language: caption} (Crossmodal-3600's layout),
+      ``label`` (the colour phrase in English) and ``region`` (Dollar Street / GeoDE style).
+    """
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(out_dir, "classify")
+    shard = os.path.join(out_dir, "eval.tar")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(out_dir, "classnames.txt"), "w", encoding="utf-8") as f:
+        for sky_name, _ in SKIES:
+            f.write(f"{sky_name}\t{SKY_PHRASES['en'][sky_name]}\n")
+    with tarfile.open(shard + ".tmp", "w", format=tarfile.GNU_FORMAT) as tar:
+        i = 0
+        for sky_name, sky_rgb in SKIES:
+            os.makedirs(os.path.join(folder, sky_name), exist_ok=True)
+            for j in range(per_sky):
+                image = encode(draw_picture(rng, 320, 240, sky_rgb), "jpg", quality=90)
+                with open(os.path.join(folder, sky_name, f"{j:03d}.jpg"), "wb") as out:
+                    out.write(image)
+                key = f"eval{i:05d}"
+                captions = {lang: phrases[sky_name] for lang, phrases in SKY_PHRASES.items()}
+                meta = {"captions": captions, "label": SKY_PHRASES["en"][sky_name], "region": REGIONS[i % len(REGIONS)]}
+                _add(tar, f"{key}.jpg", image)
+                _add(tar, f"{key}.txt", captions["en"].encode())
+                _add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode())
+                i += 1
+    os.replace(shard + ".tmp", shard)
+    return {"folder": folder, "classnames": os.path.join(out_dir, "classnames.txt"), "shard": shard}

@@ -43,11 +43,19 @@ DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "{}")
 # -- metrics (pure: tested on constructed inputs) ---------------------------------------------
 
 
-def recall_at_k(sim: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> Dict[int, float]:
-    """Recall@k of queries (rows) whose match is the column of the same index."""
-    target = torch.arange(sim.shape[0], device=sim.device)
+def recall_at_k(sim: torch.Tensor, ks: Sequence[int] = (1, 5, 10), same: Optional[Sequence[Any]] = None) -> Dict[int, float]:
+    """Recall@k of queries (rows) whose match is the column of the same index. With ``same``
+    (one value per column), any column with the match's value counts as the match: identical
+    captions are one answer (benchmarks have distinct captions, where this changes nothing)."""
     ranked = sim.argsort(dim=1, descending=True)
-    hit_rank = (ranked == target[:, None]).float().argmax(dim=1)
+    if same is None:
+        target = torch.arange(sim.shape[0], device=sim.device)
+        hits = ranked == target[:, None]
+    else:
+        ids = {v: i for i, v in enumerate(dict.fromkeys(same))}
+        col = torch.tensor([ids[v] for v in same], device=sim.device)
+        hits = col[ranked] == col[: sim.shape[0], None]
+    hit_rank = hits.float().argmax(dim=1)
     return {k: float((hit_rank < k).float().mean()) for k in ks}
 
 
@@ -139,7 +147,7 @@ def retrieval(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[s
         tiles.append(img)
         texts.append(text)
     sim = _embed_images(model, tiles, device) @ _embed_texts(model, tokenizer, texts, device).T
-    i2t, t2i = recall_at_k(sim), recall_at_k(sim.T)
+    i2t, t2i = recall_at_k(sim, same=texts), recall_at_k(sim.T, same=texts)
     return {"pairs": len(texts), **{f"i2t_r{k}": v for k, v in i2t.items()}, **{f"t2i_r{k}": v for k, v in t2i.items()}}
 
 
@@ -156,9 +164,9 @@ def multilingual(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequenc
     per_lang: Dict[str, float] = {}
     for lang in sorted({lang for c in captions for lang in c}):
         idx = [i for i, c in enumerate(captions) if lang in c]
-        texts = _embed_texts(model, tokenizer, [captions[i][lang] for i in idx], device)
-        sim = images[idx] @ texts.T
-        per_lang[lang] = (recall_at_k(sim, (1,))[1] + recall_at_k(sim.T, (1,))[1]) / 2
+        caps = [captions[i][lang] for i in idx]
+        sim = images[idx] @ _embed_texts(model, tokenizer, caps, device).T
+        per_lang[lang] = (recall_at_k(sim, (1,), same=caps)[1] + recall_at_k(sim.T, (1,), same=caps)[1]) / 2
     s = group_summary(per_lang)
     return {"images": len(tiles), "recall_at_1": per_lang, "mean": float(np.mean(list(per_lang.values()))),
             "worst_language": s["worst_group"], "worst": s["worst"]}
