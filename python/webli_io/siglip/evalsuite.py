@@ -222,22 +222,22 @@ def write_report(report: Dict[str, Any], out: str) -> List[str]:
         r = report["retrieval"]
         lines += ["## Image-text retrieval", "", "| pairs | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 |", "|---:|---:|---:|---:|---:|---:|---:|",
                   f"| {r['pairs']} | {r['i2t_r1']:.3f} | {r['i2t_r5']:.3f} | {r['i2t_r10']:.3f} | {r['t2i_r1']:.3f} | {r['t2i_r5']:.3f} | {r['t2i_r10']:.3f} |", ""]
+    def per_key(title: str, column: str, values: Dict[str, float], totals: List[Tuple[str, float]], chart: str) -> None:
+        """A section: one row per language or group, the summary rows, and its bar chart."""
+        lines.extend([f"## {title}", "", f"| {column} | value |", "|---|---:|"])
+        lines.extend(f"| {k} | {v:.3f} |" for k, v in values.items())
+        lines.extend([*(f"| **{name}** | {v:.3f} |" for name, v in totals), "", f"![{title}]({chart})", ""])
+        bar_chart(values, title, os.path.join(out, chart))
+        charts.append(chart)
+
     if "multilingual" in report:
         m = report["multilingual"]
-        lines += ["## Multilingual retrieval (recall@1, mean of both directions)", "", "| language | R@1 |", "|---|---:|"]
-        lines += [f"| {lang} | {v:.3f} |" for lang, v in m["recall_at_1"].items()]
-        lines += [f"| **mean** | {m['mean']:.3f} |", f"| **worst ({m['worst_language']})** | {m['worst']:.3f} |", ""]
-        bar_chart(m["recall_at_1"], "recall@1 per language", os.path.join(out, "languages.png"))
-        charts.append("languages.png")
-        lines += ["![recall@1 per language](languages.png)", ""]
+        per_key("Multilingual retrieval (recall@1, mean of both directions)", "language", m["recall_at_1"],
+                [("mean", m["mean"]), (f"worst ({m['worst_language']})", m["worst"])], "languages.png")
     if "subgroups" in report:
         g = report["subgroups"]
-        lines += ["## Subgroups (zero-shot accuracy)", "", "| group | accuracy |", "|---|---:|"]
-        lines += [f"| {k} | {v:.3f} |" for k, v in g["per_group"].items()]
-        lines += [f"| **worst ({g['worst_group']})** | {g['worst']:.3f} |", f"| **gap (best - worst)** | {g['gap']:.3f} |", ""]
-        bar_chart(g["per_group"], "accuracy per group", os.path.join(out, "groups.png"))
-        charts.append("groups.png")
-        lines += ["![accuracy per group](groups.png)", ""]
+        per_key("Subgroups (zero-shot accuracy)", "group", g["per_group"],
+                [(f"worst ({g['worst_group']})", g["worst"]), ("gap (best - worst)", g["gap"])], "groups.png")
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines))
     return charts

@@ -23,7 +23,23 @@ import torch
 BYTE_PAD, BYTE_BOS, BYTE_EOS, BYTE_OFFSET = 0, 1, 2, 3
 
 
-class ByteTokenizer:
+class _Padded:
+    """``tokenizer(texts)``: each text's ``ids`` in a ``[B, max_len]`` int64 tensor, 0-padded."""
+
+    max_len: int
+
+    def ids(self, text: str) -> List[int]:
+        raise NotImplementedError
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.max_len, dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids = self.ids(t)
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+class ByteTokenizer(_Padded):
     """UTF-8 bytes → ids: BOS, bytes + 3, EOS, then PAD (0)."""
 
     name = "bytes"
@@ -35,15 +51,8 @@ class ByteTokenizer:
     def ids(self, text: str) -> List[int]:
         return [BYTE_BOS] + [b + BYTE_OFFSET for b in text.encode("utf-8")[: self.max_len - 2]] + [BYTE_EOS]
 
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        out = torch.zeros(len(texts), self.max_len, dtype=torch.long)
-        for i, t in enumerate(texts):
-            ids = self.ids(t)
-            out[i, : len(ids)] = torch.tensor(ids)
-        return out
 
-
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(_Padded):
     """A SentencePiece model: its ids + 1 (0 is padding), EOS appended, cut at ``max_len``."""
 
     def __init__(self, path: str, max_len: int = 64) -> None:
@@ -64,13 +73,6 @@ class SentencePieceTokenizer:
     def ids(self, text: str) -> List[int]:
         ids = [i + 1 for i in self.sp.encode(text)][: self.max_len - (1 if self.eos else 0)]
         return ids + ([self.eos] if self.eos else [])
-
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        out = torch.zeros(len(texts), self.max_len, dtype=torch.long)
-        for i, t in enumerate(texts):
-            ids = self.ids(t)
-            out[i, : len(ids)] = torch.tensor(ids)
-        return out
 
     def __getstate__(self) -> Dict[str, object]:  # picklable for DataLoader workers
         return {"name": self.name, "max_len": self.max_len}
