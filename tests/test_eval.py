@@ -153,11 +153,17 @@ def test_study_runs_the_grid_with_one_budget(trained, tmp_path):
         for i, (name, rgb) in enumerate({"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}.items()):
             w.write({"__key__": f"x{i}", "jpg": _jpeg(rgb), "txt": name,
                      "json": json.dumps({"captions": {"en": f"a {name} square", "te": f"చతురస్రం {name}"}}).encode()})
+    groups_shard = str(tmp_path / "groups.tar")
+    with wds.TarWriter(groups_shard) as w:
+        for i, name in enumerate(["red", "green", "blue"] * 2):
+            w.write({"__key__": f"g{i}", "jpg": _jpeg((200, 30, 30)), "txt": name,
+                     "json": json.dumps({"label": name, "region": ["north", "south"][i % 2]}).encode()})
     train_shard, held_out = trained["shards"][0], trained["shards"][1]
     out = tmp_path / "study"
     r = subprocess.run([sys.executable, "-m", "webli_io", "study", train_shard, "-o", str(out), "--subsets", "0.5", "1.0",
                         "--filter-field", "width", "--filter-min", "500", "--mixture", "webli-100b", "--steps", "2",
-                        "--batch-size", "4", "--eval-retrieval", held_out, "--eval-multilingual", xm, "--json"],
+                        "--batch-size", "4", "--eval-retrieval", held_out, "--eval-multilingual", xm, "--eval-groups", groups_shard,
+                        "--json"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     study = json.loads(r.stdout)
@@ -166,4 +172,5 @@ def test_study_runs_the_grid_with_one_budget(trained, tmp_path):
         (s, f, m) for s in (0.5, 1.0) for f in (False, True) for m in (False, True)}
     assert all(x["steps"] == 2 for x in rows), "the same budget in every cell"
     assert all(0 <= x["multilingual_worst_r1"] <= x["multilingual_mean_r1"] <= 1 for x in rows)
+    assert all(0 <= x["groups_worst"] <= 1 and 0 <= x["groups_gap"] <= 1 for x in rows)
     assert sum(line.startswith("| subset ") for line in (out / "study.md").read_text().splitlines()) == 8 and (out / "study.png").read_bytes()[:4] == b"\x89PNG"

@@ -168,7 +168,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
              f"off/on, {args.study_steps} steps each, evaluated on pictures of known sky colours captioned in "
              f"{len(SKY_PHRASES)} languages")
         study = run_study(shards[:-1], os.path.join(out, "study"), subsets=[0.5, 1.0], filter_field="width", filter_min=600,
-                          mixture="webli-100b", manifest=None, evals={"retrieval": shards[-1:], "multilingual": [sets["shard"]]},
+                          mixture="webli-100b", manifest=None,
+                          evals={"retrieval": shards[-1:], "multilingual": [sets["shard"]], "classify": sets["folder"],
+                                 "classnames": _classnames(sets["classnames"]), "groups": [sets["shard"]]},
                           train_argv=["--model", "tiny", "--steps", str(args.study_steps), "--batch-size", "16", "--image-size", "32",
                                       "--seed", str(args.seed)], log=note)
         result["study"] = study["rows"]
@@ -271,6 +273,15 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classnames(path: Optional[str]) -> Optional[dict]:
+    """A file of ``folder<TAB>class name`` lines → {folder: name} (None: no file)."""
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        pairs = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
+    return {p[0]: (p[1] if len(p) > 1 else p[0]) for p in pairs}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -283,11 +294,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = device_for(args.device)
     model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
-    classnames = None
-    if args.classnames:
-        with open(args.classnames, encoding="utf-8") as f:
-            pairs = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
-        classnames = {p[0]: (p[1] if len(p) > 1 else p[0]) for p in pairs}
+    classnames = _classnames(args.classnames)
     templates = args.template or list(ev.DEFAULT_TEMPLATES)
     report: dict = {"checkpoint": args.checkpoint, "image_size": image_size, "templates": templates}
     with torch.no_grad():
@@ -363,9 +370,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     shards = expand_shards(args.shards)
     evals = {"retrieval": expand_shards(args.eval_retrieval) if args.eval_retrieval else None,
-             "multilingual": expand_shards(args.eval_multilingual) if args.eval_multilingual else None}
-    if not any(evals.values()):
-        raise ValueError("give --eval-retrieval SHARDS and/or --eval-multilingual SHARDS (held out from the training shards)")
+             "multilingual": expand_shards(args.eval_multilingual) if args.eval_multilingual else None,
+             "classify": args.eval_classify, "classnames": _classnames(args.classnames),
+             "groups": expand_shards(args.eval_groups) if args.eval_groups else None,
+             "group_field": args.group_field, "label_field": args.label_field}
+    if not any(evals[k] for k in ("retrieval", "multilingual", "classify", "groups")):
+        raise ValueError("give one or more of --eval-retrieval, --eval-multilingual, --eval-classify, --eval-groups (held-out data)")
     if (args.filter_field is None) != (args.filter_min is None):
         raise ValueError("give --filter-field and --filter-min together (e.g. alignment_score from `webli-io score`)")
     train_argv = ["--model", args.model, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
@@ -538,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--manifest", default=None, help="manifest.json of `webli-io prepare` (exact language counts)")
     st.add_argument("--eval-retrieval", nargs="+", default=None, help="held-out shards for image-text retrieval")
     st.add_argument("--eval-multilingual", nargs="+", default=None, help="held-out shards whose json has captions per language")
+    st.add_argument("--eval-classify", default=None, help="an image folder, one subfolder per class")
+    st.add_argument("--classnames", default=None, help="file of 'folder<TAB>class name' lines for --eval-classify")
+    st.add_argument("--eval-groups", nargs="+", default=None, help="held-out shards whose json has a label and a group field")
+    st.add_argument("--label-field", default="label")
+    st.add_argument("--group-field", default="region")
     st.add_argument("--model", default="tiny")
     st.add_argument("--steps", type=positive, default=100, help="the same budget for every cell")
     st.add_argument("--batch-size", type=positive, default=16)

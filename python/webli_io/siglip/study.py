@@ -1,6 +1,7 @@
 """``webli-io study``: the paper's grid at the user's scale. Nested subsets x quality filter off/on
 x language rebalancing off/on, each trained with the same budget (steps, batch, seed) and
-evaluated on the same parts; one table (``study.md``, ``study.json``) and one chart.
+evaluated on the same parts (any of: classification, retrieval, multilingual retrieval,
+subgroups); one table (``study.md``, ``study.json``) and one chart.
 
 What the paper found at 1B → 10B → 100B pairs — little change on Western benchmarks, gains in
 multilinguality and cultural diversity; a CLIP-style filter helping the former and hurting the
@@ -23,7 +24,7 @@ def run_study(shards: Sequence[str], out: str, *, subsets: Sequence[float], filt
               mixture: Optional[str], manifest: Optional[str], train_argv: Sequence[str], evals: Dict[str, Any],
               log: Callable[..., None] = print) -> Dict[str, Any]:
     from ..train_args import add_arguments
-    from .evalsuite import bar_chart, load_checkpoint, multilingual, retrieval
+    from .evalsuite import DEFAULT_TEMPLATES, bar_chart, classify_folder, load_checkpoint, multilingual, retrieval, subgroups
     from .loop import train
 
     filters = [False] + ([True] if filter_field else [])
@@ -52,6 +53,14 @@ def run_study(shards: Sequence[str], out: str, *, subsets: Sequence[float], filt
             if evals.get("multilingual"):
                 m = multilingual(model, tokenizer, size, evals["multilingual"], torch.device("cpu"))
                 row["multilingual_mean_r1"], row["multilingual_worst_r1"] = m["mean"], m["worst"]
+            templates = evals.get("templates") or DEFAULT_TEMPLATES
+            if evals.get("classify"):
+                c = classify_folder(model, tokenizer, size, evals["classify"], evals.get("classnames"), templates, torch.device("cpu"))
+                row["classify_top1"] = c["top1"]
+            if evals.get("groups"):
+                g = subgroups(model, tokenizer, size, evals["groups"], evals.get("group_field", "region"),
+                              evals.get("label_field", "label"), templates, torch.device("cpu"))
+                row["groups_worst"], row["groups_gap"] = g["worst"], g["gap"]
         log("   " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float) and k != "subset"))
         rows.append(row)
     os.makedirs(out, exist_ok=True)
