@@ -13,6 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server or a process group the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def write_tar(path, members) -> str:
     """A tar of `(name, bytes)` members, as given (no webdataset rules applied): for shards
     that webdataset would not write."""

@@ -5,11 +5,11 @@ retry. Every server runs in this process, on loopback: no real cloud is touched.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import List
 
 import pytest
+from _helpers import free_port
 
 from webli_io import WebLIStream
 
@@ -63,14 +63,6 @@ def test_gs_urls_via_storage_emulator_host_resume_by_range(server, make_shards, 
     assert reqs[0][0] is None and reqs[1][0] == f"bytes={reqs[0][1]}-", "resumed from the byte reached"
 
 
-def _free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
 @pytest.fixture
 def clean_cloud_env(monkeypatch, tmp_path):
     """No credentials or endpoints from the machine: every variable a cloud chain reads is unset,
@@ -95,7 +87,7 @@ def s3_server():
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     saved = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT
     moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 3  # the setup below; then every request is checked
     ActionAuthenticatorMixin.request_count = 0
@@ -176,7 +168,7 @@ def gcs_emulator():
         for method, handler in list(methods.items()):
             if handler is objects.download:
                 methods[method] = download
-    port = _free_port()
+    port = free_port()
     server = server_mod.create_server("127.0.0.1", port, in_memory=True)
     server.start()
     base = f"http://127.0.0.1:{port}"

@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+from _helpers import free_port
 
 from webli_io.siglip.config import MODELS, PUBLISHED_IMAGE_PARAMS_M
 from webli_io.siglip.model import SigLIP, count_params
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _siglip_ranks  # noqa: E402
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_IMAGE_PARAMS_M))

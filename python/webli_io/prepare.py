@@ -33,6 +33,7 @@ import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -123,7 +124,7 @@ def hash_shard(src: str) -> List[Tuple[int, int]]:
     found: List[Tuple[int, bytes]] = []
     samples = _samples(src)
     for i, (_, members) in enumerate(samples):
-        img = next((data for ext, data in members if _last_ext(ext) in IMAGE_EXTS and data), None)
+        img = parse_members(members).image
         if img is not None:
             found.append((i, img))
     # A damaged shard: the annotate pass reports it; the samples before the damage are hashed.
@@ -133,6 +134,59 @@ def hash_shard(src: str) -> List[Tuple[int, int]]:
 
 def _last_ext(ext: str) -> str:
     return ext.rsplit(".", 1)[-1]
+
+
+@dataclass
+class Parsed:
+    """What one sample's members hold, by the stream's rules: the first ``json`` (its extension,
+    the dict, whether it was unreadable), the caption (the first text member, else the json's
+    ``caption``), the first non-empty image."""
+
+    meta: Dict[str, Any]
+    json_ext: Optional[str]
+    bad_json: bool
+    text: str
+    image: Optional[bytes]
+
+
+def parse_members(members: Members) -> Parsed:
+    meta: Dict[str, Any] = {}
+    json_ext, bad_json, text, image = None, False, "", None
+    for ext, data in members:
+        last = _last_ext(ext)
+        if last == "json" and json_ext is None:
+            json_ext = ext
+            try:
+                loaded = json.loads(data)
+                meta = loaded if isinstance(loaded, dict) else {}
+                bad_json = not isinstance(loaded, dict)
+            except (ValueError, RecursionError):  # garbage, or nested 100k deep
+                bad_json = True
+        elif last in TEXT_EXTS and not text:
+            text = data.decode("utf-8", "replace")
+        elif last in IMAGE_EXTS and image is None and data:
+            image = data
+    if not text and isinstance(meta.get("caption"), str):
+        text = meta["caption"]
+    return Parsed(meta, json_ext, bad_json, text, image)
+
+
+def meta_language(meta: Dict[str, Any], lang_fields: Sequence[str]) -> str:
+    """The normalised language of the first of ``lang_fields`` the metadata holds, else ``und``."""
+    tag = next((meta[f] for f in lang_fields if isinstance(meta.get(f), str)), None)
+    return _core.normalize_lang(tag) if tag is not None else "und"
+
+
+def write_sample(out: tarfile.TarFile, key: str, members: Members, json_ext: Optional[str], meta: Dict[str, Any], mtime: int) -> None:
+    """A sample's members as they were, with its json (under its own extension) replaced by ``meta``."""
+    try:
+        body = json.dumps(meta, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): keep it as an escape
+        body = json.dumps(meta, ensure_ascii=True).encode()
+    for ext, data in members:
+        if ext != json_ext:
+            out.addfile(_member(f"{key}.{ext}", len(data), mtime), io.BytesIO(data))
+    out.addfile(_member(f"{key}.{json_ext or 'json'}", len(body), mtime), io.BytesIO(body))
 
 
 def duplicates_local(hashed: Sequence[Tuple[int, List[Tuple[int, int]]]]) -> Dict[int, List[int]]:
@@ -162,26 +216,10 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
                 counts["duplicates"] += 1
                 continue
             counts["samples"] += 1
-            meta: Dict[str, Any] = {}
-            json_ext = None
-            text = ""
-            for ext, data in members:
-                last = _last_ext(ext)
-                if last == "json" and json_ext is None:
-                    json_ext = ext
-                    try:
-                        loaded = json.loads(data)
-                        meta = loaded if isinstance(loaded, dict) else {}
-                        if not isinstance(loaded, dict):
-                            counts["bad_json"] += 1
-                    except (ValueError, RecursionError):  # garbage, or nested 100k deep
-                        counts["bad_json"] += 1
-                elif last in TEXT_EXTS and not text:
-                    text = data.decode("utf-8", "replace")
-            if not text and isinstance(meta.get("caption"), str):
-                text = meta["caption"]
-            tag = next((meta[f] for f in lang_fields if isinstance(meta.get(f), str)), None)
-            lang = _core.normalize_lang(tag) if tag is not None else "und"
+            parsed = parse_members(members)
+            meta, text = parsed.meta, parsed.text
+            counts["bad_json"] += parsed.bad_json
+            lang = meta_language(meta, lang_fields)
             if lang != "und":
                 meta.update(language=lang, language_source="metadata")
                 counts["metadata"] += 1
@@ -191,14 +229,7 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
                 counts["lid"] += 1
                 counts["lid_und"] += lang == "und"
             langs[lang] = langs.get(lang, 0) + 1
-            try:
-                body = json.dumps(meta, ensure_ascii=False).encode()
-            except UnicodeEncodeError:  # a lone surrogate ("\ud800"): keep it as an escape
-                body = json.dumps(meta, ensure_ascii=True).encode()
-            for ext, data in members:
-                if ext != json_ext:
-                    out.addfile(_member(f"{key}.{ext}", len(data), now), io.BytesIO(data))
-            out.addfile(_member(f"{key}.{json_ext or 'json'}", len(body), now), io.BytesIO(body))
+            write_sample(out, key, members, parsed.json_ext, meta, now)
     # A damaged shard keeps the samples read before the damage, and says so: the shard is not
     # marked done (see `prepare`), unless damaged shards are accepted.
     error = _damage(samples)

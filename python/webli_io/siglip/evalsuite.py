@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .evaluate import to_device_images
+from .evaluate import recall_at_k, to_device_images
 from .model import SigLIP
 from .tokenizers import load_tokenizer
 
@@ -41,22 +41,6 @@ DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "{}")
 
 
 # -- metrics (pure: tested on constructed inputs) ---------------------------------------------
-
-
-def recall_at_k(sim: torch.Tensor, ks: Sequence[int] = (1, 5, 10), same: Optional[Sequence[Any]] = None) -> Dict[int, float]:
-    """Recall@k of queries (rows) whose match is the column of the same index. With ``same``
-    (one value per column), any column with the match's value counts as the match: identical
-    captions are one answer (benchmarks have distinct captions, where this changes nothing)."""
-    ranked = sim.argsort(dim=1, descending=True)
-    if same is None:
-        target = torch.arange(sim.shape[0], device=sim.device)
-        hits = ranked == target[:, None]
-    else:
-        ids = {v: i for i, v in enumerate(dict.fromkeys(same))}
-        col = torch.tensor([ids[v] for v in same], device=sim.device)
-        hits = col[ranked] == col[: sim.shape[0], None]
-    hit_rank = hits.float().argmax(dim=1)
-    return {k: float((hit_rank < k).float().mean()) for k in ks}
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
@@ -250,59 +234,46 @@ def write_report(report: Dict[str, Any], out: str) -> List[str]:
 def score_shards(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], out_dir: str, device: torch.device,
                  field: str = "alignment_score") -> Dict[str, Any]:
     """Write a copy of each tar shard to ``out_dir`` whose samples' ``json`` gain ``field``: the
-    cosine similarity of the image and caption embeddings (None where the image does not decode:
-    a ``min_score`` filter then drops the sample, failing closed). Members are kept as they are."""
+    cosine similarity of the image and caption embeddings (None where the image does not decode
+    or there is no caption: a ``min_score`` filter then drops the sample, failing closed). The
+    members are read and written back by ``prepare``'s rules, as they were."""
     import tarfile
+    import time
 
     from .. import _core, decode_resize
+    from ..prepare import _output_name, parse_members, write_sample
 
     os.makedirs(out_dir, exist_ok=True)
     done: Dict[str, Any] = {"shards": [], "samples": 0, "unscored": 0, "field": field}
     for shard in shards:
         samples = [(key, list(members)) for key, members in _core.TarSamples(shard)]
-        scores: List[Optional[float]] = []
-        for i in range(0, len(samples), 64):
-            chunk = samples[i : i + 64]
+        parsed = [parse_members(members) for _, members in samples]
+        scores: List[Optional[float]] = [None] * len(samples)
+        for start in range(0, len(samples), 64):
             tiles, texts, where = [], [], []
-            for j, (_, members) in enumerate(chunk):
-                image = next((d for e, d in members if e.rsplit(".", 1)[-1].lower() in ("jpg", "jpeg", "png", "webp", "bmp", "gif")), None)
-                text = next((d.decode("utf-8", "replace") for e, d in members if e.rsplit(".", 1)[-1] in ("txt", "text", "caption")), None)
+            for i in range(start, min(start + 64, len(samples))):
+                p = parsed[i]
+                if p.image is None or not p.text:
+                    continue
                 try:
-                    if image is None or not text:
-                        raise ValueError("no image or caption")
-                    tiles.append(decode_resize(image, image_size, "center_crop"))
-                    texts.append(text)
-                    where.append(j)
+                    tiles.append(decode_resize(p.image, image_size, "center_crop"))
                 except ValueError:
-                    pass
-            got: List[Optional[float]] = [None] * len(chunk)
+                    continue
+                texts.append(p.text)
+                where.append(i)
             if tiles:
                 sims = (_embed_images(model, tiles, device) * _embed_texts(model, tokenizer, texts, device)).sum(dim=1).tolist()
-                for j, s in zip(where, sims):
-                    got[j] = round(float(s), 6)
-            scores.extend(got)
-        name = os.path.basename(shard.rstrip("/")).split("?")[0] or "shard.tar"
-        path = os.path.join(out_dir, name)
+                for i, sim in zip(where, sims):
+                    scores[i] = round(float(sim), 6)
+        path = os.path.join(out_dir, _output_name(shard))
+        now = int(time.time())
         with tarfile.open(path + ".tmp", "w", format=tarfile.GNU_FORMAT) as t:
-            for (key, members), s in zip(samples, scores):
-                meta: Dict[str, Any] = {}
-                for ext, data in members:
-                    if ext == "json":
-                        try:
-                            loaded = json.loads(data)
-                            meta = loaded if isinstance(loaded, dict) else {}
-                        except ValueError:
-                            meta = {}
-                meta[field] = s
-                out_members = [(e, d) for e, d in members if e != "json"] + [("json", json.dumps(meta, ensure_ascii=False).encode())]
-                for ext, data in out_members:
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    t.addfile(info, io.BytesIO(data))
+            for (key, members), p, score in zip(samples, parsed, scores):
+                write_sample(t, key, members, p.json_ext, {**p.meta, field: score}, now)
         os.replace(path + ".tmp", path)
         done["shards"].append(path)
         done["samples"] += len(samples)
-        done["unscored"] += sum(s is None for s in scores)
+        done["unscored"] += sum(x is None for x in scores)
     return done
 
 
@@ -311,11 +282,12 @@ def filter_report(shards: Sequence[str], threshold: float, field: str = "alignme
     """For a threshold, the share of samples kept per value of each group field (the language is
     normalised): what the filter would cost each language or culture, before anyone applies it."""
     from .. import _core
+    from ..prepare import parse_members
 
     counts: Dict[str, Dict[str, List[int]]] = {g: {} for g in group_fields}
     for shard in shards:
         for _, members in _core.TarSamples(shard):
-            meta = next((json.loads(d) for e, d in members if e == "json"), {})
+            meta = parse_members(members).meta
             score = meta.get(field)
             kept = isinstance(score, (int, float)) and score >= threshold
             for g in group_fields:

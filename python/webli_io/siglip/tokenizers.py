@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import tempfile
@@ -86,10 +85,9 @@ def read_captions(shards: Sequence[str], limit: int = 1_000_000) -> Iterable[Tup
     language from the sample's json (normalised), else fastText LID when ``webli-io[lid]`` is
     installed, else ``und``."""
     from .. import _core
+    from ..prepare import LanguageId, default_lid_model, meta_language, parse_members
 
     try:
-        from ..prepare import LanguageId, default_lid_model
-
         lid = LanguageId(default_lid_model())
     except (ImportError, RuntimeError):  # no webli-io[lid], or its model missing
         lid = None
@@ -98,21 +96,9 @@ def read_captions(shards: Sequence[str], limit: int = 1_000_000) -> Iterable[Tup
         if _core.is_table_shard(shard):
             raise ValueError(f"{shard}: read captions from tar shards (Parquet: export its caption column)")
         for _, members in _core.TarSamples(shard):
-            text, lang = None, "und"
-            for ext, data in members:
-                last = ext.rsplit(".", 1)[-1]
-                if last in ("txt", "text", "caption") and text is None:
-                    text = data.decode("utf-8", "replace").strip()
-                elif last == "json":
-                    try:
-                        meta = json.loads(data)
-                    except ValueError:
-                        continue
-                    if isinstance(meta, dict):
-                        tag = next((meta[f] for f in _core.DEFAULT_LANG_FIELDS if isinstance(meta.get(f), str) and meta[f]), None)
-                        lang = _core.normalize_lang(tag) if tag else lang
-                        if text is None and isinstance(meta.get("caption"), str):
-                            text = meta["caption"].strip()
+            parsed = parse_members(members)
+            text = parsed.text.strip()
+            lang = meta_language(parsed.meta, _core.DEFAULT_LANG_FIELDS)
             if not text:
                 continue
             if lang == "und" and lid is not None:
