@@ -183,10 +183,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ._output import print_json_line
     from .train import train
 
     result = train(args, log=note)
-    print(json.dumps(result))
+    print_json_line(result)
     return 0
 
 

@@ -5,12 +5,12 @@ this module has always offered."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import List, Optional, Sequence
 
 import torch
 
+from ._output import print_json_line
 from .siglip.config import MODELS, ModelConfig
 from .siglip.evaluate import evaluate, to_device_images
 from .siglip.loop import train
@@ -34,7 +34,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="webli-io train", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     result = train(p.parse_args(argv))
-    print(json.dumps(result))
+    print_json_line(result)
     return 0
 
 
