@@ -302,11 +302,26 @@ pub struct DecodeOptions {
     /// `ImageOps.exif_transpose`). Off by default, as Pillow's `open`, torchvision's
     /// `decode_jpeg` and big_vision's decode leave the pixels as stored.
     pub exif_transpose: bool,
+    /// Decode only the part of a JPEG that a crop (`center_crop`, `random_resized_crop`)
+    /// reads, plus the resize filter's margin. The tile is the same as from a whole decode
+    /// (tested pixel for pixel away from the region's edges).
+    pub crop_decode: bool,
+    /// libjpeg's fast chroma upsampling and fast integer IDCT: faster, slightly less exact
+    /// (measured in tests/test_quality.py). Off by default.
+    pub fast_decode: bool,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { max_pixels: DEFAULT_MAX_PIXELS, scaled_decode: true, min_image_side: 0, max_aspect_ratio: None, exif_transpose: false }
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            scaled_decode: true,
+            min_image_side: 0,
+            max_aspect_ratio: None,
+            exif_transpose: false,
+            crop_decode: true,
+            fast_decode: false,
+        }
     }
 }
 

@@ -21,8 +21,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
 use crate::batch::{assemble, Batch};
-use crate::config::{bit_is_set, Settings};
-use crate::decode::{decode_oriented, DecodeError};
+use crate::config::{bit_is_set, ResizeMode, Settings};
+use crate::decode::{decode_oriented, DecodeError, Request};
 use crate::fingerprint::{fingerprint, Fingerprint};
 use crate::lang::normalize_lang;
 use crate::lang::sample_lang;
@@ -581,11 +581,19 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
         let t0 = Instant::now();
         let seed = seed_for(cfg.plan.sample_seed, &sample.key);
         let size = r.image_size as f64;
-        // The crop is chosen on the full-size image, so a scaled decode changes nothing but cost;
-        // the decoder may shrink the image as long as the crop stays >= the target on both sides.
-        let decoded = decode_oriented(&sample.image, d.max_pixels, d.scaled_decode, d.exif_transpose, |w, h| {
-            let (_, _, cw, ch) = crop_box(r, w, h, seed);
-            (size / cw).max(size / ch)
+        // Images are fingerprinted whole (blocklist, near-dedup): then the whole is decoded.
+        let fingerprints = cfg.blocklist.is_some() || near.near_dedup;
+        let region_ok = d.crop_decode && !fingerprints && r.resize != ResizeMode::Squash;
+        // The crop is chosen on the full-size image, so a scaled or region decode changes
+        // nothing but cost: the decoder may shrink the image as long as the crop stays >= the
+        // target on both sides, and may leave out what the crop does not read.
+        let decoded = decode_oriented(&sample.image, d.max_pixels, d.exif_transpose, |w, h| {
+            let (l, t, cw, ch) = crop_box(r, w, h, seed);
+            Request {
+                min_factor: if d.scaled_decode { (size / cw).max(size / ch) } else { 1.0 },
+                region: region_ok.then_some(((l, t, cw, ch), r.image_size)),
+                fast: d.fast_decode,
+            }
         })?;
         let (fw, fh) = (decoded.full_width, decoded.full_height);
         if d.min_image_side > 0 && fw.min(fh) < d.min_image_side {
@@ -596,8 +604,8 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
                 return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: aspect ratio over {ratio}") });
             }
         }
-        let img = decoded.image;
-        let fp = (cfg.blocklist.is_some() || near.near_dedup).then(|| fingerprint(&img, (0.0, 0.0, img.width as f64, img.height as f64)));
+        let img = &decoded.image;
+        let fp = fingerprints.then(|| fingerprint(img, (0.0, 0.0, img.width as f64, img.height as f64)));
         if let (Some(index), Some(fp)) = (&cfg.blocklist, fp) {
             if let Some(id) = index.find(fp, near.blocklist_radius.0, near.blocklist_radius.1) {
                 return Err(DecodeError { counter: Counter::Blocklisted, message: format!("matches blocklist image {id}") });
@@ -607,12 +615,10 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
         if let Some(st) = stats {
             st.add(Counter::NsDecode, (t1 - t0).as_nanos() as u64);
         }
-        let (l, t, cw, ch) = crop_box(r, decoded.full_width, decoded.full_height, seed);
-        let (fx, fy) = (img.width as f64 / decoded.full_width as f64, img.height as f64 / decoded.full_height as f64);
-        let crop = (l * fx, t * fy, (cw * fx).min(img.width as f64 - l * fx), (ch * fy).min(img.height as f64 - t * fy));
+        let crop = decoded.locate(crop_box(r, fw, fh, seed));
         let s = r.image_size as usize;
         let mut tile = vec![0u8; s * s * 3];
-        resize_into(&img, crop, r.image_size, &mut tile)
+        resize_into(img, crop, r.image_size, &mut tile)
             .map_err(|m| DecodeError { counter: Counter::CorruptImage, message: format!("resize failed: {m}") })?;
         if flips(r.hflip, seed) {
             hflip(&mut tile, r.image_size);

@@ -578,7 +578,10 @@ fn py_normalize_lang(tag: &str) -> String {
 fn fingerprints(py: Python<'_>, data: Vec<u8>, variants: bool, image_size: u32, max_pixels: u64) -> PyResult<Vec<(u64, u64)>> {
     py.detach(|| {
         let size = image_size as f64;
-        let d = crate::decode::decode(&data, max_pixels, true, |w, h| (size / w as f64).max(size / h as f64))?;
+        let d = crate::decode::decode(&data, max_pixels, |w, h| crate::decode::Request {
+            min_factor: (size / w as f64).max(size / h as f64),
+            ..crate::decode::Request::FULL
+        })?;
         let img = d.image;
         let fps = if variants {
             crate::fingerprint::crop_variants(&img)
@@ -738,7 +741,7 @@ fn expand_shards(py: Python<'_>, specs: Vec<String>, allow_pipe: bool) -> PyResu
 /// Decode and resize one encoded image exactly as the stream does; returns `[S, S, 3]` uint8.
 /// Raises ValueError naming the reason (e.g. `skipped_corrupt_image`) for an image it would skip.
 #[pyfunction]
-#[pyo3(signature = (data, image_size=224, resize="squash", seed=0, key="", max_pixels=DEFAULT_MAX_PIXELS, scaled_decode=true))]
+#[pyo3(signature = (data, image_size=224, resize="squash", seed=0, key="", max_pixels=DEFAULT_MAX_PIXELS, scaled_decode=true, crop_decode=true, fast_decode=false))]
 #[allow(clippy::too_many_arguments)] // the public signature: positional image_size and resize, as tests and users call it
 fn decode_resize<'py>(
     py: Python<'py>,
@@ -749,12 +752,16 @@ fn decode_resize<'py>(
     key: &str,
     max_pixels: u64,
     scaled_decode: bool,
+    crop_decode: bool,
+    fast_decode: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut flat = Map::new();
     flat.insert("image_size".into(), Value::from(image_size));
     flat.insert("resize".into(), Value::from(resize));
     flat.insert("max_pixels".into(), Value::from(max_pixels));
     flat.insert("scaled_decode".into(), Value::from(scaled_decode));
+    flat.insert("crop_decode".into(), Value::from(crop_decode));
+    flat.insert("fast_decode".into(), Value::from(fast_decode));
     let settings = Settings::from_flat(flat).map_err(|e| config_error(py, &e))?;
     let mut cfg = Job::new(Vec::new(), settings);
     cfg.plan.sample_seed = seed;

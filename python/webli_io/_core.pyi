@@ -182,5 +182,7 @@ def decode_resize(
     key: str = "",
     max_pixels: int = ...,
     scaled_decode: bool = True,
+    crop_decode: bool = True,
+    fast_decode: bool = False,
 ) -> npt.NDArray[np.uint8]:
     """Decode and resize one image as the stream does: `[S, S, 3]` uint8; ValueError if skipped."""

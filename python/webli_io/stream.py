@@ -355,6 +355,12 @@ class WebLIStream(IterableDataset):
             bombs (default: Pillow's 89,478,485).
         scaled_decode: decode large JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain
             (libjpeg-turbo), never below the size the resize needs; ``False`` decodes in full.
+        crop_decode: with ``center_crop`` or ``random_resized_crop``, decode only the part of a
+            JPEG the crop reads, plus the resize filter's margin (libjpeg-turbo's cropping
+            region: the rows below are not read, the columns outside are not transformed).
+            The tiles are the same as from a whole decode; off only to measure it.
+        fast_decode: libjpeg's fast chroma upsampling and fast integer IDCT: a few percent
+            faster, slightly less exact (see the README's speed section). Default off.
         drop_last: drop each process's last, short batch.
         prefetch: batches prepared ahead, per process.
         options: an :class:`Options` value holding the settings below (keywords override it).

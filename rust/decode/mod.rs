@@ -1,7 +1,8 @@
 //! Image bytes → RGB pixels: the decode stage, one file per decoder.
 //!
 //! - [`jpeg`]: libjpeg-turbo (vendored, SIMD), with DCT-domain scaling: a JPEG much larger than
-//!   the target is decoded at 1/2, 1/4 or 1/8 scale, never below the size the resize needs.
+//!   the target is decoded at 1/2, 1/4 or 1/8 scale, never below the size the resize needs;
+//!   and with region decoding: a crop decodes only the crop (plus the resize filter's margin).
 //! - [`generic`]: the `image` crate, full scale: PNG, WebP, GIF, BMP, and the JPEGs
 //!   libjpeg-turbo refuses.
 //!
@@ -14,6 +15,11 @@ pub mod jpeg;
 
 use crate::stats::Counter;
 
+pub use jpeg::Request;
+
+/// A part of an image, `(left, top, width, height)` in pixels (fractions allowed).
+pub type Region = (f64, f64, f64, f64);
+
 /// Decoded pixels, row-major, 3 bytes per pixel.
 #[derive(Clone, Debug)]
 pub struct RgbImage {
@@ -22,12 +28,33 @@ pub struct RgbImage {
     pub data: Vec<u8>,
 }
 
-/// A decoded image and the size of the original (they differ after a scaled decode).
+/// A decoded image (all of it, or the region asked for) and where it lies: the original's size,
+/// the size of the whole image at the decode's scale, and the top-left corner of `image` in
+/// that scaled image.
 #[derive(Clone, Debug)]
 pub struct Decoded {
     pub image: RgbImage,
     pub full_width: u32,
     pub full_height: u32,
+    pub scaled_width: u32,
+    pub scaled_height: u32,
+    pub origin: (u32, u32),
+}
+
+impl Decoded {
+    /// All of `image`, decoded at full size.
+    pub fn whole(image: RgbImage) -> Self {
+        let (w, h) = (image.width, image.height);
+        Self { image, full_width: w, full_height: h, scaled_width: w, scaled_height: h, origin: (0, 0) }
+    }
+
+    /// `region` of the original, in the pixels of `image` (what the resize reads).
+    pub fn locate(&self, region: Region) -> Region {
+        let fx = self.scaled_width as f64 / self.full_width as f64;
+        let fy = self.scaled_height as f64 / self.full_height as f64;
+        let (l, t) = (region.0 * fx - self.origin.0 as f64, region.1 * fy - self.origin.1 as f64);
+        (l, t, (region.2 * fx).min(self.image.width as f64 - l), (region.3 * fy).min(self.image.height as f64 - t))
+    }
 }
 
 /// Why an image was not decoded: the counter it bumps and a message.
@@ -81,47 +108,57 @@ pub(crate) fn check_pixels(w: u32, h: u32, max_pixels: u64) -> Result<(), Decode
     Ok(())
 }
 
-/// Decode `bytes` to RGB. `min_factor(w, h)` is asked, once the header gives the full size, for
-/// the smallest scale factor (0 < f ≤ 1) the caller can use; a JPEG is then decoded at the
-/// smallest DCT scale (1/8, 1/4, 1/2 or 1) not below it. With `scaled = false`, or for other
-/// formats, the image is decoded at full size.
-pub fn decode(bytes: &[u8], max_pixels: u64, scaled: bool, min_factor: impl FnOnce(u32, u32) -> f64) -> Result<Decoded, DecodeError> {
+/// Decode `bytes` to RGB. `want(w, h)` is asked, once the header gives the full size, what the
+/// caller needs (see [`Request`]); a JPEG is then decoded at the smallest DCT scale (1/8, 1/4,
+/// 1/2 or 1) not below `min_factor`, and only the region asked for. Other formats, and JPEGs
+/// libjpeg-turbo refuses, are decoded whole at full size (the answer says which).
+pub fn decode(bytes: &[u8], max_pixels: u64, want: impl FnOnce(u32, u32) -> Request) -> Result<Decoded, DecodeError> {
     if is_jpeg(bytes) {
         if !jpeg_is_complete(bytes) {
             return Err(DecodeError::new(Counter::CorruptImage, "truncated JPEG: no end-of-image marker after the last scan"));
         }
-        match jpeg::decode(bytes, max_pixels, if scaled { Some(min_factor) } else { None }) {
+        match jpeg::decode(bytes, max_pixels, want) {
             Ok(d) => return Ok(d),
             // Over the limit is final; anything else gets a second opinion below.
             Err(e) if e.counter == Counter::TooLarge => return Err(e),
             Err(_) => {}
         }
     }
-    let image = generic::decode_rgb(bytes, max_pixels)?;
-    Ok(Decoded { full_width: image.width, full_height: image.height, image })
+    generic::decode_rgb(bytes, max_pixels).map(Decoded::whole)
 }
 
 /// [`decode`], then, with `exif_transpose`, turned and flipped as the EXIF orientation tag says
-/// (Pillow's `ImageOps.exif_transpose`); `min_factor` and the full size are those of the image
-/// as displayed.
+/// (Pillow's `ImageOps.exif_transpose`); `want` is asked with the size of the image as
+/// displayed. A turned image is decoded whole (its region would need turning too; such photos
+/// are rare on the web).
 pub fn decode_oriented(
     bytes: &[u8],
     max_pixels: u64,
-    scaled: bool,
     exif_transpose: bool,
-    min_factor: impl FnOnce(u32, u32) -> f64,
+    want: impl FnOnce(u32, u32) -> Request,
 ) -> Result<Decoded, DecodeError> {
     let o = if exif_transpose { exif::orientation(bytes) } else { 1 };
     if o == 1 {
-        return decode(bytes, max_pixels, scaled, min_factor);
+        return decode(bytes, max_pixels, want);
     }
     let swap = exif::swaps_axes(o);
-    let d = decode(bytes, max_pixels, scaled, |w, h| if swap { min_factor(h, w) } else { min_factor(w, h) })?;
-    let (full_width, full_height) = if swap { (d.full_height, d.full_width) } else { (d.full_width, d.full_height) };
-    Ok(Decoded { image: exif::apply(d.image, o), full_width, full_height })
+    let d = decode(bytes, max_pixels, |w, h| Request { region: None, ..if swap { want(h, w) } else { want(w, h) } })?;
+    let image = exif::apply(d.image, o);
+    Ok(if swap {
+        Decoded {
+            image,
+            full_width: d.full_height,
+            full_height: d.full_width,
+            scaled_width: d.scaled_height,
+            scaled_height: d.scaled_width,
+            origin: (0, 0),
+        }
+    } else {
+        Decoded { image, ..d }
+    })
 }
 
-/// Decode at full size (no scaling): [`decode`] with `scaled = false`.
+/// Decode at full size, whole.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
-    decode(bytes, max_pixels, false, |_, _| 1.0).map(|d| d.image)
+    decode(bytes, max_pixels, |_, _| Request::FULL).map(|d| d.image)
 }
