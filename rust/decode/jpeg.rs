@@ -205,13 +205,19 @@ fn run(bytes: &[u8], max_pixels: u64, plan: impl FnOnce(u32, u32) -> Plan) -> Re
             None => raw::tjregion { x: 0, y: 0, w: 0, h: 0 }, // TJUNCROPPED
         };
         tj.check(unsafe { raw::tj3SetCroppingRegion(tj.0, tj_region) })?;
-        let mut data = vec![0u8; rw as usize * rh as usize * 3];
-        // SAFETY: `data` holds rh rows of rw RGB pixels, the size of the cropped, scaled output;
-        // pitch is one such row.
+        let len = rw as usize * rh as usize * 3;
+        // Not zeroed first: libjpeg writes every byte of the rh rows of rw pixels on success
+        // (zeroing 0.5 MB per image cost ~3% of the decode).
+        let mut data: Vec<u8> = Vec::with_capacity(len);
+        // SAFETY: the buffer has room for rh rows of rw RGB pixels, the size of the cropped,
+        // scaled output, and pitch is one such row; it is read only after success, when
+        // tj3Decompress8 has written all of it.
         let rc = unsafe {
             raw::tj3Decompress8(tj.0, bytes.as_ptr(), bytes.len() as _, data.as_mut_ptr(), (rw * 3) as c_int, raw::TJPF_TJPF_RGB as c_int)
         };
         tj.check(rc)?;
+        // SAFETY: as above, all `len` bytes were written.
+        unsafe { data.set_len(len) };
         Ok(Decoded {
             image: RgbImage { width: rw, height: rh, data },
             full_width: w,
