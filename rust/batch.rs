@@ -41,6 +41,20 @@ impl Pixels {
     }
 }
 
+/// A sample's image as the batch receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tile {
+    /// Decoded and resized: `size × size × 3`, HWC.
+    Pixels(Vec<u8>),
+    /// Left encoded for the GPU (`decode_device="cuda"`): the crop box in the original's
+    /// pixels (`left, top, width, height`) and whether to mirror it. Its place in `images`
+    /// stays zero; the bytes go to `Batch::encoded`.
+    Encoded { crop: [f64; 4], flip: bool },
+}
+
+/// A JPEG left for the GPU: its bytes, crop box and flip (see [`Tile::Encoded`]).
+pub type EncodedImage = (Vec<u8>, [f64; 4], bool);
+
 /// One batch, ready for Python.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -54,6 +68,9 @@ pub struct Batch {
     pub shards: Vec<std::sync::Arc<str>>,
     /// `extra_members`: per requested extension, each sample's member bytes (None: it had none).
     pub extras: Vec<(String, Vec<Option<Vec<u8>>>)>,
+    /// With GPU decoding: per sample, its JPEG bytes, crop box and flip when it was left
+    /// encoded (None: decoded here, in `images`). Empty when no sample of the batch was.
+    pub encoded: Vec<Option<EncodedImage>>,
     /// Resume position after this batch: samples of the shuffled stream consumed so far
     /// (restarting with `Config::skip` set to it continues right after this batch).
     pub next_seq: u64,
@@ -102,7 +119,7 @@ fn place<T: Copy>(tile: &[u8], dst: &mut [T], plane: usize, layout: Layout, f: i
 
 /// Pack `(sample, tile)` pairs, each tile `size × size × 3` (HWC), into a batch: `uint8` as is,
 /// or `float32` normalised (`(v / 255 - mean) / std`, by a 256-entry table per channel).
-pub fn assemble(items: Vec<(Sample, Vec<u8>)>, size: u32, opts: &BatchOptions, extra_members: &[String]) -> Batch {
+pub fn assemble(items: Vec<(Sample, Tile)>, size: u32, opts: &BatchOptions, extra_members: &[String]) -> Batch {
     let (n, layout) = (items.len(), opts.layout);
     let plane = size as usize * size as usize;
     let per = plane * 3;
@@ -124,12 +141,21 @@ pub fn assemble(items: Vec<(Sample, Vec<u8>)>, size: u32, opts: &BatchOptions, e
         next_seq: items.last().map_or(0, |(s, _)| s.seq + 1),
         ..Default::default()
     };
+    let any_encoded = items.iter().any(|(_, t)| matches!(t, Tile::Encoded { .. }));
     for (i, (mut sample, tile)) in items.into_iter().enumerate() {
-        debug_assert_eq!(tile.len(), per);
-        match &mut images {
-            Pixels::U8(v) if layout == Layout::Nhwc => v[i * per..(i + 1) * per].copy_from_slice(&tile),
-            Pixels::U8(v) => place(&tile, &mut v[i * per..(i + 1) * per], plane, layout, |_, x| x),
-            Pixels::F32(v) => place(&tile, &mut v[i * per..(i + 1) * per], plane, layout, |c, x| table[c][x as usize]),
+        match tile {
+            Tile::Pixels(tile) => {
+                debug_assert_eq!(tile.len(), per);
+                match &mut images {
+                    Pixels::U8(v) if layout == Layout::Nhwc => v[i * per..(i + 1) * per].copy_from_slice(&tile),
+                    Pixels::U8(v) => place(&tile, &mut v[i * per..(i + 1) * per], plane, layout, |_, x| x),
+                    Pixels::F32(v) => place(&tile, &mut v[i * per..(i + 1) * per], plane, layout, |c, x| table[c][x as usize]),
+                }
+                if any_encoded {
+                    batch.encoded.push(None);
+                }
+            }
+            Tile::Encoded { crop, flip } => batch.encoded.push(Some((std::mem::take(&mut sample.image).to_vec(), crop, flip))),
         }
         for (name, values) in &mut batch.extras {
             let at = sample.extras.iter().position(|(e, _)| e == name);
@@ -168,7 +194,7 @@ mod tests {
     #[test]
     fn packs_in_order_in_both_layouts() {
         let tile = |v: u8| (0..2 * 2).flat_map(|_| [v, v + 1, v + 2]).collect::<Vec<u8>>();
-        let items = || vec![(sample("a"), tile(10)), (sample("b"), tile(20))];
+        let items = || vec![(sample("a"), Tile::Pixels(tile(10))), (sample("b"), Tile::Pixels(tile(20)))];
         let opts = |layout| BatchOptions { layout, ..Default::default() };
         let b = assemble(items(), 2, &opts(Layout::Nhwc), &[]);
         assert_eq!(b.shape(), [2, 2, 2, 3]);
@@ -181,13 +207,25 @@ mod tests {
         assert_eq!(&b.images.as_u8()[..12], &[10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12, 12]);
         assert_eq!(b.extras[0], ("cls".to_string(), vec![Some(b"a".to_vec()), Some(b"b".to_vec())]));
         assert_eq!(b.extras[1], ("npy".to_string(), vec![None, None]));
+        assert!(b.encoded.is_empty(), "nothing left encoded");
+    }
+
+    #[test]
+    fn encoded_samples_carry_their_bytes_crop_and_flip() {
+        let mut s = sample("b");
+        s.image = crate::sample::ImageBytes::Owned(b"\xff\xd8jpeg".to_vec());
+        let items = vec![(sample("a"), Tile::Pixels(vec![7u8; 12])), (s, Tile::Encoded { crop: [1.0, 2.0, 3.0, 4.0], flip: true })];
+        let b = assemble(items, 2, &BatchOptions::default(), &[]);
+        assert_eq!(b.encoded, vec![None, Some((b"\xff\xd8jpeg".to_vec(), [1.0, 2.0, 3.0, 4.0], true))]);
+        assert_eq!(&b.images.as_u8()[..12], &[7u8; 12]);
+        assert!(b.images.as_u8()[12..].iter().all(|&x| x == 0), "its place stays zero");
     }
 
     #[test]
     fn float_output_is_normalised_per_channel() {
         let tile: Vec<u8> = [0u8, 255, 51].repeat(4);
         let opts = BatchOptions { output: Output::Float, mean: Some([0.5, 0.5, 0.0]), std: Some([0.5, 0.5, 1.0]), ..Default::default() };
-        let b = assemble(vec![(sample("a"), tile)], 2, &opts, &[]);
+        let b = assemble(vec![(sample("a"), Tile::Pixels(tile))], 2, &opts, &[]);
         let Pixels::F32(v) = &b.images else { panic!("float output") };
         assert_eq!(v.len(), 12);
         assert!((v[0] + 1.0).abs() < 1e-6 && (v[1] - 1.0).abs() < 1e-6 && (v[2] - 0.2).abs() < 1e-6, "{v:?}");

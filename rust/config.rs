@@ -309,6 +309,19 @@ pub struct DecodeOptions {
     /// libjpeg's fast chroma upsampling and fast integer IDCT: faster, slightly less exact
     /// (measured in tests/test_quality.py). Off by default.
     pub fast_decode: bool,
+    /// Where JPEGs are decoded: here (`cpu`), or left encoded for the GPU (`cuda`: the Python
+    /// layer decodes them with nvJPEG and resizes on the device). With `cuda` the core still
+    /// reads each header (size limit, filters, the crop); other formats, EXIF-turned images
+    /// and runs that fingerprint images (blocklist, near-dedup) are decoded here.
+    pub decode_device: DecodeDevice,
+}
+
+/// Where JPEGs are decoded (see [`DecodeOptions::decode_device`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeDevice {
+    Cpu,
+    Cuda,
 }
 
 impl Default for DecodeOptions {
@@ -321,6 +334,7 @@ impl Default for DecodeOptions {
             exif_transpose: false,
             crop_decode: true,
             fast_decode: false,
+            decode_device: DecodeDevice::Cpu,
         }
     }
 }

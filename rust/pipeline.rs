@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
+use crate::batch::Tile;
 use crate::batch::{assemble, Batch};
-use crate::config::{bit_is_set, ResizeMode, Settings};
-use crate::decode::{decode_oriented, DecodeError, Request};
+use crate::config::{bit_is_set, DecodeDevice, DecodeOptions, ResizeMode, Settings};
+use crate::decode::{check_pixels, decode_oriented, exif, is_jpeg, jpeg, jpeg_is_complete, DecodeError, Request};
 use crate::fingerprint::{fingerprint, Fingerprint};
 use crate::lang::normalize_lang;
 use crate::lang::sample_lang;
@@ -568,18 +569,60 @@ impl Shuffler {
 /// Decode and resize one sample to a `size × size × 3` tile. A panic in a decoder is caught here
 /// and reported as this sample's error, so one bad image never takes the stream down.
 pub fn prepare_image(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Result<Vec<u8>, DecodeError> {
-    prepare(sample, cfg, stats).map(|(tile, _)| tile)
+    match prepare(sample, cfg, stats)?.0 {
+        Tile::Pixels(tile) => Ok(tile),
+        Tile::Encoded { .. } => Err(DecodeError { counter: Counter::CorruptImage, message: "left encoded for the GPU".into() }),
+    }
+}
+
+/// With `decode_device="cuda"`: a whole, unturned JPEG whose header libjpeg-turbo reads is
+/// left encoded; its size is checked and filtered and its crop chosen here, as for a CPU decode.
+fn leave_encoded(sample: &Sample, cfg: &Job, seed: u64) -> Option<Prepared> {
+    let (d, r) = (&cfg.settings.decode, &cfg.settings.resize);
+    let bytes: &[u8] = &sample.image;
+    if d.decode_device != DecodeDevice::Cuda || cfg.blocklist.is_some() || cfg.settings.near.near_dedup {
+        return None;
+    }
+    if !is_jpeg(bytes) || !jpeg_is_complete(bytes) || (d.exif_transpose && exif::orientation(bytes) != 1) {
+        return None;
+    }
+    let (w, h) = jpeg::dimensions(bytes)?;
+    Some((|| {
+        check_pixels(w, h, d.max_pixels)?;
+        filter_size(d, w, h)?;
+        let (l, t, cw, ch) = crop_box(r, w, h, seed);
+        Ok((Tile::Encoded { crop: [l, t, cw, ch], flip: flips(r.hflip, seed) }, None))
+    })())
+}
+
+/// `min_image_side` and `max_aspect_ratio`, on the full size.
+fn filter_size(d: &DecodeOptions, fw: u32, fh: u32) -> Result<(), DecodeError> {
+    if d.min_image_side > 0 && fw.min(fh) < d.min_image_side {
+        return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: a side under {}", d.min_image_side) });
+    }
+    if let Some(ratio) = d.max_aspect_ratio {
+        if fw.max(fh) as f64 > ratio * fw.min(fh) as f64 {
+            return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: aspect ratio over {ratio}") });
+        }
+    }
+    Ok(())
 }
 
 /// Decode, fingerprint (when the blocklist or near-dedup needs it), check the blocklist, resize.
 /// A sample's tile, and its fingerprint when the blocklist or near-dedup needs one.
-type Prepared = Result<(Vec<u8>, Option<Fingerprint>), DecodeError>;
+type Prepared = Result<(Tile, Option<Fingerprint>), DecodeError>;
 
 fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
     let (d, r, near) = (&cfg.settings.decode, &cfg.settings.resize, &cfg.settings.near);
     let run = || -> Prepared {
         let t0 = Instant::now();
         let seed = seed_for(cfg.plan.sample_seed, &sample.key);
+        if let Some(done) = leave_encoded(sample, cfg, seed) {
+            if let Some(st) = stats {
+                st.time(Counter::NsDecode, t0);
+            }
+            return done;
+        }
         let size = r.image_size as f64;
         // Images are fingerprinted whole (blocklist, near-dedup): then the whole is decoded.
         let fingerprints = cfg.blocklist.is_some() || near.near_dedup;
@@ -596,14 +639,7 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
             }
         })?;
         let (fw, fh) = (decoded.full_width, decoded.full_height);
-        if d.min_image_side > 0 && fw.min(fh) < d.min_image_side {
-            return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: a side under {}", d.min_image_side) });
-        }
-        if let Some(ratio) = d.max_aspect_ratio {
-            if fw.max(fh) as f64 > ratio * fw.min(fh) as f64 {
-                return Err(DecodeError { counter: Counter::Filtered, message: format!("{fw}x{fh}: aspect ratio over {ratio}") });
-            }
-        }
+        filter_size(d, fw, fh)?;
         let img = &decoded.image;
         let fp = fingerprints.then(|| fingerprint(img, (0.0, 0.0, img.width as f64, img.height as f64)));
         if let (Some(index), Some(fp)) = (&cfg.blocklist, fp) {
@@ -626,7 +662,7 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
         if let Some(st) = stats {
             st.time(Counter::NsResize, t1);
         }
-        Ok((tile, fp))
+        Ok((Tile::Pixels(tile), fp))
     };
     catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|p| {
         let msg = p
@@ -641,7 +677,7 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
 fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sample>, tx: Sender<Batch>, made: &AtomicU64) {
     let (st, plan) = (&*cfg.settings, &cfg.plan);
     let batch_size = st.batch.batch_size;
-    let mut pending: Vec<(Sample, Vec<u8>)> = Vec::with_capacity(batch_size * 2);
+    let mut pending: Vec<(Sample, Tile)> = Vec::with_capacity(batch_size * 2);
     let min_chunk = plan.num_threads * 4;
     // Near-dedup: two generations of fingerprints, bounded like the exact dedup set.
     let near_cap = st.select.dedup_capacity;
@@ -650,8 +686,8 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
     // With a limit and cycling (equal batches): the last good tiles, to pad with when the shards
     // cannot fill the share (all of a pass failed to decode or was filtered).
     let keep_for_padding = plan.cycle && plan.limit > 0;
-    let mut recent: std::collections::VecDeque<(Sample, Vec<u8>)> = Default::default();
-    let send = |items: Vec<(Sample, Vec<u8>)>| -> bool {
+    let mut recent: std::collections::VecDeque<(Sample, Tile)> = Default::default();
+    let send = |items: Vec<(Sample, Tile)>| -> bool {
         let t = Instant::now();
         let batch = assemble(items, st.resize.image_size, &st.batch, &st.read.extra_members);
         stats.time(Counter::NsBatch, t);

@@ -78,6 +78,16 @@ fn batch_to_py<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDict
         }
         d.set_item(name, list)?;
     }
+    if !batch.encoded.is_empty() {
+        let list = PyList::empty(py);
+        for e in batch.encoded {
+            match e {
+                Some((bytes, crop, flip)) => list.append((PyBytes::new(py, &bytes), (crop[0], crop[1], crop[2], crop[3]), flip))?,
+                None => list.append(py.None())?,
+            }
+        }
+        d.set_item("encoded", list)?;
+    }
     d.set_item("texts", batch.texts)?;
     d.set_item("keys", batch.keys)?;
     let metas = PyList::empty(py);

@@ -10,11 +10,17 @@ from different runs do not compare).
   wds + PIL + torchvision  webdataset, PIL decode, torchvision Resize + PILToTensor (what most run)
   wds + PIL draft()        the same, with Pillow's DCT-domain downscale (Image.draft) first
   wds + simplejpeg scaled  simplejpeg (libjpeg-turbo) scaled decode + PIL resize
+  SPDL                     spdl.io.load_image_batch (FFmpeg decode + resize, GIL released) on
+                           W threads, tars read with spdl.io.iter_tarfile (when installed)
+  DALI CPU                 NVIDIA DALI's CPU pipeline: fn.readers.webdataset,
+                           fn.decoders.image(device="cpu"), fn.resize, W threads (when installed)
   decode-only (yardstick)  simplejpeg full-scale decode of in-memory JPEGs on W threads: what
                            decoding alone costs, with no reading, resizing or batching
 
-The default data is web-like JPEGs made from real photographs (scikit-image's bundled photos,
-plus any folder given with --photos), 300–1600 px, quality 70–95.
+The default data is the realistic web set: JPEGs made from real photographs (scikit-image's
+bundled photos, plus any folder given with --photos: large camera photos are best, e.g. Debian's
+mate-backgrounds), 4:2:0 baseline, at quality 75, 90 and 95 and in three size bands from 0.3 to
+2 MP: nine sets, reported each, and all together for the table of pipelines.
 """
 
 from __future__ import annotations
@@ -70,6 +76,80 @@ def web_jpeg(photo, rng: np.random.Generator) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=int(rng.integers(70, 96)))
     return buf.getvalue()
+
+
+QUALITIES = (75, 90, 95)
+BANDS = ((0.3, 0.6), (0.6, 1.2), (1.2, 2.0))  # megapixels
+
+
+def web_photo_jpeg(photo, rng: np.random.Generator, quality: int, megapixels: Tuple[float, float]) -> Tuple[bytes, bool]:
+    """A random crop (60–100% a side) of `photo`, resized to an area drawn from `megapixels`,
+    saved as a baseline 4:2:0 JPEG at `quality` (as photo sites serve them). Also says whether
+    the crop was enlarged (a photo smaller than the target: such JPEGs decode faster than a
+    camera's)."""
+    from PIL import Image
+
+    w, h = photo.size
+    cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    img = photo.crop((x, y, x + cw, y + ch))
+    s = (rng.uniform(*megapixels) * 1e6 / (cw * ch)) ** 0.5
+    img = img.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.LANCZOS if s < 1 else Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, subsampling=2)
+    return buf.getvalue(), s > 1
+
+
+def set_name(quality: int, band: Tuple[float, float]) -> str:
+    return f"q{quality} {band[0]}-{band[1]} MP"
+
+
+def write_web_set(out_dir: str, per_set: int, seed: int = 0, photos_dir: Optional[str] = None,
+                  progress: Optional[Any] = None) -> Tuple[Dict[str, List[str]], str]:
+    """Write (or reuse) the realistic set: one WebDataset shard of `per_set` JPEGs for each
+    quality in QUALITIES and size band in BANDS. Returns {set name: [shard]} and the source."""
+    os.makedirs(out_dir, exist_ok=True)
+    sets = {set_name(q, b): [os.path.join(out_dir, f"web-q{q}-{b[0]}-{b[1]}mp-{per_set}.tar")] for q in QUALITIES for b in BANDS}
+    marker = os.path.join(out_dir, f"SOURCE-{per_set}")
+    if all(os.path.exists(p[0]) for p in sets.values()) and os.path.exists(marker):
+        return sets, open(marker).read().strip()
+    photos, source = load_photos(photos_dir)
+    if not photos:
+        raise RuntimeError("no real photographs found: pip install 'webli-io[bench]' (scikit-image ships some) "
+                           "or pass --photos DIR")
+    rng = np.random.default_rng(seed)
+    enlarged = 0
+    for (q, band), (path,) in zip([(q, b) for q in QUALITIES for b in BANDS], sets.values()):
+        with tarfile.open(path + ".tmp", "w") as t:
+            for i in range(per_set):
+                img, up = web_photo_jpeg(photos[int(rng.integers(len(photos)))], rng, q, band)
+                enlarged += up
+                key = f"q{q}mp{round(band[0] * 10):02d}-{i:05d}"  # no dots: they end a key
+                for ext, data in (("jpg", img), ("txt", f"photo {key}".encode())):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+                if progress is not None:
+                    progress.update(1)
+        os.replace(path + ".tmp", path)
+    source += f"; {enlarged} of {per_set * len(sets)} enlarged from a smaller photo"
+    with open(marker, "w") as f:
+        f.write(source + "\n")
+    return sets, source
+
+
+def export_jpegs(sets: Dict[str, List[str]], out_dir: str) -> Dict[str, str]:
+    """Write each set's JPEGs as files, one folder per set (for `cargo bench --bench
+    decode_stages`, which reads a folder: WEBLI_BENCH_JPEGS=DIR)."""
+    folders = {}
+    for name, paths in sets.items():
+        d = os.path.join(out_dir, name.replace(" ", "_"))
+        os.makedirs(d, exist_ok=True)
+        for i, data in enumerate(jpeg_members(paths)):
+            with open(os.path.join(d, f"{i:05d}.jpg"), "wb") as f:
+                f.write(data)
+        folders[name] = d
+    return folders
 
 
 def write_bench_shards(out_dir: str, shards: int, per_shard: int, seed: int = 0, photos_dir: Optional[str] = None,
@@ -183,6 +263,78 @@ def wds_loader(paths, size, batch, workers, kind: str):
     return DataLoader(ds, batch_size=None, num_workers=workers)
 
 
+def spdl_loader(paths, size, batch, threads):
+    """SPDL as its docs use it: tars split with `spdl.io.iter_tarfile`, each batch of JPEGs
+    decoded and resized by `spdl.io.load_image_batch` (FFmpeg, GIL released) on `threads`
+    threads, several batches in flight."""
+    import spdl.io
+    import torch
+
+    def chunks():
+        keys, data = [], []
+        for path in paths:
+            with open(path, "rb") as f:
+                for name, member in spdl.io.iter_tarfile(f.read()):
+                    if name.endswith(".jpg"):
+                        keys.append(name)
+                        data.append(bytes(member))
+                        if len(data) == batch:
+                            yield keys, data
+                            keys, data = [], []
+        if data:
+            yield keys, data
+
+    def load(chunk):
+        keys, data = chunk
+        arr = spdl.io.to_numpy(spdl.io.load_image_batch(data, width=size, height=size, pix_fmt="rgb24"))
+        return {"images": torch.from_numpy(arr).permute(0, 3, 1, 2), "keys": keys}
+
+    def batches():
+        with ThreadPoolExecutor(threads) as ex:
+            yield from ex.map(load, chunks())
+
+    load(next(chunks()))  # fails here (ImportError-like) when FFmpeg's libraries are missing
+    return batches()
+
+
+def dali_loader(paths, size, batch, threads, index_dir: str):
+    """NVIDIA DALI's CPU pipeline (`device_id=None`): its webdataset reader (index files from
+    its `wds2idx`, made once), CPU decoder (libjpeg-turbo) and resize, `threads` threads."""
+    import subprocess
+    import sys
+
+    import torch
+    from nvidia.dali import fn, pipeline_def, types
+
+    os.makedirs(index_dir, exist_ok=True)
+    index = []
+    for p in paths:
+        ix = os.path.join(index_dir, os.path.basename(p) + f".{abs(hash(os.path.abspath(p)))}.idx")
+        if not os.path.exists(ix):
+            code = "import sys; from wds2idx import main; sys.argv = ['wds2idx', sys.argv[1], sys.argv[2]]; main()"
+            subprocess.run([sys.executable, "-c", code, p, ix], check=True, capture_output=True, timeout=600)
+        index.append(ix)
+
+    @pipeline_def(batch_size=batch, num_threads=threads, device_id=None, prefetch_queue_depth=2)
+    def pipe():
+        jpg = fn.readers.webdataset(paths=list(paths), index_paths=index, ext=["jpg"], name="reader")
+        return fn.resize(fn.decoders.image(jpg, device="cpu", output_type=types.RGB), resize_x=size, resize_y=size)
+
+    p = pipe()
+    p.build()
+    total = p.epoch_size("reader")
+
+    def batches():
+        n = 0
+        while n < total:
+            (out,) = p.run()
+            arr = out.as_array()[: total - n]
+            n += len(arr)
+            yield {"images": torch.from_numpy(arr).permute(0, 3, 1, 2), "keys": [""] * len(arr)}
+
+    return batches()
+
+
 def time_loader(loader: Iterable, progress: Optional[Any] = None) -> Tuple[int, float]:
     """Images and seconds, timed from the first batch on (worker start-up excluded)."""
     it = iter(loader)
@@ -224,12 +376,12 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def stream_in_process(paths, size, batch, threads, images: int, sample_rss: bool = False) -> Dict[str, Any]:
+def stream_in_process(paths, size, batch, threads, images: int, sample_rss: bool = False, **settings: Any) -> Dict[str, Any]:
     """Stream in this process (no DataLoader) with `threads` decode threads for `images` images,
     looping over epochs; images/s and, optionally, RSS per batch."""
     from .stream import WebLIStream
 
-    stream = WebLIStream(paths, batch_size=batch, image_size=size, num_threads=threads)
+    stream = WebLIStream(paths, batch_size=batch, image_size=size, num_threads=threads, **settings)
     n, epoch, rss = 0, 0, []
     before = rss_mb()
     start = time.perf_counter()
@@ -250,9 +402,27 @@ def stream_in_process(paths, size, batch, threads, images: int, sample_rss: bool
     return out
 
 
+PEERS = ("wds + PIL draft()", "SPDL", "DALI CPU")
+INSTALL = "pip install 'webli-io[bench]'"
+
+
+def _probe_spdl(jpeg: bytes, size: int) -> None:
+    import spdl.io
+
+    spdl.io.to_numpy(spdl.io.load_image_batch([jpeg], width=size, height=size, pix_fmt="rgb24"))
+
+
+def _probe_dali() -> None:
+    import nvidia.dali  # noqa: F401
+    import wds2idx  # noqa: F401
+
+
 def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip: Iterable[str] = (),
-        scaling: bool = True, memory_images: int = 0, progress: Optional[Any] = None) -> Dict[str, Any]:
-    """Run every pipeline `repeat` times, interleaved; keep the best images/s of each."""
+        scaling: bool = True, memory_images: int = 0, progress: Optional[Any] = None,
+        sets: Optional[Dict[str, List[str]]] = None, modes: bool = False, index_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Run every pipeline `repeat` times, interleaved; keep the best images/s of each. With
+    `sets`, also webli-io and the decode-only yardstick on each set alone; with `modes`,
+    webli-io's resize modes with and without region decoding (`crop_decode`)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cpus // max(1, workers))
     pipelines: Dict[str, Callable[[], Iterable]] = {}
@@ -272,7 +442,25 @@ def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip
 
             pipelines[name] = (lambda k: (lambda: wds_loader(paths, size, batch, workers, k)))(kind)
         except ImportError as e:
-            missing[name] = f"{e.name} not installed (pip install 'webli-io[bench]')"
+            missing[name] = f"{e.name} not installed ({INSTALL})"
+    jpegs = jpeg_members(paths)
+    if "SPDL" not in skip:
+        try:
+            _probe_spdl(jpegs[0], size)
+            pipelines["SPDL"] = lambda: spdl_loader(paths, size, batch, cpus)
+        except ImportError as e:
+            missing["SPDL"] = f"{e.name} not installed ({INSTALL}; SPDL also needs FFmpeg's shared libraries)"
+        except Exception as e:  # noqa: BLE001 - SPDL reports missing FFmpeg libraries as RuntimeError
+            missing["SPDL"] = f"SPDL cannot decode here: {str(e).splitlines()[0][:200]} (it needs FFmpeg's shared libraries)"
+    if "DALI CPU" not in skip:
+        try:
+            _probe_dali()
+            import tempfile
+
+            idx = index_dir or os.path.join(tempfile.gettempdir(), "webli-io-bench-dali-index")
+            pipelines["DALI CPU"] = lambda: dali_loader(paths, size, batch, cpus, idx)
+        except ImportError as e:
+            missing["DALI CPU"] = f"{e.name} not installed (pip install nvidia-dali-cuda120: its CPU pipeline needs no GPU)"
     best: Dict[str, float] = {k: 0.0 for k in pipelines}
     for _ in range(repeat):
         for name, make in pipelines.items():
@@ -281,15 +469,19 @@ def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip
             n, dt = time_loader(make(), progress)
             best[name] = max(best[name], n / dt)
     result: Dict[str, Any] = {"cpus": cpus, "workers": workers, "threads_per_worker": threads, "repeat": repeat}
-    jpegs = jpeg_members(paths)
     result["mean_megapixels"] = round(float(np.mean([_dims(j) for j in jpegs[:200]])) / 1e6, 3)
     try:
         if progress is not None:
             progress.set_description("decode-only")
         best["decode-only (yardstick)"] = max(decode_only(jpegs, workers) for _ in range(repeat))
     except ImportError as e:
-        missing["decode-only (yardstick)"] = f"{e.name} not installed (pip install 'webli-io[bench]')"
+        missing["decode-only (yardstick)"] = f"{e.name} not installed ({INSTALL})"
     result["images_per_second"] = {k: round(v, 1) for k, v in best.items()}
+    peers = {k: best[k] for k in PEERS if best.get(k)}
+    if peers:
+        name = max(peers, key=lambda k: peers[k])
+        result["best_peer"] = {"pipeline": name, "images_per_second": round(peers[name], 1),
+                               "webli_io_ratio": round(best["webli-io (threads)"] / peers[name], 2)}
     ours = best["webli-io (threads)"]
     result["webli_io_ratio_to"] = {k: round(ours / v, 2) for k, v in best.items() if not k.startswith("webli-io") and v > 0}
     if workers > 0:
@@ -308,6 +500,10 @@ def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip
         many = max(stream_in_process(paths, size, batch, cpus, n_img)["images_per_second"] for _ in range(repeat))
         result["scaling"] = {"threads": cpus, "images_per_second_1": round(one, 1), f"images_per_second_{cpus}": round(many, 1),
                              "efficiency": round(many / (one * cpus), 3)}
+    if sets:
+        result["sets"] = per_set(sets, size, batch, cpus, repeat, progress)
+    if modes:
+        result["modes"] = resize_modes(paths, size, batch, cpus, len(jpegs), repeat, progress)
     if memory_images:
         if progress is not None:
             progress.set_description("memory")
@@ -315,6 +511,45 @@ def run(paths: List[str], size: int, batch: int, workers: int, repeat: int, skip
     if missing:
         result["not_run"] = missing
     return result
+
+
+def per_set(sets: Dict[str, List[str]], size: int, batch: int, threads: int, repeat: int,
+            progress: Optional[Any] = None) -> Dict[str, Dict[str, Any]]:
+    """webli-io (in this process, `threads` threads) and the decode-only yardstick on each set."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, paths in sets.items():
+        if progress is not None:
+            progress.set_description(f"set {name}")
+        jpegs = jpeg_members(paths)
+        ours = max(stream_in_process(paths, size, batch, threads, len(jpegs))["images_per_second"] for _ in range(repeat))
+        row: Dict[str, Any] = {"images": len(jpegs), "mean_megapixels": round(float(np.mean([_dims(j) for j in jpegs])) / 1e6, 2),
+                               "mean_kb": round(float(np.mean([len(j) for j in jpegs])) / 1e3, 1), "webli_io": round(ours, 1)}
+        try:
+            full = max(decode_only(jpegs, threads) for _ in range(repeat))
+            row.update(decode_only=round(full, 1), ratio=round(ours / full, 2))
+        except ImportError:
+            pass
+        out[name] = row
+    return out
+
+
+MODES = (("squash", {}), ("squash, fast_decode", {"fast_decode": True}),
+         ("center_crop, whole decode", {"resize": "center_crop", "crop_decode": False}),
+         ("center_crop", {"resize": "center_crop"}),
+         ("random_resized_crop, whole decode", {"resize": "random_resized_crop", "crop_decode": False}),
+         ("random_resized_crop", {"resize": "random_resized_crop"}))
+
+
+def resize_modes(paths: List[str], size: int, batch: int, threads: int, images: int, repeat: int,
+                 progress: Optional[Any] = None) -> Dict[str, float]:
+    """webli-io's images/s per resize mode, the crop modes with and without region decoding."""
+    best = {name: 0.0 for name, _ in MODES}
+    for _ in range(repeat):
+        for name, settings in MODES:
+            if progress is not None:
+                progress.set_description(f"mode {name}")
+            best[name] = max(best[name], stream_in_process(paths, size, batch, threads, images, **settings)["images_per_second"])
+    return {k: round(v, 1) for k, v in best.items()}
 
 
 def _dims(jpeg: bytes) -> int:
@@ -337,6 +572,26 @@ def format_table(result: Dict[str, Any]) -> str:
             if workers:
                 line += f"{result['webli_io_workers_ratio_to'].get(k, float('nan')):>25.2f}x"
         lines.append(line)
+    if "best_peer" in result:
+        b = result["best_peer"]
+        lines.append(f"\nbest of PIL draft(), SPDL, DALI CPU: {b['pipeline']} ({b['images_per_second']:.0f} img/s); "
+                     f"webli-io (threads) is {b['webli_io_ratio']:.2f}x")
+    if "sets" in result:
+        lines.append(f"\nper set (one process, {result['cpus']} threads; decode-only: simplejpeg full decode, same threads):")
+        lines.append(f"  {'set':<18}{'MP':>6}{'KB':>7}{'webli-io':>10}{'decode-only':>13}{'ratio':>8}")
+        for name, r in result["sets"].items():
+            extra = f"{r['decode_only']:>13.0f}{r['ratio']:>7.2f}x" if "ratio" in r else f"{'-':>13}{'-':>8}"
+            lines.append(f"  {name:<18}{r['mean_megapixels']:>6.2f}{r['mean_kb']:>7.0f}{r['webli_io']:>10.0f}{extra}")
+    if "modes" in result:
+        m = result["modes"]
+        lines.append(f"\nwebli-io per resize mode (one process, {result['cpus']} threads, all sets):")
+        for name, v in m.items():
+            gain = ""
+            if name in ("center_crop", "random_resized_crop") and m.get(f"{name}, whole decode"):
+                gain = f"  ({v / m[name + ', whole decode']:.2f}x the whole decode: crops decoded as crops)"
+            elif name == "squash, fast_decode" and m.get("squash"):
+                gain = f"  ({v / m['squash']:.2f}x exact)"
+            lines.append(f"  {name:<36}{v:>8.0f} img/s{gain}")
     if "webli_io_stages" in result:
         lines.append("\nwebli-io time per stage (thread time, all threads):")
         for k, v in result["webli_io_stages"].items():

@@ -200,24 +200,32 @@ def cmd_stream(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    sets = None
     if args.shards:
         from . import expand_shards
 
         paths, source = expand_shards(args.shards), "your shards"
     else:
-        with progress(total=args.num_shards * args.per_shard, desc="writing bench shards", unit="img", disable=args.json) as bar:
-            paths, source = bench.write_bench_shards(args.data, args.num_shards, args.per_shard, photos_dir=args.photos, progress=bar)
+        n = args.per_set * len(bench.QUALITIES) * len(bench.BANDS)
+        with progress(total=n, desc="writing the web set", unit="img", disable=args.json) as bar:
+            sets, source = bench.write_web_set(args.data, args.per_set, photos_dir=args.photos, progress=bar)
+        paths = [p for ps in sets.values() for p in ps]
+        if args.export_jpegs:
+            folders = bench.export_jpegs(sets, args.export_jpegs)
+            note(f"wrote the JPEGs of {len(folders)} sets under {args.export_jpegs}/ "
+                 f"(WEBLI_BENCH_JPEGS={next(iter(folders.values()))} cargo bench --bench decode_stages)")
     images = len(bench.jpeg_members(paths))
-    runs = 2 + 3  # webli-io twice (threads, workers) + up to three Python pipelines, each `repeat` times
+    runs = 2 + 5 + (6 if args.modes else 0)  # webli-io twice + up to five others (+ the modes), each `repeat` times
     with progress(total=images * runs * args.repeat, unit="img", disable=args.json, dynamic_ncols=True) as bar:
         result = bench.run(paths, args.image_size, args.batch_size, args.workers, args.repeat,
-                           scaling=not args.no_scaling, memory_images=args.memory, progress=bar)
+                           scaling=not args.no_scaling, memory_images=args.memory, progress=bar,
+                           sets=sets if args.per_set_report else None, modes=args.modes)
     result.update(images=images, source=source, image_size=args.image_size, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         note(f"\n{images} JPEGs ({source}, mean {result['mean_megapixels']} MP) -> {args.image_size} px, "
-              f"{args.workers} DataLoader workers on {result['cpus']} CPUs, best of {args.repeat}\n")
+             f"{args.workers} DataLoader workers on {result['cpus']} CPUs, best of {args.repeat}\n")
         print(bench.format_table(result))
     return 0
 
@@ -625,20 +633,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         parents=[common],
-        help="images/s of webli-io against webdataset + PIL/torchvision, PIL draft(), simplejpeg, decode-only",
-        description="Benchmark webli-io against the Python pipelines users run today (webdataset + PIL + "
-        "torchvision; PIL with draft(); simplejpeg's scaled decode), each in a DataLoader with the same workers, "
-        "and against a decode-only yardstick (full-scale libjpeg-turbo on in-memory JPEGs), in one run on the same "
-        "shards. Prints ratios, webli-io's time per stage, its scaling from 1 to all cores and, with --memory, its RSS "
-        "over a long stream. Without SHARDS it writes web-like JPEG shards from real photographs "
+        help="images/s of webli-io against webdataset + PIL/torchvision, PIL draft(), simplejpeg, SPDL, DALI, decode-only",
+        description="Benchmark webli-io against the pipelines users run today (webdataset + PIL + torchvision; PIL "
+        "with draft(); simplejpeg's scaled decode; each in a DataLoader with the same workers; SPDL's and DALI's CPU "
+        "pipelines on as many threads, when installed) and against a decode-only yardstick (full-scale libjpeg-turbo "
+        "on in-memory JPEGs), in one run on the same shards. Prints ratios, webli-io's time per stage, its scaling from "
+        "1 to all cores, per set (quality x size) against the yardstick, per resize mode with and without region "
+        "decoding, and, with --memory, its RSS over a long stream. Without SHARDS it writes the realistic web set: "
+        "JPEGs from real photographs (scikit-image's, plus --photos DIR: large camera photos are best, e.g. "
+        "`apt-get download mate-backgrounds`), 4:2:0, quality 75/90/95 x 0.3-0.6/0.6-1.2/1.2-2 MP "
         "(pip install 'webli-io[bench]' for the baselines and the photos).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     bench.add_argument("shards", nargs="*", help="shards to use instead of the generated ones (their .jpg members)")
     bench.add_argument("--data", default="webli-bench", help="folder for the generated shards (reused)")
-    bench.add_argument("--num-shards", type=positive, default=8, help="generated shards")
-    bench.add_argument("--per-shard", type=positive, default=250, help="images per generated shard")
+    bench.add_argument("--per-set", type=positive, default=64,
+                       help="JPEGs per set of the generated web set (9 sets: quality 75/90/95 x three size bands)")
     bench.add_argument("--photos", default=None, help="extra folder of real photos to make the JPEGs from")
+    bench.add_argument("--export-jpegs", default=None, metavar="DIR",
+                       help="also write the web set's JPEGs as files, a folder per set (for cargo bench --bench decode_stages)")
+    bench.add_argument("--no-per-set", dest="per_set_report", action="store_false", help="skip the per-set report")
+    bench.add_argument("--modes", action="store_true",
+                       help="also time webli-io per resize mode, crops with and without region decoding")
     bench.add_argument("--workers", type=non_negative, default=2, help="DataLoader workers of every pipeline, threads of decode-only")
     bench.add_argument("--batch-size", type=positive, default=64)
     bench.add_argument("--image-size", type=positive, default=224)

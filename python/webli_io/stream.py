@@ -361,6 +361,11 @@ class WebLIStream(IterableDataset):
             The tiles are the same as from a whole decode; off only to measure it.
         fast_decode: libjpeg's fast chroma upsampling and fast integer IDCT: a few percent
             faster, slightly less exact (see the README's speed section). Default off.
+        decode_device: ``"cpu"`` (default) or ``"cuda"``: JPEGs left encoded by the core (which
+            still reads their headers: size limit, filters, the crop) and decoded on the GPU by
+            nvJPEG (``torchvision.io.decode_jpeg``), cropped, resized and flipped there; batches
+            then hold a CUDA tensor. Needs ``num_workers=0`` and torchvision; without a CUDA
+            device it warns and decodes on the CPU. See ``webli_io.gpu``.
         drop_last: drop each process's last, short batch.
         prefetch: batches prepared ahead, per process.
         options: an :class:`Options` value holding the settings below (keywords override it).
@@ -473,6 +478,13 @@ class WebLIStream(IterableDataset):
             raise TypeError(f"options must be a webli_io.Options, not {type(options).__name__}")
         elif settings:
             options = options.replace(**settings)
+        if options.decode_device == "cuda":
+            from .gpu import cuda_usable
+
+            why = cuda_usable()
+            if why is not None:
+                log.warning("decode_device='cuda': %s; decoding on the CPU instead (the same crops, the CPU's pixels)", why)
+                options = options.replace(decode_device="cpu")
         #: The settings, validated once (immutable).
         self.options: Options = options
         self.shards: List[str] = _core.expand_shards(specs, allow_pipe=options.allow_pipe)
@@ -494,6 +506,8 @@ class WebLIStream(IterableDataset):
         self._slots: Optional[int] = None
         self._worker_batches_mark = 0
         self._problems: List[Dict[str, str]] = []
+        #: decode_device="cuda": JPEGs decoded on the CPU after nvJPEG refused them, and failed.
+        self._gpu_counts: Dict[str, int] = {}
         #: DataLoader workers per rank, when known (``loader()``): what ``len()`` needs with
         #: ``equal_batches``.
         self._num_workers: Optional[int] = None
@@ -614,6 +628,11 @@ class WebLIStream(IterableDataset):
         rank, world = topo.rank, topo.world_size
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None and self.options.decode_device == "cuda":
+            raise ValueError(
+                "decode_device='cuda' decodes in the process that iterates the stream, and CUDA cannot run in DataLoader "
+                "workers: use num_workers=0 (the core's threads still read and parse the shards in parallel)"
+            )
         if self._positions_epoch != self.epoch:
             self._positions, self._positions_epoch = {}, self.epoch
         shards = self.shards_for(rank, world, worker, workers)
@@ -704,12 +723,20 @@ class WebLIStream(IterableDataset):
         batch = Batch(raw)
         for ext in self.options.extra_members:
             batch[ext] = decode_member(ext, batch[ext])
+        if "encoded" in batch:
+            from .gpu import decode_batch
+
+            o = self.options
+            batch["images"] = decode_batch(batch["images"], batch.pop("encoded"), o.image_size, o.layout, o.output,
+                                           o.mean or (0.0, 0.0, 0.0), o.std or (1.0, 1.0, 1.0), device="cuda",
+                                           counts=self._gpu_counts)
         if self.tokenizer is not None:
             batch["tokens"] = self.tokenizer(batch["texts"])
         if self.transform is not None:
             import torch
 
-            batch["images"] = self.transform(torch.from_numpy(batch["images"]))
+            images = batch["images"]
+            batch["images"] = self.transform(images if isinstance(images, torch.Tensor) else torch.from_numpy(images))
         return batch
 
     def _resampled_batches(self, world: int, worker: int, workers: int) -> Optional[int]:
@@ -868,13 +895,15 @@ class WebLIStream(IterableDataset):
 
     def stats(self) -> Dict[str, int]:
         """Counters summed over this process and its DataLoader workers since construction
-        (or ``reset_stats``): samples read and yielded, and every skip or repair by reason."""
-        return self._shared.total()
+        (or ``reset_stats``): samples read and yielded, and every skip or repair by reason
+        (with ``decode_device="cuda"`` also ``gpu_decode_fallbacks`` and ``gpu_decode_failed``)."""
+        return {**self._shared.total(), **self._gpu_counts}
 
     def reset_stats(self) -> None:
         """Zero the counters."""
         self._shared.reset()
         self._problems.clear()
+        self._gpu_counts.clear()
 
     def problems(self) -> List[Dict[str, str]]:
         """The first problems met when iterating in this process (reason, shard, key,

@@ -150,6 +150,22 @@ fn scaled_region(region: Region, out_size: u32, w: u32, h: u32, m: u32, mcu_widt
     Some((x0, y0, x1 - x0, y1 - y0))
 }
 
+/// The full size of a JPEG from its header, without decoding (None: libjpeg-turbo cannot
+/// read the header).
+pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    HANDLE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Handle::new().ok()?);
+        }
+        let tj = slot.as_ref().expect("set above");
+        // SAFETY: `bytes` is valid for its length; the handle keeps no pointer to it afterwards.
+        tj.check(unsafe { raw::tj3DecompressHeader(tj.0, bytes.as_ptr(), bytes.len() as _) }).ok()?;
+        let (w, h) = (tj.get(raw::TJPARAM_TJPARAM_JPEGWIDTH as c_int), tj.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT as c_int));
+        (w > 0 && h > 0).then_some((w as u32, h as u32))
+    })
+}
+
 /// Decode a JPEG to RGB. `want(w, h)` is asked once the header gives the full size.
 pub fn decode(bytes: &[u8], max_pixels: u64, want: impl FnOnce(u32, u32) -> Request) -> Result<Decoded, DecodeError> {
     run(bytes, max_pixels, |w, h| {

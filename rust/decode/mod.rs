@@ -94,7 +94,7 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
     false
 }
 
-pub(crate) fn check_pixels(w: u32, h: u32, max_pixels: u64) -> Result<(), DecodeError> {
+pub fn check_pixels(w: u32, h: u32, max_pixels: u64) -> Result<(), DecodeError> {
     if w == 0 || h == 0 {
         return Err(DecodeError::new(Counter::CorruptImage, format!("image has size {w}x{h}")));
     }
