@@ -44,20 +44,32 @@ def test_stream_reports_a_missing_shard_clearly(tmp_path):
 
 
 def test_bench_runs_and_reports_ratios(tmp_path):
-    r = run("bench", "--data", str(tmp_path / "b"), "--num-shards", "2", "--per-shard", "24", "--batch-size", "8",
-            "--repeat", "1", "--no-scaling", "--memory", "96", "--json")
+    r = run("bench", "--data", str(tmp_path / "b"), "--per-set", "3", "--batch-size", "8",
+            "--repeat", "1", "--no-scaling", "--memory", "96", "--modes", "--json", "--export-jpegs", str(tmp_path / "j"))
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     ips = result["images_per_second"]
     assert ips["webli-io (threads)"] > 0 and ips["webli-io (2 workers)"] > 0
-    assert result["images"] == 48 and "scikit-image" in result["source"]
+    assert result["images"] == 27 and "scikit-image" in result["source"]
+    # The realistic web set: quality 75/90/95 x three size bands, each reported, sizes as named.
+    sets = result["sets"]
+    assert len(sets) == 9 and {n.split()[0] for n in sets} == {"q75", "q90", "q95"}
+    for name, row in sets.items():
+        lo, hi = map(float, name.split()[1].split("-"))
+        assert row["images"] == 3 and row["webli_io"] > 0
+        assert lo * 0.95 <= row["mean_megapixels"] <= hi * 1.05, (name, row)
+    assert len(list((tmp_path / "j").glob("*/*.jpg"))) == 27
+    modes = result["modes"]
+    assert set(modes) >= {"squash", "center_crop", "center_crop, whole decode", "random_resized_crop",
+                          "random_resized_crop, whole decode", "squash, fast_decode"} and min(modes.values()) > 0
     # Every baseline either ran (with a ratio) or is listed as not run under the same name, with
     # the reason: whether or not the bench extra is installed (CI runs without it).
     not_run = result.get("not_run", {})
-    for name in ("wds + PIL + torchvision", "wds + PIL draft()", "wds + simplejpeg scaled", "decode-only (yardstick)"):
+    for name in ("wds + PIL + torchvision", "wds + PIL draft()", "wds + simplejpeg scaled", "SPDL", "DALI CPU",
+                 "decode-only (yardstick)"):
         assert (name in result["webli_io_ratio_to"]) != (name in not_run), name
         if name in not_run:
-            assert "not installed" in not_run[name] and "webli-io[bench]" in not_run[name]
+            assert "not installed" in not_run[name] or "cannot decode here" in not_run[name], not_run[name]
     stages = result["webli_io_stages"]
     assert set(stages) == {"read", "decode", "resize", "batch"} and stages["decode"]["thread_seconds"] > 0
     assert result["memory"]["images"] >= 96 and result["memory"]["rss_mb_peak"] > 0
