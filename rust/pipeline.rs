@@ -140,8 +140,9 @@ impl Pipeline {
         let stats = Arc::new(Stats::new());
         let (sample_tx, sample_rx) = bounded::<Sample>((cfg.settings.batch.batch_size * 2).clamp(64, 1 << 16));
         let (batch_tx, batch_rx) = bounded::<Batch>(cfg.settings.run.prefetch);
-        // Tiles the batcher made: the reader stops cycling when a whole pass made none.
-        let made = Arc::new(AtomicU64::new(0));
+        // What the batcher made of the samples it took: the reader stops cycling when the
+        // batcher tried a long run of samples and made no tile of them.
+        let made = Arc::new(Progress::default());
         // Counted up front: a thread may run its start handler after `build` returns.
         let pool_alive = Arc::new((Mutex::new(cfg.plan.num_threads), Condvar::new()));
         let on_exit = pool_alive.clone();
@@ -239,9 +240,12 @@ impl Drop for Pipeline {
 /// Read every shard in order, number the samples, pass them through the shuffle buffer, and
 /// hand them to `sink` (which returns `false` to stop). Samples listed in `plan.exclude` are
 /// dropped before the shuffle; the first `plan.skip` samples after it are dropped unsent.
-/// When cycling, `made` (tiles the batcher made so far) ends the cycle once a whole pass made
-/// none: a reader whose samples all fail to decode, or are all filtered, cannot spin forever.
-pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: impl FnMut(Sample) -> bool) {
+/// When cycling, `made` (the batcher's progress) ends the cycle once the batcher has tried two
+/// passes' worth of samples since the last pass ended and made no tile of them: a reader whose
+/// samples all fail to decode, or are all filtered, cannot spin forever. (Only samples the
+/// batcher has tried count: a consumer that stops for a while leaves samples of a small pass
+/// waiting in the channel, untried, and that says nothing about them.)
+pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&Progress>, mut sink: impl FnMut(Sample) -> bool) {
     let seq = std::cell::Cell::new(0u64);
     let mut emit = |mut s: Sample| -> bool {
         s.seq = seq.get();
@@ -257,7 +261,7 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: i
             stats.problem(Counter::ResumePastEnd, shard, "", message);
         }
     };
-    let mut made_before = 0;
+    let mut made_before = (0, 0);
     let mut shards: &[String] = &cfg.shards;
     let mut fallback = !cfg.plan.fallback_shards.is_empty();
     for pass in 0u64.. {
@@ -275,11 +279,19 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&AtomicU64>, mut sink: i
         // cycling over these shards would spin forever. Pad from the fallback shards once; then
         // stop, and the batcher pads from what it has.
         let gave_nothing = seq.get() == before;
+        let pass_len = seq.get() - before;
         let made_nothing = made.is_some_and(|m| {
-            let now = m.load(Ordering::Acquire);
-            let none = pass > 0 && now == made_before;
-            made_before = now;
-            none
+            let now = (m.tiles.load(Ordering::Acquire), m.tried.load(Ordering::Acquire));
+            if pass == 0 {
+                made_before = now;
+                return false;
+            }
+            if now.0 != made_before.0 {
+                made_before = now;
+                return false;
+            }
+            // No tile since the mark: conclusive only once two passes' worth were tried.
+            now.1 - made_before.1 >= 2 * pass_len.max(1)
         });
         if gave_nothing || made_nothing {
             if !fallback {
@@ -674,7 +686,16 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
     })
 }
 
-fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sample>, tx: Sender<Batch>, made: &AtomicU64) {
+/// The batcher's progress, read by the reader when cycling (see [`read_loop`]).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Tiles made.
+    pub tiles: AtomicU64,
+    /// Samples tried (made into tiles, or failed, or dropped as near-duplicates).
+    pub tried: AtomicU64,
+}
+
+fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sample>, tx: Sender<Batch>, made: &Progress) {
     let (st, plan) = (&*cfg.settings, &cfg.plan);
     let batch_size = st.batch.batch_size;
     let mut pending: Vec<(Sample, Tile)> = Vec::with_capacity(batch_size * 2);
@@ -710,6 +731,7 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
             }
         }
         let results: Vec<Prepared> = pool.install(|| chunk.par_iter().map(|s| prepare(s, cfg, Some(stats))).collect());
+        let tried = results.len() as u64;
         for (sample, result) in chunk.into_iter().zip(results) {
             match result {
                 Ok((tile, fp)) => {
@@ -725,7 +747,7 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
                             near[0] = HashIndex::new();
                         }
                     }
-                    made.fetch_add(1, Ordering::Release);
+                    made.tiles.fetch_add(1, Ordering::Release);
                     if keep_for_padding {
                         if recent.len() == batch_size {
                             recent.pop_front();
@@ -737,6 +759,7 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
                 Err(e) => stats.problem(e.counter, &sample.shard, &sample.key, e.message),
             }
         }
+        made.tried.fetch_add(tried, Ordering::Release);
         while pending.len() >= batch_size && delivered < limit {
             let n = (batch_size as u64).min(limit - delivered) as usize;
             let rest = pending.split_off(n);
@@ -758,14 +781,21 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
             );
             return;
         }
-        let need = limit - delivered - pending.len() as u64;
-        stats.add(Counter::Padded, need);
-        pending.extend(recent.iter().cycle().take(need as usize).cloned());
-        while pending.len() >= batch_size && delivered < limit {
-            let rest = pending.split_off(batch_size);
-            delivered += batch_size as u64;
-            if !send(std::mem::replace(&mut pending, rest)) {
-                return;
+        // A batch at a time, so a consumer that has gone away (or a share without end, as a
+        // resampled stream's) stops it at the next send.
+        let mut need = limit - delivered - pending.len() as u64;
+        let mut source = recent.iter().cycle();
+        while need > 0 {
+            let take = (batch_size.saturating_sub(pending.len()).max(1) as u64).min(need);
+            pending.extend(source.by_ref().take(take as usize).cloned());
+            stats.add(Counter::Padded, take);
+            need -= take;
+            while pending.len() >= batch_size && delivered < limit {
+                let rest = pending.split_off(batch_size);
+                delivered += batch_size as u64;
+                if !send(std::mem::replace(&mut pending, rest)) {
+                    return;
+                }
             }
         }
     }
@@ -1006,6 +1036,28 @@ mod tests {
         first.sort();
         first.dedup();
         assert_eq!(first.len(), 10);
+    }
+
+    #[test]
+    fn a_consumer_that_pauses_does_not_end_a_cycled_stream() {
+        // 10 samples, a pass far smaller than the sample channel: while the consumer pauses,
+        // the batcher waits on its full output and the reader runs whole passes into the
+        // channel, untried. That once read as "a pass made no tile": the reader stopped and the
+        // batcher padded (and, with a share without end, overflowed). Now only tried samples count.
+        let dir = tempfile::tempdir().unwrap();
+        let shards = write_shards(dir.path(), 2, 5);
+        let cfg = with_plan(job(shards, json!({"batch_size": 4, "image_size": 8, "prefetch": 1})), |p| {
+            p.limit = u64::MAX / 2;
+            p.cycle = true;
+        });
+        let mut pipe = Pipeline::start(cfg).unwrap();
+        assert_eq!(pipe.next_batch().unwrap().len(), 4);
+        std::thread::sleep(Duration::from_millis(400));
+        for _ in 0..40 {
+            assert_eq!(pipe.next_batch().map(|b| b.len()), Some(4));
+        }
+        assert_eq!(pipe.stats().get(Counter::Padded), 0, "{:?}", pipe.stats().snapshot());
+        drop(pipe);
     }
 
     #[test]
