@@ -21,7 +21,6 @@
 //! Without `WEBLI_BENCH_JPEGS` it falls back to drawn pictures, which decode unlike photographs.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{Map, Value};
@@ -29,7 +28,7 @@ use webli_io::config::{ResizeMode, ResizeOptions, Settings};
 use webli_io::decode::{decode, Request};
 use webli_io::pipeline::{prepare_image, Job};
 use webli_io::resize::{crop_box, resize_into};
-use webli_io::sample::{ImageBytes, Sample};
+use webli_io::sample::Sample;
 
 const SIZE: u32 = 224;
 
@@ -78,22 +77,6 @@ fn job(mode: &str, crop_decode: bool) -> Job {
     flat.insert("resize".into(), Value::from(mode));
     flat.insert("crop_decode".into(), Value::from(crop_decode));
     Job::new(Vec::new(), Settings::from_flat(flat).unwrap())
-}
-
-fn sample(data: &[u8], i: usize) -> Sample {
-    Sample {
-        key: format!("{i:06}"),
-        shard: Arc::from(""),
-        index: i as u64,
-        seq: 0,
-        image: ImageBytes::Owned(data.to_vec()),
-        text: String::new(),
-        meta: Map::new(),
-        lang: String::new(),
-        copy: 0,
-        meta_ok: true,
-        extras: Vec::new(),
-    }
 }
 
 fn stages(c: &mut Criterion) {
@@ -151,7 +134,7 @@ fn stages(c: &mut Criterion) {
             }
         })
     });
-    let samples: Vec<_> = files.iter().enumerate().map(|(i, d)| sample(d, i)).collect();
+    let samples: Vec<_> = files.iter().enumerate().map(|(i, d)| Sample::of_image(&format!("{i:06}"), d.clone())).collect();
     for (name, mode) in [("squash", "squash"), ("center_crop", "center_crop"), ("rrc", "random_resized_crop")] {
         let cfg = job(mode, true);
         g.bench_function(format!("prepare_{name}"), |b| {

@@ -775,19 +775,7 @@ fn decode_resize<'py>(
     let settings = Settings::from_flat(flat).map_err(|e| config_error(py, &e))?;
     let mut cfg = Job::new(Vec::new(), settings);
     cfg.plan.sample_seed = seed;
-    let sample = Sample {
-        key: key.into(),
-        shard: "".into(),
-        index: 0,
-        seq: 0,
-        image: data.into(),
-        text: String::new(),
-        meta: Map::new(),
-        lang: String::new(),
-        copy: 0,
-        meta_ok: true,
-        extras: Vec::new(),
-    };
+    let sample = Sample::of_image(key, data);
     let tile = py
         .detach(|| prepare_image(&sample, &cfg, None))
         .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;

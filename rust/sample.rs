@@ -143,6 +143,26 @@ pub struct Sample {
     pub extras: Vec<(String, Vec<u8>)>,
 }
 
+impl Sample {
+    /// A sample of just an image under `key` (no shard, caption or metadata): one image decoded
+    /// outside a stream, as `decode_resize` and the decode benchmark do.
+    pub fn of_image(key: &str, image: Vec<u8>) -> Self {
+        Sample {
+            key: key.into(),
+            shard: "".into(),
+            index: 0,
+            seq: 0,
+            image: image.into(),
+            text: String::new(),
+            meta: Map::new(),
+            lang: String::new(),
+            copy: 0,
+            meta_ok: true,
+            extras: Vec::new(),
+        }
+    }
+}
+
 fn last_ext(ext: &str) -> &str {
     ext.rsplit('.').next().unwrap_or(ext)
 }

@@ -67,15 +67,29 @@ def web_jpeg(photo, rng: np.random.Generator) -> bytes:
     saved at JPEG quality 70–95, as images on web pages are."""
     from PIL import Image
 
-    w, h = photo.size
-    cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    img = photo.crop((x, y, x + cw, y + ch))
+    img = _random_crop(photo, rng)
+    cw, ch = img.size
     s = int(rng.integers(300, 1601)) / max(cw, ch)
     img = img.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=int(rng.integers(70, 96)))
     return buf.getvalue()
+
+
+def _add_pair(t: tarfile.TarFile, key: str, jpeg: bytes) -> None:
+    """A JPEG and its caption, as webdataset members of `key`."""
+    for ext, data in (("jpg", jpeg), ("txt", f"photo {key}".encode())):
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+
+
+def _random_crop(photo, rng: np.random.Generator):
+    """A random crop of `photo`, 60–100% of each side."""
+    w, h = photo.size
+    cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    return photo.crop((x, y, x + cw, y + ch))
 
 
 QUALITIES = (75, 90, 95)
@@ -89,10 +103,8 @@ def web_photo_jpeg(photo, rng: np.random.Generator, quality: int, megapixels: Tu
     camera's)."""
     from PIL import Image
 
-    w, h = photo.size
-    cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    img = photo.crop((x, y, x + cw, y + ch))
+    img = _random_crop(photo, rng)
+    cw, ch = img.size
     s = (rng.uniform(*megapixels) * 1e6 / (cw * ch)) ** 0.5
     img = img.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.LANCZOS if s < 1 else Image.BICUBIC)
     buf = io.BytesIO()
@@ -124,11 +136,7 @@ def write_web_set(out_dir: str, per_set: int, seed: int = 0, photos_dir: Optiona
             for i in range(per_set):
                 img, up = web_photo_jpeg(photos[int(rng.integers(len(photos)))], rng, q, band)
                 enlarged += up
-                key = f"q{q}mp{round(band[0] * 10):02d}-{i:05d}"  # no dots: they end a key
-                for ext, data in (("jpg", img), ("txt", f"photo {key}".encode())):
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    t.addfile(info, io.BytesIO(data))
+                _add_pair(t, f"q{q}mp{round(band[0] * 10):02d}-{i:05d}", img)  # no dots: they end a key
                 if progress is not None:
                     progress.update(1)
         os.replace(path + ".tmp", path)
@@ -177,10 +185,7 @@ def write_bench_shards(out_dir: str, shards: int, per_shard: int, seed: int = 0,
                 else:
                     side = int(rng.integers(300, 1601))
                     img = encode(draw_picture(rng, side, int(side * 0.75)), "jpg", int(rng.integers(70, 96)))
-                for ext, data in (("jpg", img), ("txt", f"photo {key}".encode())):
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    t.addfile(info, io.BytesIO(data))
+                _add_pair(t, key, img)
                 if progress is not None:
                     progress.update(1)
         os.replace(path + ".tmp", path)
