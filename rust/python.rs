@@ -783,6 +783,19 @@ fn decode_resize<'py>(
     Ok(PyArray1::from_vec(py, tile).reshape([s, s, 3])?.into_any())
 }
 
+/// Decode one encoded image whole, at full size, as the stream's decoders do (libjpeg-turbo,
+/// else the `image` crate): `[H, W, 3]` uint8. Raises ValueError naming the reason for an image
+/// the stream would skip. (The GPU path's last resort for a JPEG nvJPEG refuses.)
+#[pyfunction]
+#[pyo3(signature = (data, max_pixels=DEFAULT_MAX_PIXELS))]
+fn decode_image<'py>(py: Python<'py>, data: Vec<u8>, max_pixels: u64) -> PyResult<Bound<'py, PyAny>> {
+    let img = py
+        .detach(|| crate::decode::decode_rgb(&data, max_pixels))
+        .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
+    let shape = [img.height as usize, img.width as usize, 3];
+    Ok(PyArray1::from_vec(py, img.data).reshape(shape)?.into_any())
+}
+
 /// Import one record batch (any object with `__arrow_c_array__`, the Arrow PyCapsule
 /// interface: a pyarrow RecordBatch) without copying its buffers.
 fn import_batch(batch: &Bound<'_, PyAny>) -> PyResult<StructArray> {
@@ -893,6 +906,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_NEAR_RADIUS", DEFAULT_NEAR_RADIUS)?;
     m.add_function(wrap_pyfunction!(expand_shards, m)?)?;
     m.add_function(wrap_pyfunction!(decode_resize, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_image, m)?)?;
     m.add_function(wrap_pyfunction!(consumed_bitmaps, m)?)?;
     m.add_function(wrap_pyfunction!(count_samples, m)?)?;
     m.add_function(wrap_pyfunction!(py_normalize_lang, m)?)?;

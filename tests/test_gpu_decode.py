@@ -120,3 +120,24 @@ def test_on_a_real_gpu(shard):
     ours = np.concatenate([b["images"].cpu().numpy() for b in batches])
     ref = _images(WebLIStream(shard, batch_size=4, image_size=64))
     assert np.mean([psnr(a, b) for a, b in zip(ours, ref)]) >= 30.0
+
+
+def test_a_jpeg_the_device_decoder_refuses_is_decoded_by_the_core_and_counted(tmp_path, photos, on_cpu):
+    """A stray marker in the entropy data: torchvision's decode_jpeg raises, libjpeg-turbo in the
+    core decodes it with a warning. The batch goes on; that sample's tile comes from the core's
+    pixels (close to the CPU stream's), counted as a fallback."""
+    from torchvision.io import decode_jpeg
+
+    buf = io.BytesIO()
+    photos[0].save(buf, format="JPEG", quality=90)
+    good = buf.getvalue()
+    sos = good.find(b"\xff\xda")
+    bad = good[: sos + 400] + b"\xff\xc8" + good[sos + 402:]
+    with pytest.raises(RuntimeError):
+        decode_jpeg(torch.frombuffer(bytearray(bad), dtype=torch.uint8))
+    shard = write_tar(tmp_path / "b.tar", [("a.jpg", good), ("a.txt", b"x"), ("b.jpg", bad), ("b.txt", b"y")])
+    s = WebLIStream(shard, batch_size=2, image_size=32, decode_device="cuda")
+    ours = _images(s)
+    ref = _images(WebLIStream(shard, batch_size=2, image_size=32))
+    assert s.stats()["gpu_decode_fallbacks"] == 1 and "gpu_decode_failed" not in s.stats()
+    assert min(psnr(a, b) for a, b in zip(ours, ref)) >= 25.0

@@ -24,6 +24,7 @@ __all__ = [
     "content_hashes",
     "count_samples",
     "count_selected",
+    "decode_image",
     "decode_resize",
     "expand_shards",
     "fingerprints",
@@ -173,6 +174,9 @@ def in_subset(key: str, fraction: float, subset_seed: int = 0) -> bool:
 
 def normalize_lang(tag: str) -> str:
     """Normalise a language tag as the stream does (`iw` → `he`, unknown → `und`)."""
+
+def decode_image(data: bytes, max_pixels: int = ...) -> npt.NDArray[np.uint8]:
+    """Decode one image whole at full size as the stream does: `[H, W, 3]` uint8; ValueError if skipped."""
 
 def decode_resize(
     data: bytes,

@@ -4,9 +4,9 @@ the same box a CPU decode would use), an antialiased bilinear resize and the fli
 
 The core reads each JPEG's header (size limit, filters, crop) and leaves the bytes encoded;
 images it decoded itself (PNG, WebP, EXIF-turned JPEGs, runs with a blocklist or near-dedup)
-arrive as pixels and are copied up. A JPEG nvJPEG refuses is decoded by torchvision on the CPU
-and counted (``gpu_decode_fallbacks``); one that fails there too is logged and left black,
-counted as ``gpu_decode_failed``.
+arrive as pixels and are copied up. A JPEG nvJPEG refuses (libjpeg-turbo is more forgiving of
+damaged data) is decoded by the core on the CPU and counted (``gpu_decode_fallbacks``); one that
+fails there too is logged and left black, counted as ``gpu_decode_failed``.
 
 The GPU tile is close to the CPU one, not equal (torch's antialiased bilinear resize vs.
 Pillow's, integer crop boxes): tests/test_gpu_decode.py bounds the difference by PSNR.
@@ -73,17 +73,20 @@ def decode_batch(images: Any, encoded: Sequence[Encoded], size: int, layout: str
     try:
         decoded: List[Any] = list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
     except RuntimeError:
-        # One bad JPEG fails the whole batched call: redo them one by one, on the CPU where the
-        # device refuses one.
+        # One bad JPEG fails the whole batched call: redo them one by one, with the core's CPU
+        # decoders for the ones the device refuses.
+        from ._core import decode_image
+
         decoded = []
-        for d in datas:
+        for i, d in zip(todo, datas):
             try:
                 decoded.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
                 try:
-                    decoded.append(decode_jpeg(d, mode=ImageReadMode.RGB).to(device))
+                    pixels = decode_image(encoded[i][0])  # type: ignore[index]
+                    decoded.append(torch.from_numpy(pixels).permute(2, 0, 1).to(device))
                     counts["gpu_decode_fallbacks"] = counts.get("gpu_decode_fallbacks", 0) + 1
-                except RuntimeError as e:
+                except ValueError as e:
                     decoded.append(None)
                     counts["gpu_decode_failed"] = counts.get("gpu_decode_failed", 0) + 1
                     log.warning("GPU decode: a JPEG neither nvJPEG nor the CPU decodes was left black: %s", e)
