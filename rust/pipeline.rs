@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
-use crate::batch::Tile;
-use crate::batch::{assemble, Batch};
+use crate::batch::{assemble, Batch, Tile};
 use crate::config::{bit_is_set, DecodeDevice, DecodeOptions, ResizeMode, Settings};
 use crate::decode::{check_pixels, decode_oriented, exif, is_jpeg, jpeg, jpeg_is_complete, DecodeError, Request};
 use crate::fingerprint::{fingerprint, Fingerprint};
