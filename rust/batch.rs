@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::config::{BatchOptions, Layout, Output};
+use crate::decode::Region;
 use crate::sample::Sample;
 
 /// The pixels of a batch, `n × size × size × 3` (NHWC) or `n × 3 × size × size` (NCHW).
@@ -49,11 +50,11 @@ pub enum Tile {
     /// Left encoded for the GPU (`decode_device="cuda"`): the crop box in the original's
     /// pixels (`left, top, width, height`) and whether to mirror it. Its place in `images`
     /// stays zero; the bytes go to `Batch::encoded`.
-    Encoded { crop: [f64; 4], flip: bool },
+    Encoded { crop: Region, flip: bool },
 }
 
 /// A JPEG left for the GPU: its bytes, crop box and flip (see [`Tile::Encoded`]).
-pub type EncodedImage = (Vec<u8>, [f64; 4], bool);
+pub type EncodedImage = (Vec<u8>, Region, bool);
 
 /// One batch, ready for Python.
 #[derive(Debug, Default)]
@@ -214,9 +215,9 @@ mod tests {
     fn encoded_samples_carry_their_bytes_crop_and_flip() {
         let mut s = sample("b");
         s.image = crate::sample::ImageBytes::Owned(b"\xff\xd8jpeg".to_vec());
-        let items = vec![(sample("a"), Tile::Pixels(vec![7u8; 12])), (s, Tile::Encoded { crop: [1.0, 2.0, 3.0, 4.0], flip: true })];
+        let items = vec![(sample("a"), Tile::Pixels(vec![7u8; 12])), (s, Tile::Encoded { crop: (1.0, 2.0, 3.0, 4.0), flip: true })];
         let b = assemble(items, 2, &BatchOptions::default(), &[]);
-        assert_eq!(b.encoded, vec![None, Some((b"\xff\xd8jpeg".to_vec(), [1.0, 2.0, 3.0, 4.0], true))]);
+        assert_eq!(b.encoded, vec![None, Some((b"\xff\xd8jpeg".to_vec(), (1.0, 2.0, 3.0, 4.0), true))]);
         assert_eq!(&b.images.as_u8()[..12], &[7u8; 12]);
         assert!(b.images.as_u8()[12..].iter().all(|&x| x == 0), "its place stays zero");
     }

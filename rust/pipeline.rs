@@ -588,10 +588,11 @@ pub fn prepare_image(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Resul
 
 /// With `decode_device="cuda"`: a whole, unturned JPEG whose header libjpeg-turbo reads is
 /// left encoded; its size is checked and filtered and its crop chosen here, as for a CPU decode.
-fn leave_encoded(sample: &Sample, cfg: &Job, seed: u64) -> Option<Prepared> {
+/// (Not when `fingerprints`: the blocklist and near-dedup need the decoded pixels.)
+fn leave_encoded(sample: &Sample, cfg: &Job, seed: u64, fingerprints: bool) -> Option<Prepared> {
     let (d, r) = (&cfg.settings.decode, &cfg.settings.resize);
     let bytes: &[u8] = &sample.image;
-    if d.decode_device != DecodeDevice::Cuda || cfg.blocklist.is_some() || cfg.settings.near.near_dedup {
+    if d.decode_device != DecodeDevice::Cuda || fingerprints {
         return None;
     }
     if !is_jpeg(bytes) || !jpeg_is_complete(bytes) || (d.exif_transpose && exif::orientation(bytes) != 1) {
@@ -601,8 +602,7 @@ fn leave_encoded(sample: &Sample, cfg: &Job, seed: u64) -> Option<Prepared> {
     Some((|| {
         check_pixels(w, h, d.max_pixels)?;
         filter_size(d, w, h)?;
-        let (l, t, cw, ch) = crop_box(r, w, h, seed);
-        Ok((Tile::Encoded { crop: [l, t, cw, ch], flip: flips(r.hflip, seed) }, None))
+        Ok((Tile::Encoded { crop: crop_box(r, w, h, seed), flip: flips(r.hflip, seed) }, None))
     })())
 }
 
@@ -628,15 +628,15 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
     let run = || -> Prepared {
         let t0 = Instant::now();
         let seed = seed_for(cfg.plan.sample_seed, &sample.key);
-        if let Some(done) = leave_encoded(sample, cfg, seed) {
+        // Images are fingerprinted whole (blocklist, near-dedup): then the whole is decoded.
+        let fingerprints = cfg.blocklist.is_some() || near.near_dedup;
+        if let Some(done) = leave_encoded(sample, cfg, seed, fingerprints) {
             if let Some(st) = stats {
                 st.time(Counter::NsDecode, t0);
             }
             return done;
         }
         let size = r.image_size as f64;
-        // Images are fingerprinted whole (blocklist, near-dedup): then the whole is decoded.
-        let fingerprints = cfg.blocklist.is_some() || near.near_dedup;
         let region_ok = d.crop_decode && !fingerprints && r.resize != ResizeMode::Squash;
         // The crop is chosen on the full-size image, so a scaled or region decode changes
         // nothing but cost: the decoder may shrink the image as long as the crop stays >= the

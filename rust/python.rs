@@ -82,7 +82,7 @@ fn batch_to_py<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDict
         let list = PyList::empty(py);
         for e in batch.encoded {
             match e {
-                Some((bytes, crop, flip)) => list.append((PyBytes::new(py, &bytes), (crop[0], crop[1], crop[2], crop[3]), flip))?,
+                Some((bytes, crop, flip)) => list.append((PyBytes::new(py, &bytes), crop, flip))?,
                 None => list.append(py.None())?,
             }
         }
@@ -581,6 +581,11 @@ fn py_normalize_lang(tag: &str) -> String {
     normalize_lang(tag)
 }
 
+/// A decode the stream would skip, as Python sees it: ValueError naming the reason's counter.
+fn skipped(e: crate::decode::DecodeError) -> PyErr {
+    PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message))
+}
+
 /// Perceptual fingerprints `(phash, dhash)` of an encoded image, decoded as the stream decodes
 /// it for `image_size`: the whole image, or with `variants` its 36 crop variants (whole first).
 #[pyfunction]
@@ -600,7 +605,7 @@ fn fingerprints(py: Python<'_>, data: Vec<u8>, variants: bool, image_size: u32, 
         };
         Ok(fps.into_iter().map(|f| (f.phash, f.dhash)).collect())
     })
-    .map_err(|e: crate::decode::DecodeError| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))
+    .map_err(skipped)
 }
 
 fn load_blocklist(path: &str) -> PyResult<HashIndex> {
@@ -776,9 +781,7 @@ fn decode_resize<'py>(
     let mut cfg = Job::new(Vec::new(), settings);
     cfg.plan.sample_seed = seed;
     let sample = Sample::of_image(key, data);
-    let tile = py
-        .detach(|| prepare_image(&sample, &cfg, None))
-        .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
+    let tile = py.detach(|| prepare_image(&sample, &cfg, None)).map_err(skipped)?;
     let s = image_size as usize;
     Ok(PyArray1::from_vec(py, tile).reshape([s, s, 3])?.into_any())
 }
@@ -789,9 +792,7 @@ fn decode_resize<'py>(
 #[pyfunction]
 #[pyo3(signature = (data, max_pixels=DEFAULT_MAX_PIXELS))]
 fn decode_image<'py>(py: Python<'py>, data: Vec<u8>, max_pixels: u64) -> PyResult<Bound<'py, PyAny>> {
-    let img = py
-        .detach(|| crate::decode::decode_rgb(&data, max_pixels))
-        .map_err(|e| PyValueError::new_err(format!("{}: {}", e.counter.name(), e.message)))?;
+    let img = py.detach(|| crate::decode::decode_rgb(&data, max_pixels)).map_err(skipped)?;
     let shape = [img.height as usize, img.width as usize, 3];
     Ok(PyArray1::from_vec(py, img.data).reshape(shape)?.into_any())
 }

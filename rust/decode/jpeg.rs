@@ -103,11 +103,33 @@ impl Handle {
         // SAFETY: as above; read-only parameters are valid after tj3DecompressHeader.
         unsafe { raw::tj3Get(self.0, param) }
     }
+
+    /// Read `bytes`' header into the handle; the full size.
+    fn read_header(&self, bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+        // SAFETY: `bytes` is valid for its length; the handle keeps no pointer to it afterwards.
+        self.check(unsafe { raw::tj3DecompressHeader(self.0, bytes.as_ptr(), bytes.len() as _) })?;
+        let (w, h) = (self.get(raw::TJPARAM_TJPARAM_JPEGWIDTH as c_int), self.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT as c_int));
+        if w <= 0 || h <= 0 {
+            return Err(DecodeError::new(Counter::CorruptImage, format!("image has size {w}x{h}")));
+        }
+        Ok((w as u32, h as u32))
+    }
 }
 
 thread_local! {
     // A decompressor holds libjpeg state and buffers: one per decode thread, reused.
     static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
+}
+
+/// `f` with this thread's handle, made on first use.
+fn with_handle<T>(f: impl FnOnce(&Handle) -> Result<T, DecodeError>) -> Result<T, DecodeError> {
+    HANDLE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Handle::new()?);
+        }
+        f(slot.as_ref().expect("set above"))
+    })
 }
 
 /// The smallest scale, in eighths, not below `min_factor` (8 when none is).
@@ -153,17 +175,7 @@ fn scaled_region(region: Region, out_size: u32, w: u32, h: u32, m: u32, mcu_widt
 /// The full size of a JPEG from its header, without decoding (None: libjpeg-turbo cannot
 /// read the header).
 pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    HANDLE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Handle::new().ok()?);
-        }
-        let tj = slot.as_ref().expect("set above");
-        // SAFETY: `bytes` is valid for its length; the handle keeps no pointer to it afterwards.
-        tj.check(unsafe { raw::tj3DecompressHeader(tj.0, bytes.as_ptr(), bytes.len() as _) }).ok()?;
-        let (w, h) = (tj.get(raw::TJPARAM_TJPARAM_JPEGWIDTH as c_int), tj.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT as c_int));
-        (w > 0 && h > 0).then_some((w as u32, h as u32))
-    })
+    with_handle(|tj| tj.read_header(bytes)).ok()
 }
 
 /// Decode a JPEG to RGB. `want(w, h)` is asked once the header gives the full size.
@@ -184,19 +196,8 @@ pub fn decode_eighths(bytes: &[u8], pick: impl FnOnce(u32, u32) -> u32) -> Resul
 type Plan = (u32, Option<(Region, u32)>, bool);
 
 fn run(bytes: &[u8], max_pixels: u64, plan: impl FnOnce(u32, u32) -> Plan) -> Result<Decoded, DecodeError> {
-    HANDLE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Handle::new()?);
-        }
-        let tj = slot.as_ref().expect("set above");
-        // SAFETY: `bytes` is valid for its length; the handle keeps no pointer to it afterwards.
-        tj.check(unsafe { raw::tj3DecompressHeader(tj.0, bytes.as_ptr(), bytes.len() as _) })?;
-        let (w, h) = (tj.get(raw::TJPARAM_TJPARAM_JPEGWIDTH as c_int), tj.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT as c_int));
-        if w <= 0 || h <= 0 {
-            return Err(DecodeError::new(Counter::CorruptImage, format!("image has size {w}x{h}")));
-        }
-        let (w, h) = (w as u32, h as u32);
+    with_handle(|tj| {
+        let (w, h) = tj.read_header(bytes)?;
         check_pixels(w, h, max_pixels)?;
         let (m, want_region, fast) = plan(w, h);
         let lossless = tj.get(raw::TJPARAM_TJPARAM_LOSSLESS as c_int) != 0;
