@@ -30,10 +30,12 @@ def cuda_usable() -> Optional[str]:
         return "torch is not installed"
     if not torch.cuda.is_available():
         return "no CUDA device is available"
+    from ._extras import MissingExtra, require
+
     try:
-        import torchvision.io  # noqa: F401
-    except ImportError:
-        return "torchvision is not installed (pip install torchvision)"
+        require("torchvision.io", "torchvision (for decode_device='cuda')", "gpu")
+    except MissingExtra as e:
+        return str(e)
     return None
 
 

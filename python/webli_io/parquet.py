@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 from . import _core
-from ._extras import MissingExtra
+from ._extras import require
 
 # The core's own rules (rust/table.rs, rust/sample.rs), so the projection and the reader agree.
 IMAGE_COLUMNS = tuple(_core.TABLE_IMAGE_COLUMNS)
@@ -27,10 +27,7 @@ is_table_shard = _core.is_table_shard
 
 def require_pyarrow() -> None:
     """Raise :class:`MissingExtra` (one line: what to install) when pyarrow is not installed."""
-    try:
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        raise MissingExtra("pyarrow (to read .parquet shards)", "parquet") from None
+    require("pyarrow.parquet", "pyarrow (to read .parquet shards)", "parquet")
 
 
 def _open(path: str):

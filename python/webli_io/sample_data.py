@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._extras import MissingExtra
+from ._extras import require
 
 # (language, caption) pairs: short alt-text-like sentences.
 CAPTIONS: List[Tuple[str, str]] = [
@@ -98,10 +98,7 @@ def draw_picture(rng: np.random.Generator, width: int, height: int, sky: Optiona
 
 def encode(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
     """Encode ``[H, W, 3]`` uint8 pixels as ``jpg``, ``png`` or ``webp`` with Pillow."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise MissingExtra("Pillow (to write the sample images)", "cli") from None
+    Image = require("PIL.Image", "Pillow (to write the sample images)", "cli")
 
     buf = io.BytesIO()
     img = Image.fromarray(pixels)

@@ -19,6 +19,8 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import torch
 
+from .._extras import require
+
 BYTE_PAD, BYTE_BOS, BYTE_EOS, BYTE_OFFSET = 0, 1, 2, 3
 
 
@@ -55,12 +57,7 @@ class SentencePieceTokenizer(_Padded):
     """A SentencePiece model: its ids + 1 (0 is padding), EOS appended, cut at ``max_len``."""
 
     def __init__(self, path: str, max_len: int = 64) -> None:
-        try:
-            import sentencepiece as spm
-        except ImportError:
-            from .._extras import MissingExtra
-
-            raise MissingExtra("sentencepiece (for --tokenizer MODEL)", "train") from None
+        spm = require("sentencepiece", "sentencepiece (for --tokenizer MODEL)", "train")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"SentencePiece model not found: {path!r}")
         self.name = path
@@ -139,12 +136,7 @@ def balanced_sample(captions: Iterable[Tuple[str, str]], seed: int = 0) -> Tuple
 def train_sentencepiece(captions: Iterable[Tuple[str, str]], out: str, vocab_size: int = 8000, seed: int = 0) -> Dict[str, object]:
     """Train a SentencePiece unigram model on captions balanced across languages; write
     ``out`` (the ``.model`` file, and ``.vocab`` beside it). Returns what it kept per language."""
-    try:
-        import sentencepiece as spm
-    except ImportError:
-        from .._extras import MissingExtra
-
-        raise MissingExtra("sentencepiece (to train a tokenizer)", "train") from None
+    spm = require("sentencepiece", "sentencepiece (to train a tokenizer)", "train")
     texts, kept = balanced_sample(captions, seed)
     if not texts:
         raise ValueError("no captions to train a tokenizer on")
