@@ -30,6 +30,7 @@ import os
 import tarfile
 import time
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -298,7 +299,6 @@ def spdl_loader(paths, size, batch, threads):
         with ThreadPoolExecutor(threads) as ex:
             yield from ex.map(load, chunks())
 
-    load(next(chunks()))  # fails here (ImportError-like) when FFmpeg's libraries are missing
     return batches()
 
 
@@ -314,7 +314,11 @@ def dali_loader(paths, size, batch, threads, index_dir: str):
     os.makedirs(index_dir, exist_ok=True)
     index = []
     for p in paths:
-        ix = os.path.join(index_dir, os.path.basename(p) + f".{abs(hash(os.path.abspath(p)))}.idx")
+        # Named by the shard's path, size and mtime with a stable hash (str's hash() changes with
+        # every process), so an index is made once per shard version and reused.
+        st = os.stat(p)
+        key = zlib.crc32(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        ix = os.path.join(index_dir, f"{os.path.basename(p)}.{key:08x}.idx")
         if not os.path.exists(ix):
             code = "import sys; from wds2idx import main; sys.argv = ['wds2idx', sys.argv[1], sys.argv[2]]; main()"
             subprocess.run([sys.executable, "-c", code, p, ix], check=True, capture_output=True, timeout=600)
