@@ -189,6 +189,7 @@ mod tests {
             copy: 0,
             meta_ok: true,
             extras: vec![("cls".into(), key.as_bytes().to_vec())],
+            span: None,
         }
     }
 

@@ -449,11 +449,15 @@ pub struct RunOptions {
     /// With `cache_dir`: the most bytes the folder holds (least recently used files go first;
     /// None: no limit).
     pub cache_max_bytes: Option<u64>,
+    /// The folder (or URL prefix) holding the shard index files of `webli-io index`
+    /// (`<stem>.index.json`, `index.json`); None: beside each shard. The index lets counts
+    /// (`equal_batches`) and resumes know the samples without reading them.
+    pub index: Option<String>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { num_threads: None, prefetch: 2, allow_pipe: false, strict: false, cache_dir: None, cache_max_bytes: None }
+        Self { num_threads: None, prefetch: 2, allow_pipe: false, strict: false, cache_dir: None, cache_max_bytes: None, index: None }
     }
 }
 
@@ -647,6 +651,9 @@ impl Settings {
         }
         if run.cache_max_bytes.is_some() && run.cache_dir.is_none() {
             return err("cache_max_bytes", "limits the cache folder: set cache_dir= too".into());
+        }
+        if run.index.as_ref().is_some_and(|d| d.trim().is_empty()) {
+            return err("index", "give the folder of the shard index files (or leave it unset: beside the shards)".into());
         }
         if run.cache_dir.as_ref().is_some_and(|d| d.trim().is_empty()) {
             return err("cache_dir", "give a folder (or leave it unset for no cache)".into());

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod config;
 pub mod decode;
 pub mod fingerprint;
+pub mod index;
 pub mod lang;
 pub mod neardup;
 pub mod objstore;

@@ -35,7 +35,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig, StaticCredentialProvider};
+use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig, StaticCredentialProvider};
 
 /// URL schemes served by an object store.
 pub const SCHEMES: [&str; 5] = ["s3://", "gs://", "az://", "abfs://", "abfss://"];
@@ -271,11 +271,16 @@ impl Read for BodyReader {
     }
 }
 
-/// GET an object from byte `offset` on: the body as a reader, and the object's size.
-pub fn open_object(url: &str, offset: u64) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
+/// GET an object from byte `offset` on (to byte `end`, exclusive, when given): the body as a
+/// reader, and the object's size.
+pub fn open_object(url: &str, offset: u64, end: Option<u64>) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
     let (store, path) = store_for(url)?;
     let (connect, read) = crate::remote::timeouts();
-    let opts = GetOptions { range: (offset > 0).then_some(GetRange::Offset(offset)), ..Default::default() };
+    let range = match end {
+        Some(end) => Some(GetRange::Bounded(offset..end.max(offset + 1))),
+        None => (offset > 0).then_some(GetRange::Offset(offset)),
+    };
+    let opts = GetOptions { range, ..Default::default() };
     let got = runtime().block_on(async { tokio::time::timeout(connect + read, store.get_opts(&path, opts)).await });
     let result = match got {
         Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer in {:?}", connect + read))),
@@ -283,6 +288,17 @@ pub fn open_object(url: &str, offset: u64) -> io::Result<(Box<dyn Read + Send>, 
     };
     let total = result.meta.size;
     Ok((Box::new(BodyReader { stream: result.into_stream(), chunk: Bytes::new(), url: url.to_string(), read_timeout: read }), Some(total)))
+}
+
+/// An object's size and ETag (a HEAD request): what the shard index checks an object against.
+pub fn stat_object(url: &str) -> io::Result<(u64, Option<String>)> {
+    let (store, path) = store_for(url)?;
+    let (connect, read) = crate::remote::timeouts();
+    let got = runtime().block_on(async { tokio::time::timeout(connect + read, store.head(&path)).await });
+    match got {
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer in {:?}", connect + read))),
+        Ok(r) => r.map(|m| (m.size, m.e_tag)).map_err(|e| io_error(url, e)),
+    }
 }
 
 #[cfg(test)]

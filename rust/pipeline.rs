@@ -24,17 +24,19 @@ use crate::batch::{assemble, Batch, Tile};
 use crate::config::{bit_is_set, DecodeDevice, DecodeOptions, ResizeMode, Settings};
 use crate::decode::{check_pixels, decode_oriented, exif, is_jpeg, jpeg, jpeg_is_complete, DecodeError, Request};
 use crate::fingerprint::{fingerprint, Fingerprint};
+use crate::index::{index_location, IndexSet, ShardIndex};
 use crate::lang::normalize_lang;
 use crate::lang::sample_lang;
 use crate::neardup::{FrozenIndex, HashIndex};
 use crate::rebalance::{MixtureConfig, Rebalancer, Target};
+use crate::remote::is_remote;
 use crate::resize::{crop_box, flips, hflip, resize_into};
 use crate::rng::{seed_for, SplitMix64};
 use crate::sample::{is_table_shard, row_to_sample, to_sample, Sample, TableReader};
 use crate::select::Selector;
-use crate::source::open_shard_counted;
+use crate::source::{open_shard_at, open_shard_counted};
 use crate::stats::{Counter, Stats};
-use crate::tar::read_samples;
+use crate::tar::read_samples_from;
 
 /// What one reader does this epoch: its part of the work, decided by the layout (which reader
 /// of how many, which epoch, where a resume starts). Not settings: the same settings give every
@@ -62,6 +64,9 @@ pub struct ReaderPlan {
     /// With `cycle`: when a whole pass over this reader's shards gives nothing (all of it fails
     /// to decode or is filtered out), pad from these instead (the epoch's other shards).
     pub fallback_shards: Vec<String>,
+    /// Know the samples of every shard that has a shard index from the index alone, never
+    /// reading them: a replay or a count, which need keys and places, not bytes.
+    pub phantom: bool,
 }
 
 /// A stream to run: the shards of one reader, the settings (whole), the reader's plan, and the
@@ -77,6 +82,8 @@ pub struct Job {
     /// Reads table shards (`.parquet`); set by the Python bindings (pyarrow). None: such shards
     /// are counted as unreadable.
     pub table_reader: Option<Arc<dyn TableReader>>,
+    /// The shard index files (`index=`, else beside the shards), loaded lazily, once each.
+    pub index: Arc<IndexSet>,
 }
 
 impl Job {
@@ -88,7 +95,8 @@ impl Job {
     /// [`Job::new`] with settings already shared (the stream's one value, not a copy).
     pub fn shared(shards: Vec<String>, settings: Arc<Settings>) -> Self {
         let plan = ReaderPlan { shuffle_seed: settings.read.seed, sample_seed: settings.read.seed, num_threads: 1, ..Default::default() };
-        Self { shards, settings, plan, blocklist: None, mixture_counts: None, table_reader: None }
+        let index = Arc::new(IndexSet::new(settings.run.index.clone()));
+        Self { shards, settings, plan, blocklist: None, mixture_counts: None, table_reader: None, index }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -245,11 +253,18 @@ impl Drop for Pipeline {
 /// batcher has tried count: a consumer that stops for a while leaves samples of a small pass
 /// waiting in the channel, untried, and that says nothing about them.)
 pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&Progress>, mut sink: impl FnMut(Sample) -> bool) {
-    let seq = std::cell::Cell::new(0u64);
+    let gate = Gate { skip: cfg.plan.skip, emitted: AtomicU64::new(0), all: cfg.plan.phantom };
+    let seq = || gate.emitted.load(Ordering::Acquire);
     let mut emit = |mut s: Sample| -> bool {
-        s.seq = seq.get();
-        seq.set(s.seq + 1);
-        s.seq < cfg.plan.skip || sink(s)
+        s.seq = gate.emitted.fetch_add(1, Ordering::AcqRel);
+        if s.seq < cfg.plan.skip {
+            return true;
+        }
+        // A sample known from the index alone, now delivered: read it, by its byte range.
+        if s.span.is_some() && !cfg.plan.phantom && !hydrate(cfg, &mut s, stats) {
+            return true;
+        }
+        sink(s)
     };
     let mut rebalancer = cfg.mixture().map(|m| Rebalancer::new(m, cfg.plan.sample_seed));
     let past_end = |seq: u64| {
@@ -264,21 +279,22 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&Progress>, mut sink: im
     let mut shards: &[String] = &cfg.shards;
     let mut fallback = !cfg.plan.fallback_shards.is_empty();
     for pass in 0u64.. {
-        let before = seq.get();
+        let before = seq();
         // Padding from the fallback shards repeats samples on purpose: no exclusions there.
         let padding = !std::ptr::eq(shards, cfg.shards.as_slice());
-        if !read_pass(cfg, shards, !padding, stats, pass, rebalancer.as_mut(), &mut emit) {
+        let view = View { gate: &gate, exclude: (!padding).then_some(&cfg.plan.exclude) };
+        if !read_pass(cfg, shards, view, stats, pass, rebalancer.as_mut(), &mut emit) {
             return;
         }
         if !cfg.plan.cycle {
-            past_end(seq.get());
+            past_end(seq());
             return;
         }
         // A pass that gave nothing (nothing selected, or, a pass later, nothing that decodes):
         // cycling over these shards would spin forever. Pad from the fallback shards once; then
         // stop, and the batcher pads from what it has.
-        let gave_nothing = seq.get() == before;
-        let pass_len = seq.get() - before;
+        let gave_nothing = seq() == before;
+        let pass_len = seq() - before;
         let made_nothing = made.is_some_and(|m| {
             let now = (m.tiles.load(Ordering::Acquire), m.tried.load(Ordering::Acquire));
             if pass == 0 {
@@ -309,7 +325,7 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&Progress>, mut sink: im
 fn read_pass(
     cfg: &Job,
     shards: &[String],
-    use_exclude: bool,
+    view: View<'_>,
     stats: &Stats,
     pass: u64,
     mut rebalancer: Option<&mut Rebalancer>,
@@ -318,6 +334,7 @@ fn read_pass(
     let s = &cfg.settings;
     let mut shuffler = Shuffler::new(s.read.buffer(), cfg.plan.shuffle_seed.wrapping_add(pass.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     let exclude = &cfg.plan.exclude;
+    let use_exclude = view.exclude.is_some();
     // Rebalanced samples go through the shuffle buffer to the consumer, but for the copies an
     // earlier run consumed (a resume on another layout). They are left out here, after selection
     // and rebalancing, so that dedup and the mixture decide exactly as in the uninterrupted run.
@@ -338,9 +355,9 @@ fn read_pass(
     };
     let in_flight = s.read.in_flight().min(shards.len()).max(1);
     let alive = if in_flight == 1 {
-        shards.iter().all(|shard| read_shard(cfg, shard, stats, &mut push))
+        shards.iter().all(|shard| read_shard(cfg, shard, stats, view, &mut push))
     } else {
-        interleave(cfg, shards, in_flight, stats, &mut push)
+        interleave(cfg, shards, in_flight, stats, view, &mut push)
     };
     if !alive {
         return false;
@@ -363,7 +380,7 @@ const IN_FLIGHT_BUFFER: usize = 32;
 
 /// Read `shards`, `k` at a time, each on its own thread, and pass their samples to `push` in
 /// turn (see [`read_pass`]); `false` when `push` said stop.
-fn interleave(cfg: &Job, shards: &[String], k: usize, stats: &Stats, push: &mut impl FnMut(Sample) -> bool) -> bool {
+fn interleave(cfg: &Job, shards: &[String], k: usize, stats: &Stats, view: View<'_>, push: &mut impl FnMut(Sample) -> bool) -> bool {
     std::thread::scope(|scope| {
         let mut next = 0usize;
         let open = |next: &mut usize| -> Option<Receiver<Sample>> {
@@ -371,7 +388,7 @@ fn interleave(cfg: &Job, shards: &[String], k: usize, stats: &Stats, push: &mut 
             *next += 1;
             let (tx, rx) = bounded(IN_FLIGHT_BUFFER);
             let spawned = std::thread::Builder::new().name("webli-shard".into()).spawn_scoped(scope, move || {
-                read_shard(cfg, shard, stats, &mut |s| tx.send(s).is_ok());
+                read_shard(cfg, shard, stats, view, &mut |s| tx.send(s).is_ok());
             });
             if let Err(e) = spawned {
                 stats.problem(Counter::UnreadableShard, shard, "", format!("could not start a thread to read the shard: {e}"));
@@ -402,30 +419,185 @@ fn interleave(cfg: &Job, shards: &[String], k: usize, stats: &Stats, push: &mut 
     })
 }
 
+/// What a reader knows of its resume while it reads: how many samples it has emitted (a sample
+/// numbered below `skip` is passed over), whether it only counts or replays (`all`).
+struct Gate {
+    skip: u64,
+    emitted: AtomicU64,
+    all: bool,
+}
+
+/// A pass's view of the gate and of the exclusions (None: a padding pass, which has none).
+#[derive(Clone, Copy)]
+struct View<'a> {
+    gate: &'a Gate,
+    exclude: Option<&'a HashMap<String, Vec<u8>>>,
+}
+
+impl View<'_> {
+    fn skipping(&self) -> bool {
+        self.gate.all || self.gate.emitted.load(Ordering::Acquire) < self.gate.skip
+    }
+
+    fn excluded(&self, shard: &str, index: u64) -> bool {
+        self.exclude.and_then(|m| m.get(shard)).is_some_and(|b| bit_is_set(b, index))
+    }
+
+    /// Is the shard index worth loading for this shard: does a resume (or a count) pass over
+    /// some of its samples?
+    fn wants_index(&self, shard: &str) -> bool {
+        self.skipping() || self.exclude.is_some_and(|m| m.contains_key(shard))
+    }
+}
+
+/// The fields selection reads: the language fields and the filters' fields.
+fn selection_fields(s: &Settings) -> Vec<String> {
+    let mut f = s.read.lang_fields();
+    f.extend(s.select.min_score.keys().cloned());
+    f.extend(s.select.drop_if.keys().cloned());
+    f
+}
+
+/// `shard`'s index, when it can stand in for reading the shard: present, checked against the
+/// shard (a count or replay of a remote shard skips the HEAD: a reader checks when it seeks),
+/// holding every field selection reads, and seekable unless nothing will be read.
+fn usable_index(cfg: &Job, shard: &str, all: bool, stats: &Stats) -> Option<Arc<ShardIndex>> {
+    let ix = cfg.index.get(shard, !(all && is_remote(shard)), stats)?;
+    let need = selection_fields(&cfg.settings);
+    if !ix.covers(&need) {
+        let missing: Vec<&String> = need.iter().filter(|f| !ix.fields.contains(f)).collect();
+        let message =
+            format!("the shard index lacks the fields {missing:?} that selection reads: rebuild it with `webli-io index --fields ...`");
+        stats.problem(Counter::IndexUnusable, shard, "", message);
+        return None;
+    }
+    (all || ix.seekable).then_some(ix)
+}
+
+/// Sample `j` of `ix`, known from the index alone (see [`Sample::span`]).
+fn phantom(ix: &ShardIndex, j: usize, shard: &Arc<str>) -> Sample {
+    let e = &ix.samples;
+    Sample {
+        key: e.key[j].clone(),
+        shard: shard.clone(),
+        index: e.index[j],
+        seq: 0,
+        image: Default::default(),
+        text: String::new(),
+        meta: e.meta[j].clone(),
+        lang: String::new(),
+        copy: 0,
+        meta_ok: e.meta_ok[j],
+        extras: Vec::new(),
+        span: Some((e.offset[j], e.end[j])),
+    }
+}
+
+/// Read a sample known from the index alone, by its byte range, and fill in its bytes;
+/// `false` (counted) when that fails or finds another sample than the index says.
+fn hydrate(cfg: &Job, s: &mut Sample, stats: &Stats) -> bool {
+    let Some((start, end)) = s.span else { return true };
+    let run = &cfg.settings.run;
+    let cache = run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, run.cache_max_bytes));
+    let read = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Option<crate::tar::RawSample>> {
+        let (reader, _) = open_shard_at(&s.shard, start, Some(end), cache.as_ref())?;
+        // The range ends with its last member: end-of-archive blocks make it a whole tar.
+        let whole = std::io::Read::chain(reader, std::io::Read::take(std::io::repeat(0), 1024));
+        let mut got = None;
+        read_samples_from(whole, start, &s.shard, cfg.settings.read.max_member_bytes, stats, |raw| {
+            got = Some(raw);
+            false
+        });
+        Ok(got)
+    }));
+    let raw = match read {
+        Ok(Ok(Some(raw))) if raw.key == s.key => raw,
+        Ok(Ok(found)) => {
+            let found = found.map_or("nothing".to_string(), |r| format!("{:?}", r.key));
+            let message = format!("the shard index places this sample at bytes {start}..{end}, where the shard has {found}: not read");
+            stats.problem(Counter::IndexStale, &s.shard, &s.key, message);
+            return false;
+        }
+        Ok(Err(e)) => {
+            stats.problem(Counter::UnreadableShard, &s.shard, &s.key, format!("reading the sample at bytes {start}..{end}: {e}"));
+            return false;
+        }
+        Err(_) => {
+            stats.problem(Counter::Panic, &s.shard, &s.key, "panic while reading the sample by its byte range");
+            return false;
+        }
+    };
+    let Some(full) = to_sample(raw, &s.shard, stats, &cfg.settings.read.extra_members) else { return false };
+    s.image = full.image;
+    s.text = full.text;
+    s.meta = full.meta;
+    s.meta_ok = full.meta_ok;
+    s.extras = full.extras;
+    s.span = None;
+    true
+}
+
 /// Read one shard: each sample that passes selection (exact dedup is within the shard), numbered
 /// by its place in the shard and with its language, goes to `out` (`false`: stop, and this
 /// returns `false`). Problems are counted; a panic is this shard's problem only.
-fn read_shard(cfg: &Job, shard: &str, stats: &Stats, out: &mut dyn FnMut(Sample) -> bool) -> bool {
+///
+/// When a resume passes over some of its samples (or a count or replay needs only their keys)
+/// and the shard has a usable index, those samples are known from the index ([`phantom`]) and
+/// the shard is opened at the first sample to read, or not at all.
+fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut dyn FnMut(Sample) -> bool) -> bool {
     let s = &cfg.settings;
     let lang_fields = s.read.lang_fields();
     let extra = &s.read.extra_members;
     let name: Arc<str> = Arc::from(shard);
-    let mut index = 0u64;
+    // Exact dedup is within a shard: which samples a shard keeps is then the same on every
+    // layout, for every reader, and after any resume (`prepare --dedup` dedups across shards).
+    let mut selector = Selector::new(s.select.clone());
+    // Where reading starts: byte offset, the sample's number, the key the index expects there.
+    let mut start: (u64, u64, Option<String>) = (0, 0, None);
+    let index = (!is_table_shard(shard) && view.wants_index(shard)).then(|| usable_index(cfg, shard, view.gate.all, stats)).flatten();
+    // The first sample to read was selected already, from the index (dedup keeps state).
+    let mut selected_first = false;
+    if let Some(ix) = index {
+        let mut j = 0;
+        while j < ix.len() {
+            let mut sample = phantom(&ix, j, &name);
+            let hash = ix.samples.hash[j];
+            if !selector.keep_hashed(&sample.key, shard, &sample.meta, sample.meta_ok, || hash, stats) {
+                stats.incr(Counter::IndexPassed); // dropped by selection: its bytes are not needed
+                j += 1;
+                continue;
+            }
+            if !(view.skipping() || view.excluded(shard, sample.index)) {
+                selected_first = true;
+                break; // the first sample to deliver: read from here
+            }
+            stats.incr(Counter::IndexPassed);
+            j += 1;
+            sample.lang = sample_lang(&sample.meta, &lang_fields);
+            if !out(sample) {
+                return false;
+            }
+        }
+        if j == ix.len() {
+            return true; // every sample passed over: the shard is not opened
+        }
+        start = (ix.samples.offset[j], ix.samples.index[j], Some(ix.samples.key[j].clone()));
+    }
+    let mut index = start.1;
     // The next sample's number in the shard.
     let mut next_index = || {
         index += 1;
         index - 1
     };
-    // Exact dedup is within a shard: which samples a shard keeps is then the same on every
-    // layout, for every reader, and after any resume (`prepare --dedup` dedups across shards).
-    let mut selector = Selector::new(s.select.clone());
     let mut alive = true;
     let mut blocked = Duration::ZERO;
-    let start = Instant::now();
+    let start_time = Instant::now();
     // What every sample of the shard goes through, whatever the shard's format.
     let mut handle = |sample: Option<Sample>, i: u64| -> bool {
         if let Some(mut sample) = sample {
-            if !selector.keep(&sample.key, shard, &sample.meta, sample.meta_ok, &sample.image, stats) {
+            if !std::mem::take(&mut selected_first)
+                && !selector.keep(&sample.key, shard, &sample.meta, sample.meta_ok, &sample.image, stats)
+            {
                 return true;
             }
             sample.index = i;
@@ -456,8 +628,11 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, out: &mut dyn FnMut(Sample)
         }
         // Opening connects (remote shards): a panic there is this shard's problem only.
         let cache = s.run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, s.run.cache_max_bytes));
-        let opened = catch_unwind(AssertUnwindSafe(|| open_shard_counted(shard, cache.as_ref())))
-            .unwrap_or_else(|_| Err(std::io::Error::other("panic while opening the shard")));
+        let opened = catch_unwind(AssertUnwindSafe(|| match start.0 {
+            0 => open_shard_counted(shard, cache.as_ref()),
+            at => open_shard_at(shard, at, None, cache.as_ref()),
+        }))
+        .unwrap_or_else(|_| Err(std::io::Error::other("panic while opening the shard")));
         let (reader, retries) = match opened {
             Ok(r) => r,
             Err(e) => {
@@ -466,8 +641,19 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, out: &mut dyn FnMut(Sample)
             }
         };
         stats.incr(Counter::ShardsOpened);
+        let mut expect = start.2.take();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            read_samples(reader, shard, s.read.max_member_bytes, stats, |raw| {
+            read_samples_from(reader, start.0, shard, s.read.max_member_bytes, stats, |raw| {
+                if let Some(key) = expect.take() {
+                    if raw.key != key {
+                        let message = format!(
+                            "the shard index places sample {key:?} at byte {}, where the shard has {:?}: the rest of the shard is not read; rebuild the index",
+                            start.0, raw.key
+                        );
+                        stats.problem(Counter::IndexStale, shard, &raw.key, message);
+                        return false;
+                    }
+                }
                 let i = next_index();
                 handle(to_sample(raw, &name, stats, extra), i)
             })
@@ -475,7 +661,7 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, out: &mut dyn FnMut(Sample)
         stats.add(Counter::RemoteRetry, retries.load(std::sync::atomic::Ordering::Relaxed));
         result
     };
-    stats.add(Counter::NsRead, start.elapsed().saturating_sub(blocked).as_nanos() as u64);
+    stats.add(Counter::NsRead, start_time.elapsed().saturating_sub(blocked).as_nanos() as u64);
     if result.is_err() {
         stats.problem(Counter::Panic, shard, "", "panic while reading the shard");
     }
@@ -509,6 +695,7 @@ pub fn replay(job: &Job, n: u64) -> Vec<(Arc<str>, u64, u32)> {
     }
     let mut job = job.clone();
     job.plan.skip = 0;
+    job.plan.phantom = true;
     read_loop(&job, &Stats::new(), None, |s| {
         out.push((s.shard, s.index, s.copy));
         (out.len() as u64) < n
@@ -517,28 +704,66 @@ pub fn replay(job: &Job, n: u64) -> Vec<(Arc<str>, u64, u32)> {
 }
 
 /// Samples of each shard that survive selection (subset, metadata filters, exact dedup within
-/// the shard), counted without decoding: what `equal_batches` divides among readers. Shards are
-/// counted in parallel on `threads` threads.
-pub fn count_selected(job: &Job, threads: usize) -> Vec<u64> {
-    let count = |shard: &String| {
+/// the shard), counted without decoding: what `equal_batches` divides among readers. A shard
+/// with a usable index is counted from it (nothing of the shard is read); a local one without is
+/// read (not decoded); a remote one without is an error naming the fix. Shards are counted in
+/// parallel on `threads` threads.
+pub fn count_selected(job: &Job, threads: usize) -> Result<Vec<u64>, String> {
+    let count = |shard: &String| -> Result<u64, String> {
+        let probe = Stats::new();
+        if is_remote(shard) && !is_table_shard(shard) && usable_index(job, shard, true, &probe).is_none() {
+            return Err(no_index(job, shard, &probe));
+        }
         let mut one = job.clone();
         one.shards = vec![shard.clone()];
         let mut settings = (*job.settings).clone();
         settings.read.shuffle_buffer = Some(0);
         settings.mixture = Default::default();
         one.settings = Arc::new(settings);
-        one.plan = ReaderPlan { num_threads: 1, ..Default::default() };
+        one.plan = ReaderPlan { num_threads: 1, phantom: true, ..Default::default() };
         let mut n = 0u64;
         read_loop(&one, &Stats::new(), None, |_| {
             n += 1;
             true
         });
-        n
+        Ok(n)
     };
     match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
         Ok(pool) => pool.install(|| job.shards.par_iter().map(count).collect()),
         Err(_) => job.shards.iter().map(count).collect(),
     }
+}
+
+/// Member groups per tar shard (what `equal_batches` divides without selection): from the shard
+/// index's folder summary or the shard's own index when there is one, else from a local shard's
+/// headers (seeking over the data); a remote shard without an index is an error naming the fix.
+pub fn count_groups(job: &Job, threads: usize) -> Result<Vec<u64>, String> {
+    let count = |shard: &String| -> Result<u64, String> {
+        let probe = Stats::new();
+        if let Some(n) = job.index.samples_read(shard, &probe) {
+            return Ok(n);
+        }
+        if is_remote(shard) {
+            return Err(no_index(job, shard, &probe));
+        }
+        crate::tar::count_samples(shard).map_err(|e| format!("cannot read shard {shard:?}: {e}"))
+    };
+    match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+        Ok(pool) => pool.install(|| job.shards.par_iter().map(count).collect()),
+        Err(_) => job.shards.iter().map(count).collect(),
+    }
+}
+
+/// The error for a remote shard that must be counted and has no usable index.
+fn no_index(job: &Job, shard: &str, probe: &Stats) -> String {
+    let redacted = crate::remote::redact(shard);
+    let looked = index_location(shard, job.index.dir.as_deref()).map_or("nowhere: give index=".into(), |l| crate::remote::redact(&l));
+    let why = probe.problems().first().map_or(String::new(), |p| format!(" ({})", p.message));
+    format!(
+        "equal_batches needs each shard's sample count before the first batch, and {redacted} is remote with no usable shard \
+         index (looked for {looked}){why}: build one with `webli-io index SHARDS -o DIR` and pass index=DIR (or write it beside \
+         the shards), or set equal_batches=None"
+    )
 }
 
 /// A bounded shuffle buffer (webdataset's `shuffle(n)`): once full, each new sample swaps out a

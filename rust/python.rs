@@ -9,7 +9,7 @@ use numpy::{PyArray1, PyArrayMethods};
 use std::collections::BTreeMap;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyAttributeError, PyFileNotFoundError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyFileNotFoundError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyFloat, PyInt, PyIterator, PyList, PyString, PyTuple};
 use serde_json::{Map, Value};
@@ -386,7 +386,7 @@ impl PyStream {
     ) -> PyResult<Self> {
         let mut job = options.job(shards, table_reader)?;
         let (exclude, fallback_shards) = (exclude.unwrap_or_default(), fallback_shards.unwrap_or_default());
-        job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads, skip, exclude, limit, cycle, fallback_shards };
+        job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads, skip, exclude, limit, cycle, fallback_shards, phantom: false };
         let pipeline = Pipeline::start(job).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
         Ok(Self { pipeline: Some(pipeline), stats })
@@ -571,7 +571,7 @@ fn count_selected(
     table_reader: Option<Py<PyAny>>,
 ) -> PyResult<Vec<u64>> {
     let job = options.job(shards, table_reader)?;
-    Ok(py.detach(|| crate::pipeline::count_selected(&job, threads)))
+    py.detach(|| crate::pipeline::count_selected(&job, threads)).map_err(PyRuntimeError::new_err)
 }
 
 /// Normalise a language tag as the stream does (`iw` → `he`, `en-US` → `en`, `tl` → `fil`,
@@ -733,11 +733,52 @@ fn py_in_subset(key: &str, fraction: f64, subset_seed: u64) -> bool {
     in_subset(key, fraction, subset_seed)
 }
 
-/// Samples per shard, counted from the tar headers alone (seeking over the data).
+/// Samples (member groups) per tar shard, without reading them: from the shard index (`index=`,
+/// else beside the shards) when there is one, else from a local shard's tar headers (seeking
+/// over the data). A remote shard without an index: RuntimeError naming `webli-io index`.
 #[pyfunction]
-fn count_samples(py: Python<'_>, shards: Vec<String>) -> PyResult<Vec<u64>> {
-    py.detach(|| shards.iter().map(|p| crate::tar::count_samples(p).map_err(|e| (p.clone(), e))).collect::<Result<Vec<_>, _>>())
-        .map_err(|(p, e)| PyFileNotFoundError::new_err(format!("cannot read shard {p:?}: {e}")))
+#[pyo3(signature = (shards, options, *, threads=1))]
+fn count_samples(py: Python<'_>, shards: Vec<String>, options: &PyOptions, threads: usize) -> PyResult<Vec<u64>> {
+    let job = options.job(shards, None)?;
+    py.detach(|| crate::pipeline::count_groups(&job, threads)).map_err(|e| {
+        if e.starts_with("cannot read shard") {
+            PyFileNotFoundError::new_err(e)
+        } else {
+            PyRuntimeError::new_err(e)
+        }
+    })
+}
+
+/// Read a tar shard once and return its shard index as JSON text (see `rust/index.rs`):
+/// `(json, samples indexed, problems)`. `fields`: metadata fields kept per sample besides the
+/// language fields (those the filters will read). Runs without the GIL.
+#[pyfunction]
+#[pyo3(signature = (shard, fields=Vec::new(), max_member_bytes=crate::config::DEFAULT_MAX_MEMBER_BYTES))]
+fn build_index<'py>(
+    py: Python<'py>,
+    shard: String,
+    fields: Vec<String>,
+    max_member_bytes: u64,
+) -> PyResult<(String, usize, Bound<'py, PyList>)> {
+    let stats = Stats::new();
+    let built = py.detach(|| crate::index::build(&shard, &fields, max_member_bytes, &stats));
+    let ix = built.map_err(PyRuntimeError::new_err)?;
+    let json = serde_json::to_string(&ix).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((json, ix.len(), problems_to_py(py, &stats)?))
+}
+
+/// Where `shard`'s index file is, in `index_dir` or beside the shard (None: nowhere beside it).
+#[pyfunction]
+#[pyo3(signature = (shard, index_dir=None))]
+fn index_location(shard: &str, index_dir: Option<&str>) -> Option<String> {
+    crate::index::index_location(shard, index_dir)
+}
+
+/// `shard`'s size and validator now (local: mtime; remote: ETag or Last-Modified, by HEAD).
+#[pyfunction]
+fn shard_identity(py: Python<'_>, shard: String) -> PyResult<(u64, Option<String>)> {
+    py.detach(|| crate::index::shard_identity(&shard))
+        .map_err(|e| PyFileNotFoundError::new_err(format!("{}: {e}", crate::remote::redact(&shard))))
 }
 
 /// Resolve shard specs (paths, globs, brace patterns) to existing shard paths. `pipe:` specs
@@ -910,6 +951,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_image, m)?)?;
     m.add_function(wrap_pyfunction!(consumed_bitmaps, m)?)?;
     m.add_function(wrap_pyfunction!(count_samples, m)?)?;
+    m.add_function(wrap_pyfunction!(build_index, m)?)?;
+    m.add_function(wrap_pyfunction!(index_location, m)?)?;
+    m.add_function(wrap_pyfunction!(shard_identity, m)?)?;
     m.add_function(wrap_pyfunction!(py_normalize_lang, m)?)?;
     m.add_function(wrap_pyfunction!(py_in_subset, m)?)?;
     m.add_function(wrap_pyfunction!(fingerprints, m)?)?;

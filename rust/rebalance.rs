@@ -181,6 +181,7 @@ mod tests {
             copy: 0,
             meta_ok: true,
             extras: Vec::new(),
+            span: None,
         }
     }
 

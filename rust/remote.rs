@@ -89,6 +89,8 @@ pub struct Resumable {
     inner: Option<Box<dyn Read + Send>>,
     offset: u64,
     total: Option<u64>,
+    /// A bounded read (one sample, by the shard index): the body ends here, not at `total`.
+    end: Option<u64>,
     policy: RetryPolicy,
     /// Failed attempts since the last byte read (the retry budget is per stall, so a long
     /// shard on a flaky link still finishes as long as each attempt makes progress).
@@ -117,6 +119,7 @@ impl Resumable {
             inner: None,
             offset: 0,
             total: None,
+            end: None,
             policy,
             failures: 0,
             retries,
@@ -151,14 +154,20 @@ impl Read for Resumable {
                     }
                     Err(e) => e,
                 },
+                // A bounded read ends at its end, whatever the server would send on.
+                Some(_) if self.end.is_some_and(|e| self.offset >= e) => return Ok(0),
                 Some(r) => match r.read(buf) {
-                    Ok(0) => match self.total {
+                    Ok(0) => match self.end.into_iter().chain(self.total).min() {
                         Some(t) if self.offset < t => {
                             io::Error::new(io::ErrorKind::UnexpectedEof, format!("connection closed at byte {} of {t}", self.offset))
                         }
                         _ => return Ok(0),
                     },
                     Ok(n) => {
+                        let n = match self.end {
+                            Some(e) => n.min((e - self.offset) as usize),
+                            None => n,
+                        };
                         self.offset += n as u64;
                         self.window.1 += n as u64;
                         self.failures = 0;
@@ -262,8 +271,14 @@ fn http_error(url: &str, e: ureq::Error) -> io::Error {
     }
 }
 
-/// GET `url` from byte `offset` on.
-fn http_open(agent: &ureq::Agent, url: &str, headers: &[(String, String)], offset: u64) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
+/// GET `url` from byte `offset` on (to `end`, exclusive, when given: one sample's bytes).
+fn http_open(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(String, String)],
+    offset: u64,
+    end: Option<u64>,
+) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
     let mut target = url.to_string();
     let mut resp = None;
     for _ in 0..=MAX_REDIRECTS {
@@ -274,8 +289,10 @@ fn http_open(agent: &ureq::Agent, url: &str, headers: &[(String, String)], offse
                 req = req.set(k, v);
             }
         }
-        if offset > 0 {
-            req = req.set("Range", &format!("bytes={offset}-"));
+        match end {
+            Some(end) => req = req.set("Range", &format!("bytes={offset}-{}", end.max(offset + 1) - 1)),
+            None if offset > 0 => req = req.set("Range", &format!("bytes={offset}-")),
+            None => {}
         }
         let r = req.call().map_err(|e| http_error(&target, e))?;
         if !(300..400).contains(&r.status()) {
@@ -287,7 +304,7 @@ fn http_open(agent: &ureq::Agent, url: &str, headers: &[(String, String)], offse
     let resp =
         resp.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: more than {MAX_REDIRECTS} redirects", redact(url))))?;
     let length: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
-    if offset > 0 && resp.status() == 206 {
+    if (offset > 0 || end.is_some()) && resp.status() == 206 {
         let total = resp.header("Content-Range").and_then(content_range_total);
         return Ok((resp.into_reader(), total.or(length.map(|l| l + offset))));
     }
@@ -387,19 +404,53 @@ fn pipe_open(cmd: &str, offset: u64) -> io::Result<(Box<dyn Read + Send>, Option
 
 /// Open a remote shard as a resumable stream; `retries` counts the reconnections.
 pub fn open_remote(url: &str, policy: RetryPolicy, retries: Arc<AtomicU64>) -> io::Result<Resumable> {
+    open_remote_range(url, 0, None, policy, retries)
+}
+
+/// [`open_remote`] from byte `start` (a seek: HTTP `Range`, an object store's ranged GET; a
+/// `pipe:` command's output is read through to it), up to `end` (exclusive) when given.
+pub fn open_remote_range(url: &str, start: u64, end: Option<u64>, policy: RetryPolicy, retries: Arc<AtomicU64>) -> io::Result<Resumable> {
     let opener: Opener = if let Some(cmd) = url.strip_prefix("pipe:") {
         let cmd = cmd.to_string();
         Box::new(move |offset| pipe_open(&cmd, offset))
+    } else if crate::objstore::is_object_url(url) {
+        let url = url.to_string();
+        Box::new(move |offset| crate::objstore::open_object(&url, offset, end))
     } else {
-        if crate::objstore::is_object_url(url) {
-            let url = url.to_string();
-            return Ok(Resumable::new(redact(&url), Box::new(move |offset| crate::objstore::open_object(&url, offset)), policy, retries));
-        }
         let (target, headers): (String, Vec<(String, String)>) = (url.to_string(), vec![]);
         let agent = agent();
-        Box::new(move |offset| http_open(&agent, &target, &headers, offset))
+        Box::new(move |offset| http_open(&agent, &target, &headers, offset, end))
     };
-    Ok(Resumable::new(redact(url), opener, policy, retries))
+    let mut r = Resumable::new(redact(url), opener, policy, retries);
+    r.offset = start;
+    r.end = end;
+    Ok(r)
+}
+
+/// A remote object's size and validator (ETag, else Last-Modified), without its body: an HTTP
+/// `HEAD` (redirects followed to http(s) only), or an object store's metadata request.
+pub fn stat_remote(url: &str) -> io::Result<(u64, Option<String>)> {
+    if crate::objstore::is_object_url(url) {
+        return crate::objstore::stat_object(url);
+    }
+    if url.starts_with("pipe:") {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "a pipe: command's output has no size"));
+    }
+    let agent = agent();
+    let mut target = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        let r = agent.head(&target).call().map_err(|e| http_error(&target, e))?;
+        if (300..400).contains(&r.status()) {
+            target = redirect_target(&target, r.header("Location").unwrap_or_default())?;
+            continue;
+        }
+        let size = r.header("Content-Length").and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{}: no Content-Length in the answer to HEAD", redact(url)))
+        })?;
+        let validator = r.header("ETag").or_else(|| r.header("Last-Modified")).map(str::to_string);
+        return Ok((size, validator));
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: more than {MAX_REDIRECTS} redirects", redact(url))))
 }
 
 #[cfg(test)]

@@ -116,6 +116,7 @@ pub fn row_to_sample(row: TableRow, index: u64, shard_name: &Arc<str>, stats: &S
         copy: 0,
         meta_ok: true,
         extras: Vec::new(),
+        span: None,
     })
 }
 
@@ -141,6 +142,10 @@ pub struct Sample {
     pub meta_ok: bool,
     /// The members named by `extra_members`: `(requested extension, bytes)`.
     pub extras: Vec<(String, Vec<u8>)>,
+    /// A sample known from the shard index alone, not read (a resume passes over it): where its
+    /// bytes lie in the shard, `(offset, end)`. Its image, caption and extras are empty until
+    /// it is read there ("hydrated"), if it is delivered at all. None: read from the shard.
+    pub span: Option<(u64, u64)>,
 }
 
 impl Sample {
@@ -159,6 +164,7 @@ impl Sample {
             copy: 0,
             meta_ok: true,
             extras: Vec::new(),
+            span: None,
         }
     }
 }
@@ -271,6 +277,7 @@ pub fn to_sample(raw: RawSample, shard_name: &Arc<str>, stats: &Stats, extra: &[
         copy: 0,
         meta_ok,
         extras,
+        span: None,
     })
 }
 
@@ -344,7 +351,12 @@ mod tests {
     use super::*;
 
     fn raw(key: &str, members: &[(&str, &[u8])]) -> RawSample {
-        RawSample { key: key.into(), members: members.iter().map(|(e, b)| (e.to_string(), b.to_vec())).collect(), skipped: false }
+        RawSample {
+            key: key.into(),
+            members: members.iter().map(|(e, b)| (e.to_string(), b.to_vec())).collect(),
+            skipped: false,
+            ..Default::default()
+        }
     }
 
     #[test]

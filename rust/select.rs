@@ -129,6 +129,20 @@ impl Selector {
     /// metadata was unreadable: a metadata filter then fails closed (the sample is dropped,
     /// counted), for a filter that cannot read its field must not let the sample through.
     pub fn keep(&mut self, key: &str, shard: &str, meta: &Map<String, Value>, meta_ok: bool, image: &[u8], stats: &Stats) -> bool {
+        self.keep_hashed(key, shard, meta, meta_ok, || content_hash(image), stats)
+    }
+
+    /// [`keep`](Self::keep) with the image's hash given (a sample known from the shard index,
+    /// whose bytes are not read): computed only when exact dedup needs it.
+    pub fn keep_hashed(
+        &mut self,
+        key: &str,
+        shard: &str,
+        meta: &Map<String, Value>,
+        meta_ok: bool,
+        hash: impl FnOnce() -> u64,
+        stats: &Stats,
+    ) -> bool {
         if let Some(f) = self.cfg.subset {
             if !in_subset(key, f, self.cfg.subset_seed) {
                 stats.incr(Counter::OutOfSubset);
@@ -155,7 +169,7 @@ impl Selector {
             }
         }
         if let Some(set) = self.dedup.as_mut() {
-            if !set.insert(content_hash(image)) {
+            if !set.insert(hash()) {
                 stats.problem(Counter::Duplicate, shard, key, "the same image bytes came earlier in the stream");
                 return false;
             }

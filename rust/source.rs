@@ -190,6 +190,30 @@ pub fn open_shard_counted(path: &str, cache: Option<&Cache>) -> std::io::Result<
     Ok((gunzip_if_gzip(BufReader::with_capacity(1 << 20, file))?, retries))
 }
 
+/// Bytes `start..end` of an uncompressed shard (`end`: None to its end), for a reader that seeks
+/// by the shard index: a local file seeks, a cached remote shard too, an http(s) shard asks with
+/// `Range`, an object-store shard with a ranged GET. Not through the cache's tee (it keeps only
+/// shards read whole); the counter tells the reconnections.
+pub fn open_shard_at(
+    path: &str,
+    start: u64,
+    end: Option<u64>,
+    cache: Option<&Cache>,
+) -> std::io::Result<(Box<dyn Read + Send>, Arc<AtomicU64>)> {
+    use std::io::{Seek, SeekFrom};
+    let retries = Arc::new(AtomicU64::new(0));
+    let len = end.map_or(u64::MAX, |e| e.saturating_sub(start));
+    let local = if is_remote(path) { cache.and_then(|c| c.get(path)) } else { Some(File::open(path)?) };
+    if let Some(mut file) = local {
+        file.seek(SeekFrom::Start(start))?;
+        return Ok((Box::new(BufReader::with_capacity(1 << 16, file).take(len)), retries));
+    }
+    let remote = crate::remote::open_remote_range(path, start, end, RetryPolicy::from_env(), retries.clone())?;
+    let mut r = BufReader::with_capacity(1 << 16, remote);
+    r.fill_buf()?;
+    Ok((Box::new(r), retries))
+}
+
 /// The stream itself, or its decompression when it starts with gzip's magic bytes (a `.tar.gz`
 /// shard; found by content, not by name).
 fn gunzip_if_gzip<R: BufRead + Send + 'static>(mut r: R) -> std::io::Result<Box<dyn Read + Send>> {

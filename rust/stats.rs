@@ -83,6 +83,14 @@ pub enum Counter {
     /// A resume position beyond the end of the reader's stream: the state does not belong to
     /// these shards and settings (the stream raises an error).
     ResumePastEnd,
+    // --- the shard index ---
+    /// Samples a resume passed over by the shard index, known without reading them.
+    IndexPassed,
+    /// A shard index not used: the shard changed since it was indexed (size, mtime, ETag), or a
+    /// seek found another sample than the index says. The shard is read without it.
+    IndexStale,
+    /// A shard index not used: damaged, of another version, or unreadable.
+    IndexUnusable,
     // --- time spent per stage, in nanoseconds of thread time (summed over threads) ---
     /// Reading shards: I/O, tar headers, grouping, sample rules (not time blocked on a full queue).
     NsRead,
@@ -95,7 +103,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 34] = [
+    pub const ALL: [Counter; 37] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -126,6 +134,9 @@ impl Counter {
         Counter::Padded,
         Counter::PadFailed,
         Counter::ResumePastEnd,
+        Counter::IndexPassed,
+        Counter::IndexStale,
+        Counter::IndexUnusable,
         Counter::NsRead,
         Counter::NsDecode,
         Counter::NsResize,
@@ -164,6 +175,9 @@ impl Counter {
             Counter::Padded => "samples_padded",
             Counter::PadFailed => "equal_batches_unfilled",
             Counter::ResumePastEnd => "resume_past_end",
+            Counter::IndexPassed => "index_passed",
+            Counter::IndexStale => "index_stale",
+            Counter::IndexUnusable => "index_unusable",
             Counter::NsRead => "ns_read",
             Counter::NsDecode => "ns_decode",
             Counter::NsResize => "ns_resize",

@@ -17,6 +17,12 @@ pub struct RawSample {
     pub members: Vec<(String, Vec<u8>)>,
     /// Set when a member was skipped (and counted): the sample is not emitted.
     pub skipped: bool,
+    /// Where the sample starts in the shard: the byte after the previous sample's last member
+    /// (so any header of its own, a long-name or pax header included, lies inside), and where
+    /// it ends (its last member's data, padded to the 512-byte block). What the shard index
+    /// records, so that a reader can seek to a sample and read it alone.
+    pub offset: u64,
+    pub end: u64,
 }
 
 impl RawSample {
@@ -46,9 +52,22 @@ pub use crate::config::DEFAULT_MAX_MEMBER_BYTES;
 
 /// Read all samples of one tar stream, calling `emit` for each, in shard order. Returns when the
 /// shard ends, is damaged, or `emit` returns `false` (the consumer has gone away).
-pub fn read_samples<R: Read>(reader: R, shard: &str, max_member_bytes: u64, stats: &Stats, mut emit: impl FnMut(RawSample) -> bool) {
+pub fn read_samples<R: Read>(reader: R, shard: &str, max_member_bytes: u64, stats: &Stats, emit: impl FnMut(RawSample) -> bool) {
+    read_samples_from(reader, 0, shard, max_member_bytes, stats, emit)
+}
+
+/// [`read_samples`] of a reader that starts at byte `base` of the shard (a seek to a sample's
+/// offset, from the shard index): the offsets the samples carry are the shard's.
+pub fn read_samples_from<R: Read>(
+    reader: R,
+    base: u64,
+    shard: &str,
+    max_member_bytes: u64,
+    stats: &Stats,
+    mut emit: impl FnMut(RawSample) -> bool,
+) {
     let mut tracked = EndTracker { inner: reader, bytes: 0, tail: [0xff; 512], filled: 0 };
-    let Some(last) = read_entries(&mut tracked, shard, max_member_bytes, stats, &mut emit) else { return };
+    let Some(last) = read_entries(&mut tracked, base, shard, max_member_bytes, stats, &mut emit) else { return };
     // The archive ended without an error: a whole tar ends with a zero block. Without one the
     // file was cut at a header boundary (or is empty): the rest is lost, and the last sample
     // may be missing members (its json, say), so it is left out too, and named.
@@ -111,6 +130,7 @@ impl<R> EndTracker<R> {
 /// when the archive ended without an error and the consumer is still there (`None` otherwise).
 fn read_entries<R: Read>(
     reader: R,
+    base: u64,
     shard: &str,
     max_member_bytes: u64,
     stats: &Stats,
@@ -127,7 +147,9 @@ fn read_entries<R: Read>(
     // Bytes held by the sample being grouped: one key with endless members cannot grow without
     // bound (the sample is skipped past `max_member_bytes` in all).
     let mut held = 0u64;
-    let mut current = RawSample::default();
+    let mut current = RawSample { offset: base, end: base, ..Default::default() };
+    // The end of the last member read, of any sample: where the next sample starts.
+    let mut last_end = base;
     let mut flush = |current: &mut RawSample, stats: &Stats| -> bool {
         if current.members.is_empty() && !current.skipped {
             return true;
@@ -175,9 +197,12 @@ fn read_entries<R: Read>(
                 return None;
             }
             held = 0;
+            current.offset = last_end;
         }
         current.key = key;
         let size = entry.size();
+        last_end = base + entry.raw_file_position() + size.div_ceil(512) * 512;
+        current.end = last_end;
         if current.skipped {
             continue; // the rest of a sample already skipped: not held in memory
         }

@@ -81,15 +81,17 @@ class ShardServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
-                body = data[start:]
+                m = re.match(r"bytes=(\d+)-(\d*)", rng) if rng else None
+                start = int(m.group(1)) if m else 0
+                last = min(int(m.group(2)), len(data) - 1) if m and m.group(2) else len(data) - 1
+                body = data[start : last + 1]
                 self.send_response(206 if rng else 200)
                 # What object stores send with every object (object_store's GCS and Azure
                 # clients require them).
                 self.send_header("ETag", f'"{len(data)}"')
                 self.send_header("Last-Modified", "Mon, 30 Nov 2026 00:00:00 GMT")
                 if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                    self.send_header("Content-Range", f"bytes {start}-{last}/{len(data)}")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if path in server.stall or path in server.trickle:
@@ -119,10 +121,24 @@ class ShardServer:
                 self.wfile.write(body)
                 server.log.append((path, rng, len(body)))
 
+            def do_HEAD(self) -> None:  # noqa: N802
+                path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+                data = server.files.get(path)
+                server.log.append((path, "HEAD", 0))
+                self.send_response(404 if data is None else 200)
+                self.send_header("Content-Length", "0" if data is None else str(len(data)))
+                if data is not None:
+                    self.send_header("ETag", f'"{len(data)}"')
+                self.end_headers()
+
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    def sent(self, suffix: str = "") -> int:
+        """Bytes of bodies sent so far, for paths ending with `suffix`."""
+        return sum(n for path, _, n in self.log if path.endswith(suffix))
 
     def close(self) -> None:
         self.httpd.shutdown()

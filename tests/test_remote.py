@@ -123,6 +123,38 @@ def test_s3_with_credentials_from_the_environment(s3_server, make_shards, clean_
     assert keys_of(bad) == [] and "object not found" in bad.problems()[0]["message"]
 
 
+def test_s3_shards_are_indexed_then_counted_and_resumed_from_the_index(s3_server, make_shards, clean_cloud_env, tmp_path):
+    from webli_io.index import build_index
+
+    for k, v in {"AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"], "AWS_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
+        clean_cloud_env.setenv(k, v)
+    local = make_shards(shards=4, per_shard=6)
+    for p in local["paths"]:
+        s3_server["client"].upload_file(p, "webli", f"ix/{Path(p).name}")
+    urls = "s3://webli/ix/shard-{000000..000003}.tar"
+    from webli_io.stream import ShardError
+
+    with pytest.raises(ShardError, match="webli-io index"):
+        WebLIStream(urls, batch_size=4, image_size=32, equal_batches="pad")
+    r = build_index(urls, str(tmp_path / "ix"), progress=False)
+    assert r["indexed"] == 4 and not r["failed"], r
+    ix = json.loads((tmp_path / "ix" / "shard-000000.index.json").read_text())
+    assert ix["size"] == Path(local["paths"][0]).stat().st_size and ix["validator"], "size and ETag from a HEAD"
+    opts = dict(batch_size=4, image_size=32, equal_batches="pad", shuffle=True, seed=5, shuffle_buffer=6, index=str(tmp_path / "ix"))
+    whole = keys_of(WebLIStream(urls, **opts))
+    assert sorted(whole) == sorted(keys_of(WebLIStream(local["pattern"], batch_size=4, image_size=32)))
+    first = WebLIStream(urls, **opts)
+    it = iter(first)
+    got = [k for _ in range(3) for k in next(it)["keys"]]
+    state = first.state_dict()
+    it.close()
+    again = WebLIStream(urls, **opts)
+    again.load_state_dict(state)
+    assert got + keys_of(again) == whole
+    assert again.stats()["index_passed"] > 0
+
+
 def test_s3_with_credentials_from_a_profile_file(s3_server, make_shards, clean_cloud_env, tmp_path):
     local = make_shards(shards=1, per_shard=6)
     s3_server["client"].upload_file(local["paths"][0], "webli", "train/a.tar")

@@ -42,6 +42,8 @@ fuzz_target!(|data: &[u8]| {
         lang: String::new(),
         copy: 0,
         meta_ok: true,
+        extras: Vec::new(),
+        span: None,
     };
     if let Ok(tile) = prepare_image(&sample, &cfg, None) {
         assert_eq!(tile.len(), 32 * 32 * 3);

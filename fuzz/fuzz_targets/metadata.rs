@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         key: "k".into(),
         members: vec![("jpg".into(), b"\xff\xd8".to_vec()), ("txt".into(), caption.to_vec()), ("json".into(), json.to_vec())],
         skipped: false,
+        ..Default::default()
     };
     let stats = Stats::new();
     let shard: Arc<str> = Arc::from("fuzz.tar");

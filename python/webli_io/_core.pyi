@@ -20,6 +20,7 @@ __all__ = [
     "TABLE_KEY_COLUMNS",
     "TarSamples",
     "__version__",
+    "build_index",
     "consumed_bitmaps",
     "content_hashes",
     "count_samples",
@@ -29,8 +30,10 @@ __all__ = [
     "expand_shards",
     "fingerprints",
     "in_subset",
+    "index_location",
     "is_table_shard",
     "normalize_lang",
+    "shard_identity",
     "shuffled_order",
     "table_rows",
 ]
@@ -135,8 +138,19 @@ def count_selected(
 def shuffled_order(n: int, seed: int) -> List[int]:
     """`range(n)` shuffled with `seed` by the core's RNG (the shard order of an epoch)."""
 
-def count_samples(shards: Sequence[str]) -> List[int]:
-    """Samples per shard from the tar headers alone."""
+def count_samples(shards: Sequence[str], options: Options, *, threads: int = 1) -> List[int]:
+    """Samples per tar shard from the shard index, else a local shard's tar headers."""
+
+def build_index(
+    shard: str, fields: Sequence[str] = ..., max_member_bytes: int = ...
+) -> Tuple[str, int, List[Dict[str, str]]]:
+    """Read a tar shard once: its shard index as JSON, the samples indexed, the problems met."""
+
+def index_location(shard: str, index_dir: Optional[str] = None) -> Optional[str]:
+    """Where `shard`'s index file is, in `index_dir` or beside the shard."""
+
+def shard_identity(shard: str) -> Tuple[int, Optional[str]]:
+    """A shard's size and validator now (local mtime; remote ETag/Last-Modified)."""
 
 def table_rows(batch: Any) -> List[Tuple[Optional[str], int, int, Optional[str], Dict[str, Any]]]:
     """The rows of an Arrow record batch as the core sees them: (key, image address, image

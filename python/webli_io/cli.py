@@ -26,6 +26,8 @@ examples:
   webli-io bench                                 webli-io vs PIL/torchvision, PIL draft, simplejpeg
   webli-io prepare 'raw/*.tar' -o annotated/      language per sample + manifest.json
   webli-io prepare 'raw/*.tar' -o out/ --dedup --engine ray   + global exact dedup on Ray Data
+  webli-io index 'data/*.tar'                     shard index beside the shards: counts and resumes without reading
+  webli-io index 's3://bucket/webli/{00000..00099}.tar' -o webli-index/ --fields clip_score
   webli-io index-eval coco_val/ -o evalset.idx    decontamination blocklist
   webli-io tokenizer 'data/*.tar' -o tok.model    SentencePiece tokenizer for --tokenizer, balanced across languages
   webli-io eval run1/checkpoint.pt --classify imagenet/val --multilingual 'xm3600/*.tar' -o report/
@@ -414,6 +416,30 @@ def cmd_index_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from .index import ShardIndexError, build_index
+
+    try:
+        r = build_index(args.shards, args.out, fields=args.field or (), threads=args.threads, progress=not args.json,
+                        force=args.force, allow_pipe=False)
+    except (ShardIndexError, FileNotFoundError, ValueError) as e:
+        print(f"webli-io index: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        where = args.out or "beside the shards"
+        print(f"{r['indexed']} shards indexed now, {r['fresh']} already indexed and unchanged, {len(r['failed'])} failed; "
+              f"{r['samples']} samples -> {where}")
+        for f in r["failed"][:10]:
+            print(f"warning: {f['shard']}: {f['error']}", file=sys.stderr)
+        if r["parquet_skipped"]:
+            note(f"{r['parquet_skipped']} Parquet shards left out: their footers already say their row counts")
+        if args.out:
+            note(f"use it: WebLIStream(shards, index={args.out!r}, ...)")
+    return 1 if r["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._core import __version__
 
@@ -602,6 +628,32 @@ def build_parser() -> argparse.ArgumentParser:
     ie.add_argument("--threads", type=positive, default=None, help="fingerprinting threads (default: all CPUs)")
     ie.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     ie.set_defaults(func=cmd_index_eval)
+
+    ix = sub.add_parser(
+        "index",
+        parents=[common],
+        help="write a shard index: per shard its samples' keys, byte ranges and selection fields",
+        description="Read each tar shard once and write SHARD_STEM.index.json (beside local shards, or in -o DIR) plus "
+        "the folder summary index.json. With it, WebLIStream counts equal_batches without reading sample data "
+        "(remote shards need it for equal_batches and for webli-io train), and a resume seeks to its next sample "
+        "instead of re-reading what was consumed. An index that no longer matches its shard (size, mtime, ETag) is "
+        "detected and not used. Shards run in parallel; a shard already indexed and unchanged is not redone, so an "
+        "interrupted run picks up where it stopped.",
+        epilog="examples:\n  webli-io index 'data/shard-{000000..000999}.tar'\n"
+        "  webli-io index 'https://host/webli/{00000..00099}.tar' -o webli-index/ --field clip_score\n"
+        "  then: WebLIStream(shards, index='webli-index/', equal_batches='pad', min_score={'clip_score': 0.28})",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ix.add_argument("shards", nargs="+", help="tar shards: paths, globs, brace patterns, http(s)/s3/gs/az URLs")
+    ix.add_argument("-o", "--out", default=None, help="folder for the index files (default: beside each local shard; "
+                    "required for remote shards)")
+    ix.add_argument("--field", action="append", default=None, metavar="NAME",
+                    help="a metadata field the stream's filters read (min_score, drop_if), kept per sample; repeatable. "
+                    "The language fields are always kept")
+    ix.add_argument("--threads", type=positive, default=None, help="shards indexed at once (default: 4 per CPU, at most 32)")
+    ix.add_argument("--force", action="store_true", help="rebuild every index, even those that still match their shard")
+    ix.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    ix.set_defaults(func=cmd_index)
 
     prep = sub.add_parser(
         "prepare",

@@ -428,6 +428,11 @@ class WebLIStream(IterableDataset):
             the next time (next epoch, next run); files appear only once whole.
         cache_max_bytes: with ``cache_dir``: the most bytes it holds (least recently used shards
             are removed first; default: no limit).
+        index: the folder (or URL prefix) of the shard index files that ``webli-io index`` writes
+            (``<stem>.index.json`` per shard, ``index.json``); default: beside the shards. With
+            an index, ``equal_batches`` counts without reading sample data (remote shards need
+            one), and a resume seeks to its next sample instead of re-reading what was consumed.
+            An index that no longer matches its shard is counted (``index_stale``) and not used.
 
     Resume: each batch carries ``position`` (epoch, reader slot, samples consumed). Iterating in
     this process (``num_workers=0``) keeps track by itself; with DataLoader workers, call
@@ -597,13 +602,21 @@ class WebLIStream(IterableDataset):
         return max(-(-n // batch) for n in per_slot)
 
     def _count_samples(self) -> List[int]:
-        if self.options.selects_before_decode:
-            # Selection drops samples before decoding: count what survives it (reads the shards,
-            # decodes nothing). Decode failures and a mixture's thinning can still leave a reader
-            # short: it then pads (counted as samples_padded).
-            return _core.count_selected(self.shards, self.options, threads=_available_cpus(), table_reader=self._table_opener)
-        tars = [s for s in self.shards if not is_table_shard(s)]
-        counted = dict(zip(tars, _core.count_samples(tars))) if tars else {}
+        """Samples per shard for ``equal_batches``, known without reading sample data where a
+        shard index exists (``webli-io index``); a remote shard without one is a ShardError
+        naming the fix (never a download of everything)."""
+        # Index files are small reads, often remote: more threads than CPUs.
+        threads = min(64, 4 * _available_cpus())
+        try:
+            if self.options.selects_before_decode:
+                # Selection drops samples before decoding: count what survives it (from the index,
+                # else by reading the shard, decoding nothing). Decode failures and a mixture's
+                # thinning can still leave a reader short: it then pads (samples_padded).
+                return _core.count_selected(self.shards, self.options, threads=threads, table_reader=self._table_opener)
+            tars = [s for s in self.shards if not is_table_shard(s)]
+            counted = dict(zip(tars, _core.count_samples(tars, self.options, threads=threads))) if tars else {}
+        except RuntimeError as e:
+            raise ShardError(str(e)) from None
         return [num_rows(s) if is_table_shard(s) else counted[s] for s in self.shards]
 
     def _exclusions(self, state: Dict[str, Any], mine: List[str]) -> Dict[str, bytes]:

@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-eval", action="store_true", help="no held-out evaluation")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: webli-io's own threads in this process)")
     p.add_argument("--threads", dest="num_threads", type=int, default=None, help="decode threads per reader")
+    p.add_argument("--index", default=None,
+                   help="folder (or URL prefix) of the shard index of `webli-io index` (default: beside the shards); remote "
+                   "shards need one: the trainer's equal batches are counted from it, and a resume seeks with it")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=25)

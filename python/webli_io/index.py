@@ -1,0 +1,157 @@
+"""``webli-io index``: a shard index for shards that exist (local, http(s), object stores).
+
+Each shard is read once, by the core (the stream's own sample rule), and described in one small
+JSON file, ``<stem>.index.json``: per sample its number, key, byte range, image hash and the
+metadata fields selection reads (format: ``rust/index.rs``, ``docs/concepts.md``). The folder
+also gets ``index.json``, every indexed shard's sample count and size, so that a count without
+selection loads one file. With the index a stream counts ``equal_batches`` without reading sample
+data and a resume seeks instead of re-reading what was consumed.
+
+Shards are indexed in parallel on threads (the core releases the GIL; remote reads wait on the
+network, so more threads than CPUs pay). A shard whose index is there and still matches it
+(size and modification time, or ETag) is not redone: a killed run resumes where it stopped.
+Files are written atomically (a temporary name, then a rename), so a reader never sees half an
+index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import _core
+from ._progress import progress as progress_bar
+
+#: The ``format`` of the folder summary (``index.json``).
+SUMMARY_FORMAT = "webli-io index summary"
+#: The index version this webli-io writes (the core's).
+INDEX_VERSION = 1
+
+
+class ShardIndexError(RuntimeError):
+    """``webli-io index`` cannot run as asked (a bad output, no shard)."""
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path or path.startswith("pipe:")
+
+
+def _write_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".webli-index-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _fresh(shard: str, dest: str, fields: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """The summary entry of an index at `dest` that still matches `shard` and holds `fields`
+    (None: build it)."""
+    try:
+        with open(dest, encoding="utf-8") as f:
+            ix = json.load(f)
+        size, validator = _core.shard_identity(shard)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(ix, dict) or ix.get("version") != INDEX_VERSION or ix.get("size") != size:
+        return None
+    if validator is not None and ix.get("validator") not in (None, validator):
+        return None
+    if not set(fields) <= set(ix.get("fields") or ()):
+        return None
+    return {"samples_read": ix.get("samples_read"), "size": size, "validator": ix.get("validator"),
+            "samples": len((ix.get("samples") or {}).get("key") or ())}
+
+
+def build_index(
+    shards: Sequence[str],
+    out: Optional[str] = None,
+    *,
+    fields: Sequence[str] = (),
+    threads: Optional[int] = None,
+    progress: bool = True,
+    force: bool = False,
+    allow_pipe: bool = False,
+) -> Dict[str, Any]:
+    """Index `shards` (paths, globs, brace patterns, URLs) into the folder `out` (default: beside
+    each local shard). `fields`: metadata fields the stream's filters will read (``min_score``,
+    ``drop_if``); the language fields are always kept. Returns a summary: shards indexed now,
+    found fresh, failed (with the reason), samples."""
+    specs = [os.fspath(s) for s in ([shards] if isinstance(shards, (str, os.PathLike)) else shards)]
+    if not specs:
+        raise ShardIndexError("no shards given")
+    if out is not None and _is_url(out):
+        raise ShardIndexError(
+            f"-o {out}: this webli-io writes the index to a folder; write it to a local folder, then copy the folder "
+            "beside the shards (e.g. `aws s3 cp --recursive DIR s3://bucket/prefix/`) or pass index=URL of the copy"
+        )
+    names = _core.expand_shards(specs, allow_pipe=allow_pipe)
+    tables = [s for s in names if _core.is_table_shard(s)]
+    names = [s for s in names if not _core.is_table_shard(s)]
+    if out is None and any(_is_url(s) for s in names):
+        raise ShardIndexError("remote shards: give the folder to write their index to (-o DIR), then pass index=DIR to the stream")
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+    threads = threads or min(32, 4 * (os.cpu_count() or 1))
+    summaries: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    lock = threading.Lock()
+    report: Dict[str, Any] = {"shards": len(names), "indexed": 0, "fresh": 0, "failed": [], "samples": 0,
+                              "parquet_skipped": len(tables), "out": out}
+
+    def one(shard: str) -> None:
+        dest = _core.index_location(shard, out)
+        if dest is None:
+            raise ShardIndexError(f"{shard}: no place beside it for an index: give -o DIR")
+        entry = None if force else _fresh(shard, dest, fields)
+        if entry is None:
+            text, n, problems = _core.build_index(shard, list(fields))
+            ix = json.loads(text)
+            _write_atomic(dest, text)
+            entry = {"samples_read": ix["samples_read"], "size": ix["size"], "validator": ix["validator"], "samples": n}
+            kind = "indexed"
+        else:
+            kind = "fresh"
+        key = shard.split("?")[0].rsplit("/", 1)[-1]
+        with lock:
+            report[kind] += 1
+            report["samples"] += entry.pop("samples") or 0
+            summaries.setdefault(os.path.dirname(dest) or ".", {})[key] = entry
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = {pool.submit(one, s): s for s in names}
+        bar = progress_bar(total=len(futures), desc="index", unit="shard", disable=not progress)
+        try:
+            for fut in as_completed(futures):
+                err = fut.exception()
+                if isinstance(err, ShardIndexError):
+                    raise err
+                if err is not None:
+                    report["failed"].append({"shard": futures[fut], "error": str(err)})
+                bar.update(1)
+        finally:
+            bar.close()
+    for folder, entries in summaries.items():
+        path = os.path.join(folder, "index.json")
+        merged: Dict[str, Any] = {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+            if isinstance(old, dict) and old.get("format") == SUMMARY_FORMAT and old.get("version") == INDEX_VERSION:
+                merged = dict(old.get("shards") or {})
+        except (OSError, ValueError):
+            pass
+        merged.update(entries)
+        _write_atomic(path, json.dumps({"format": SUMMARY_FORMAT, "version": INDEX_VERSION, "shards": merged}, sort_keys=True))
+    return report
+

@@ -1,0 +1,240 @@
+"""The shard index (`webli-io index`): counts without reading sample data, resumes that seek
+instead of re-reading what was consumed, stale indexes detected, on local and loopback-HTTP
+shards written by webdataset."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections import Counter
+
+import pytest
+
+from webli_io import WebLIStream, _core
+from webli_io.cli import main
+from webli_io.index import build_index
+from webli_io.stream import ShardError
+
+SMALL = dict(batch_size=8, image_size=32)
+
+
+def serve(server, paths):
+    """Serve local shards on the loopback server; their URLs."""
+    urls = []
+    for p in paths:
+        name = os.path.basename(p)
+        with open(p, "rb") as f:
+            server.files[f"/d/{name}"] = f.read()
+        urls.append(f"{server.url}/d/{name}")
+    return urls
+
+
+def tar_bytes(server):
+    return sum(len(v) for k, v in server.files.items() if k.endswith(".tar"))
+
+
+def keys(batches):
+    return [k for b in batches for k in b["keys"]]
+
+
+def test_index_writes_a_checked_file_per_shard_and_does_not_redo_fresh_ones(make_shards, capsys):
+    m = make_shards(shards=3, per_shard=7)
+    assert main(["index", m["pattern"], "--field", "status"]) == 0
+    assert "3 shards indexed now" in capsys.readouterr().out
+    for p in m["paths"]:
+        with open(p[: -len(".tar")] + ".index.json") as f:
+            ix = json.load(f)
+        assert ix["format"] == "webli-io shard index" and ix["version"] == 1 and ix["complete"] and ix["seekable"]
+        assert ix["size"] == os.path.getsize(p) and ix["samples_read"] == 7
+        assert len(ix["samples"]["key"]) == 7 and "status" in ix["fields"] and "language" in ix["fields"]
+        assert all(set(meta) <= set(ix["fields"]) for meta in ix["samples"]["meta"])
+        # Every byte range holds its sample: read alone, it is that key.
+        with open(p, "rb") as f:
+            data = f.read()
+        for key, start, end in zip(ix["samples"]["key"], ix["samples"]["offset"], ix["samples"]["end"]):
+            with tarfile.open(fileobj=io.BytesIO(data[start:end] + b"\0" * 1024)) as t:
+                names = t.getnames()
+            assert names and all(n.split(".")[0] == key for n in names), (key, names)
+    summary = json.loads((m["dir"] / "index.json").read_text())
+    assert {k: v["samples_read"] for k, v in summary["shards"].items()} == {os.path.basename(p): 7 for p in m["paths"]}
+    assert main(["index", m["pattern"], "--field", "status", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["indexed"], r["fresh"]) == (0, 3), "a fresh index is not rebuilt"
+    # A new field to keep: rebuilt.
+    r = build_index(m["pattern"], fields=["url"], progress=False)
+    assert r["indexed"] == 3
+
+
+def test_remote_index_needs_an_output_folder(server, make_shards, capsys):
+    urls = serve(server, make_shards(shards=1, per_shard=3)["paths"])
+    assert main(["index", *urls]) == 1
+    assert "-o DIR" in capsys.readouterr().err
+
+
+def test_equal_batches_on_http_shards_need_an_index_and_then_read_no_sample_data(server, make_shards, tmp_path):
+    m = make_shards(shards=6, per_shard=9)
+    urls = serve(server, m["paths"])
+    with pytest.raises(ShardError, match="webli-io index"):
+        WebLIStream(urls, equal_batches="pad", **SMALL)
+    server.log.clear()
+    with pytest.raises(ShardError, match="webli-io index"):
+        WebLIStream(urls, equal_batches="drop", subset=0.5, **SMALL)
+    assert server.sent(".tar") == 0, "no silent download of the dataset"
+    ix = str(tmp_path / "ix")
+    r = build_index(urls, ix, progress=False)
+    assert r["indexed"] == 6 and not r["failed"]
+    for sel in ({}, {"subset": 0.5}, {"dedup": True}, {"min_score": {"i": 20}}):
+        if "min_score" in sel:
+            build_index(urls, ix, fields=["i"], progress=False)
+        server.log.clear()
+        remote = WebLIStream(urls, equal_batches="pad", index=ix, rank=0, world_size=2, **SMALL, **sel)
+        assert server.sent(".tar") == 0, f"counting read sample data ({sel})"
+        local = WebLIStream(m["paths"], equal_batches="pad", rank=0, world_size=2, **SMALL, **sel)
+        assert remote._counts == local._counts, sel
+    # The stream runs: every rank the same number of batches.
+    per_rank = [len(list(WebLIStream(urls, equal_batches="pad", index=ix, rank=r, world_size=2, **SMALL))) for r in (0, 1)]
+    assert per_rank[0] == per_rank[1] > 0
+
+
+def test_an_index_without_a_filter_field_is_not_trusted(server, make_shards, tmp_path):
+    urls = serve(server, make_shards(shards=2, per_shard=5)["paths"])
+    ix = str(tmp_path / "ix")
+    build_index(urls, ix, progress=False)
+    with pytest.raises(ShardError, match="lacks the fields"):
+        WebLIStream(urls, equal_batches="pad", index=ix, min_score={"i": 3}, **SMALL)
+
+
+def _consume(stream, n_batches):
+    it = iter(stream)
+    got = [next(it) for _ in range(n_batches)]
+    state = stream.state_dict()
+    it.close()
+    return got, state
+
+
+@pytest.mark.parametrize("selection", [{}, {"subset": 0.7, "dedup": True}])
+def test_a_resume_seeks_over_http_instead_of_rereading_and_stays_exact(server, make_shards, tmp_path, selection):
+    m = make_shards(shards=16, per_shard=10)
+    urls = serve(server, m["paths"])
+    ix = str(tmp_path / "ix")
+    build_index(urls, ix, progress=False)
+    opts = dict(shuffle=True, seed=3, shuffle_buffer=24, index=ix, **SMALL, **selection)
+    whole = keys(WebLIStream(urls, **opts))
+    consumed_batches = int(len(whole) / 8 * 0.8)
+    got, state = _consume(WebLIStream(urls, **opts), consumed_batches)
+    consumed = keys(got)
+    assert consumed == whole[: len(consumed)]
+    epoch_bytes = tar_bytes(server)
+
+    # The same layout: exactly the batches an uninterrupted run gives, reading far less.
+    server.log.clear()
+    again = WebLIStream(urls, **opts)
+    again.load_state_dict(state)
+    rest = keys(again)
+    assert consumed + rest == whole
+    assert server.sent(".tar") <= 0.5 * epoch_bytes, (server.sent(".tar"), epoch_bytes)
+    assert again.stats()["index_passed"] > 0
+
+    # Another layout (2 ranks): exactly the samples not seen, none twice, and still little read.
+    server.log.clear()
+    parts = []
+    for rank in (0, 1):
+        s = WebLIStream(urls, rank=rank, world_size=2, **opts)
+        s.load_state_dict(state)
+        parts += keys(s)
+    assert Counter(consumed) + Counter(parts) == Counter(whole)
+    assert server.sent(".tar") <= 0.5 * epoch_bytes, (server.sent(".tar"), epoch_bytes)
+
+    # Without the index the resume reads what was consumed, and gives the same batches.
+    server.log.clear()
+    plain = WebLIStream(urls, **{**opts, "index": str(tmp_path / "none")})
+    plain.load_state_dict(state)
+    assert keys(plain) == rest
+    assert server.sent(".tar") > 0.5 * epoch_bytes
+
+
+def test_a_changed_shard_is_detected_and_read_without_its_index(make_shards, tmp_path):
+    m = make_shards(shards=4, per_shard=10)
+    build_index(m["paths"], progress=False)
+    opts = dict(shuffle=True, seed=1, shuffle_buffer=10, **SMALL)
+    whole = keys(WebLIStream(m["paths"], **opts))
+    got, state = _consume(WebLIStream(m["paths"], **opts), 3)
+    # The same bytes, written again: the modification time says the index may be stale.
+    p = m["paths"][0]
+    data = open(p, "rb").read()
+    os.utime(p, ns=(os.stat(p).st_atime_ns, os.stat(p).st_mtime_ns + 10**9))
+    with open(p, "wb") as f:
+        f.write(data)
+    again = WebLIStream(m["paths"], **opts)
+    again.load_state_dict(state)
+    rest = keys(again)
+    assert keys(got) + rest == whole
+    assert again.stats()["index_stale"] >= 1
+    assert any(p_["reason"] == "index_stale" and "webli-io index" in p_["message"] for p_ in again.problems())
+
+
+def test_a_damaged_index_file_is_counted_and_not_used(make_shards):
+    m = make_shards(shards=2, per_shard=6)
+    build_index(m["paths"], progress=False)
+    with open(m["paths"][1][: -len(".tar")] + ".index.json", "w") as f:
+        f.write('{"format": "webli-io shard index", "version": 1, "garbage": true}')
+    opts = dict(shuffle=True, seed=2, shuffle_buffer=4, **SMALL)
+    whole = keys(WebLIStream(m["paths"], **opts))
+    got, state = _consume(WebLIStream(m["paths"], **opts), 1)
+    again = WebLIStream(m["paths"], **opts)
+    again.load_state_dict(state)
+    assert keys(got) + keys(again) == whole
+    assert again.stats()["index_unusable"] >= 1
+
+
+def test_count_samples_reads_the_index_or_the_headers(make_shards, tmp_path):
+    m = make_shards(shards=2, per_shard=4)
+    opts = _core.Options()
+    assert _core.count_samples(m["paths"], opts) == [4, 4]
+    build_index(m["paths"], str(tmp_path / "ix"), progress=False)
+    assert _core.count_samples(m["paths"], _core.Options(index=str(tmp_path / "ix"))) == [4, 4]
+    with pytest.raises(FileNotFoundError):
+        _core.count_samples([str(tmp_path / "missing.tar")], opts)
+
+
+def test_train_on_http_shards_two_torchrun_ranks_then_resume_on_one(server, make_shards, tmp_path):
+    """The documented multi-node command on remote shards: it needs the index, then starts,
+    checkpoints both ranks' positions, and resumes on another world size."""
+    import subprocess
+    import sys
+
+    import torch
+    from _helpers import free_port
+
+    ds = make_shards(shards=4, per_shard=8)
+    urls = serve(server, ds["paths"])
+    ix = str(tmp_path / "ix")
+    out = tmp_path / "run"
+    common = ["--model", "tiny", "--image-size", "32", "--batch-size", "4", "--out", str(out), "--log-every", "1",
+              "--warmup", "2", "--no-eval", "--threads", "1"]
+    no_index = subprocess.run([sys.executable, "-m", "webli_io", "train", *urls, *common, "--steps", "1"],
+                              capture_output=True, text=True, timeout=300)
+    assert no_index.returncode != 0 and "webli-io index" in no_index.stderr, no_index.stderr[-2000:]
+    assert "FileNotFoundError" not in no_index.stderr
+    build_index(urls, ix, progress=False)
+    server.log.clear()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "webli_io",
+           "train", *urls, *common, "--index", ix, "--steps", "3", "--checkpoint-every", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3 and ckpt["data"]["slots"] == 2
+    import argparse
+
+    from webli_io.siglip.loop import train
+    from webli_io.train import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    lines = []
+    res = train(p.parse_args([*urls, *common, "--index", ix, "--steps", "5", "--resume"]), log=lines.append)
+    assert res["steps"] == 5 and res["world_size"] == 1
+    assert any("resumed from" in x and "step 3" in x for x in lines), lines
