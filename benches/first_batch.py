@@ -4,8 +4,8 @@
 
 For each size, tiny tar shards (``--per-shard`` JPEGs of real photographs, 64 px) are served on
 loopback HTTP (Range and HEAD, every body byte counted at the server) and indexed with
-``webli-io index``. Then, on 2 ranks (rank 0 measured) with ``equal_batches="pad"``, shuffle on
-and selection on (``subset=0.5``), the bench times ``WebLIStream(...)`` plus its first batch:
+``webli-io index``. Then, on 2 ranks (rank 0 measured) with ``equal_batches="pad"`` and shuffle
+on (``--subset 0.5``: selection too), the bench times ``WebLIStream(...)`` plus its first batch:
 
 - fresh (epoch start);
 - resumed at 10%, 50% and 90% of the epoch on the same layout (a state taken after one batch,
@@ -138,7 +138,7 @@ def measure(make, server: Server) -> Dict[str, float]:
     return {"seconds": round(seconds, 3), "bytes": server.sent - before}
 
 
-def run(shards: int, per_shard: int, rounds: int) -> Dict[str, Any]:
+def run(shards: int, per_shard: int, rounds: int, subset: float | None) -> Dict[str, Any]:
     from webli_io import WebLIStream
     from webli_io.index import build_index
 
@@ -153,7 +153,9 @@ def run(shards: int, per_shard: int, rounds: int) -> Dict[str, Any]:
     index_seconds = time.perf_counter() - t
     empty = os.path.join(root, "none")
     os.makedirs(empty)
-    base = dict(batch_size=8, image_size=32, shuffle=True, seed=0, equal_batches="pad", subset=0.5, num_threads=2)
+    base: Dict[str, Any] = dict(batch_size=8, image_size=32, shuffle=True, seed=0, equal_batches="pad", num_threads=2)
+    if subset is not None:
+        base["subset"] = subset
     with_ix = dict(base, index=os.path.join(root, "ix"))
     # Without an index, equal_batches cannot count remote shards at all: the baseline streams
     # without it (a resume then re-reads what was consumed).
@@ -189,7 +191,7 @@ def run(shards: int, per_shard: int, rounds: int) -> Dict[str, Any]:
         "resume 90%": lambda o: resumed(o, at(0.9, o)),
         "resume 50%, 2 ranks -> 1": lambda o: resumed(o, at(0.5, o), 0, 1),
     }
-    out: Dict[str, Any] = {"shards": shards, "samples": shards * per_shard, "dataset_bytes": total,
+    out: Dict[str, Any] = {"shards": shards, "samples": shards * per_shard, "dataset_bytes": total, "subset": subset,
                            "index_seconds": round(index_seconds, 1), "cases": {}}
     for name, case in cases.items():
         best: Dict[str, Dict[str, float]] = {}
@@ -213,9 +215,11 @@ def main() -> int:
     ap.add_argument("--shards", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--per-shard", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--subset", type=float, default=None,
+                    help="selection on (e.g. 0.5): the count then loads every shard's index file, not just the summary")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    results = [run(n, args.per_shard, args.rounds) for n in args.shards]
+    results = [run(n, args.per_shard, args.rounds, args.subset) for n in args.shards]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -209,11 +209,13 @@ fn io_error(url: &str, e: object_store::Error) -> io::Error {
     use object_store::Error as E;
     let kind = match &e {
         E::NotFound { .. } => io::ErrorKind::NotFound,
+        E::Precondition { .. } => io::ErrorKind::InvalidInput,
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::Other,
     };
     let what = match &e {
         E::NotFound { .. } => "object not found".to_string(),
+        E::Precondition { .. } => format!("{} (a 412 to If-Match)", crate::remote::CHANGED),
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => format!("access denied ({e}): check the credentials"),
         _ => e.to_string(),
     };
@@ -272,22 +274,50 @@ impl Read for BodyReader {
 }
 
 /// GET an object from byte `offset` on (to byte `end`, exclusive, when given): the body as a
-/// reader, and the object's size.
-pub fn open_object(url: &str, offset: u64, end: Option<u64>) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
+/// reader, and the object's size. `known`: the ETag of the version read so far (or indexed):
+/// the read is conditional on it (`If-Match`); the first answer's ETag is kept there.
+pub fn open_object(
+    url: &str,
+    offset: u64,
+    end: Option<u64>,
+    known: &mut Option<String>,
+) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
     let (store, path) = store_for(url)?;
     let (connect, read) = crate::remote::timeouts();
     let range = match end {
         Some(end) => Some(GetRange::Bounded(offset..end.max(offset + 1))),
         None => (offset > 0).then_some(GetRange::Offset(offset)),
     };
-    let opts = GetOptions { range, ..Default::default() };
+    let opts = GetOptions { range, if_match: known.clone(), ..Default::default() };
     let got = runtime().block_on(async { tokio::time::timeout(connect + read, store.get_opts(&path, opts)).await });
     let result = match got {
         Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer in {:?}", connect + read))),
         Ok(r) => r.map_err(|e| io_error(url, e))?,
     };
     let total = result.meta.size;
+    match (known.as_deref(), result.meta.e_tag.as_deref()) {
+        (Some(k), Some(e)) if k != e => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: {} (ETag {k} then {e})", crate::remote::redact(url), crate::remote::CHANGED),
+            ));
+        }
+        (None, Some(e)) => *known = Some(e.to_string()),
+        _ => {}
+    }
     Ok((Box::new(BodyReader { stream: result.into_stream(), chunk: Bytes::new(), url: url.to_string(), read_timeout: read }), Some(total)))
+}
+
+/// Write `bytes` as the object at `url` (one PUT: readers see the old object or the new one,
+/// never part of it): how `webli-io index -o s3://...` writes its files.
+pub fn put_object(url: &str, bytes: Vec<u8>) -> io::Result<()> {
+    let (store, path) = store_for(url)?;
+    let (connect, read) = crate::remote::timeouts();
+    let got = runtime().block_on(async { tokio::time::timeout(connect + read, store.put(&path, bytes.into())).await });
+    match got {
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer in {:?}", connect + read))),
+        Ok(r) => r.map(|_| ()).map_err(|e| io_error(url, e)),
+    }
 }
 
 /// An object's size and ETag (a HEAD request): what the shard index checks an object against.

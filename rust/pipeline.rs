@@ -500,7 +500,8 @@ fn hydrate(cfg: &Job, s: &mut Sample, stats: &Stats) -> bool {
     let run = &cfg.settings.run;
     let cache = run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, run.cache_max_bytes));
     let read = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Option<crate::tar::RawSample>> {
-        let (reader, _) = open_shard_at(&s.shard, start, Some(end), cache.as_ref())?;
+        let validator = cfg.index.get(&s.shard, false, &Stats::new()).and_then(|ix| ix.validator.clone());
+        let (reader, _) = open_shard_at(&s.shard, start, Some(end), validator.as_deref(), cache.as_ref())?;
         // The range ends with its last member: end-of-archive blocks make it a whole tar.
         let whole = std::io::Read::chain(reader, std::io::Read::take(std::io::repeat(0), 1024));
         let mut got = None;
@@ -519,7 +520,8 @@ fn hydrate(cfg: &Job, s: &mut Sample, stats: &Stats) -> bool {
             return false;
         }
         Ok(Err(e)) => {
-            stats.problem(Counter::UnreadableShard, &s.shard, &s.key, format!("reading the sample at bytes {start}..{end}: {e}"));
+            let counter = if crate::remote::is_changed(&e) { Counter::ShardChanged } else { Counter::UnreadableShard };
+            stats.problem(counter, &s.shard, &s.key, format!("reading the sample at bytes {start}..{end}: {e}"));
             return false;
         }
         Err(_) => {
@@ -554,6 +556,7 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
     let mut selector = Selector::new(s.select.clone());
     // Where reading starts: byte offset, the sample's number, the key the index expects there.
     let mut start: (u64, u64, Option<String>) = (0, 0, None);
+    let mut validator: Option<String> = None;
     let index = (!is_table_shard(shard) && view.wants_index(shard)).then(|| usable_index(cfg, shard, view.gate.all, stats)).flatten();
     // The first sample to read was selected already, from the index (dedup keeps state).
     let mut selected_first = false;
@@ -582,6 +585,7 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
             return true; // every sample passed over: the shard is not opened
         }
         start = (ix.samples.offset[j], ix.samples.index[j], Some(ix.samples.key[j].clone()));
+        validator = ix.validator.clone();
     }
     let mut index = start.1;
     // The next sample's number in the shard.
@@ -630,13 +634,14 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
         let cache = s.run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, s.run.cache_max_bytes));
         let opened = catch_unwind(AssertUnwindSafe(|| match start.0 {
             0 => open_shard_counted(shard, cache.as_ref()),
-            at => open_shard_at(shard, at, None, cache.as_ref()),
+            at => open_shard_at(shard, at, None, validator.as_deref(), cache.as_ref()),
         }))
         .unwrap_or_else(|_| Err(std::io::Error::other("panic while opening the shard")));
         let (reader, retries) = match opened {
             Ok(r) => r,
             Err(e) => {
-                stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
+                let counter = if crate::remote::is_changed(&e) { Counter::ShardChanged } else { Counter::UnreadableShard };
+                stats.problem(counter, shard, "", e.to_string());
                 return true;
             }
         };

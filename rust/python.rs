@@ -726,6 +726,20 @@ fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
     crate::rng::shuffled_order(n, seed)
 }
 
+/// Positions `start, start + step, ...` (at most `limit`) of the epoch's shard order (shuffled
+/// with `seed`, or not): the shard indices a reader reads, without the whole order in Python.
+#[pyfunction]
+#[pyo3(signature = (n, seed, shuffle, start, step, limit=None))]
+fn order_at(py: Python<'_>, n: usize, seed: u64, shuffle: bool, start: usize, step: usize, limit: Option<usize>) -> Vec<usize> {
+    py.detach(|| crate::rng::order_at(n, seed, shuffle, start, step, limit.unwrap_or(usize::MAX)))
+}
+
+/// Per reader slot, the sum of `counts` (one per shard) over the shards the epoch's order deals it.
+#[pyfunction]
+fn slot_sums(py: Python<'_>, counts: Vec<u64>, seed: u64, shuffle: bool, slots: usize) -> Vec<u64> {
+    py.detach(|| crate::rng::slot_sums(&counts, seed, shuffle, slots))
+}
+
 /// Is `key` in the subset of `fraction` (seeded by `subset_seed`)? As the stream decides.
 #[pyfunction(name = "in_subset")]
 #[pyo3(signature = (key, fraction, subset_seed=0))]
@@ -765,6 +779,30 @@ fn build_index<'py>(
     let ix = built.map_err(PyRuntimeError::new_err)?;
     let json = serde_json::to_string(&ix).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok((json, ix.len(), problems_to_py(py, &stats)?))
+}
+
+/// The bytes of a small file, local or remote (an index file, a summary), at most `limit`;
+/// FileNotFoundError when there is none.
+#[pyfunction]
+#[pyo3(signature = (location, limit=1 << 30))]
+fn read_bytes<'py>(py: Python<'py>, location: String, limit: u64) -> PyResult<Bound<'py, PyBytes>> {
+    let got = py.detach(|| -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(crate::source::open_shard(&location)?, limit), &mut out)?;
+        Ok(out)
+    });
+    match got {
+        Ok(b) => Ok(PyBytes::new(py, &b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PyFileNotFoundError::new_err(crate::remote::redact(&location))),
+        Err(e) => Err(PyRuntimeError::new_err(format!("{}: {e}", crate::remote::redact(&location)))),
+    }
+}
+
+/// Write `data` as the object at `url` (`s3://`, `gs://`, `az://`): one PUT, whole or not at all.
+#[pyfunction]
+fn write_object(py: Python<'_>, url: String, data: Vec<u8>) -> PyResult<()> {
+    py.detach(|| crate::objstore::put_object(&url, data))
+        .map_err(|e| PyRuntimeError::new_err(format!("{}: {e}", crate::remote::redact(&url))))
 }
 
 /// Where `shard`'s index file is, in `index_dir` or beside the shard (None: nowhere beside it).
@@ -952,6 +990,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(consumed_bitmaps, m)?)?;
     m.add_function(wrap_pyfunction!(count_samples, m)?)?;
     m.add_function(wrap_pyfunction!(build_index, m)?)?;
+    m.add_function(wrap_pyfunction!(read_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(write_object, m)?)?;
+    m.add_function(wrap_pyfunction!(order_at, m)?)?;
+    m.add_function(wrap_pyfunction!(slot_sums, m)?)?;
     m.add_function(wrap_pyfunction!(index_location, m)?)?;
     m.add_function(wrap_pyfunction!(shard_identity, m)?)?;
     m.add_function(wrap_pyfunction!(py_normalize_lang, m)?)?;

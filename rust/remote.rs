@@ -272,12 +272,39 @@ fn http_error(url: &str, e: ureq::Error) -> io::Error {
 }
 
 /// GET `url` from byte `offset` on (to `end`, exclusive, when given: one sample's bytes).
+/// A resumed or seeking read found another version of the object than the one first read (or
+/// indexed): the shard fails, counted as `shard_changed`, never spliced from two versions.
+pub const CHANGED: &str = "the object changed since it was first read";
+
+/// A resumed read whose answer does not continue the bytes read so far (a `206` for another
+/// range): counted as `shard_changed` too.
+pub const NOT_CONTINUED: &str = "the answer does not continue the bytes read so far";
+
+/// Did this error come from a read that found another version of the object ([`CHANGED`]), or
+/// an answer that does not continue it ([`NOT_CONTINUED`])?
+pub fn is_changed(e: &io::Error) -> bool {
+    let m = e.to_string();
+    m.contains(CHANGED) || m.contains(NOT_CONTINUED)
+}
+
+/// Is `v` a strong ETag (`"..."`), which `If-Match` compares byte for byte? Weak ones (`W/"..."`)
+/// never match under `If-Match`, and Last-Modified dates are not ETags.
+fn strong_etag(v: &str) -> bool {
+    v.starts_with('"') && v.ends_with('"') && v.len() >= 2
+}
+
+/// GET `url` from byte `offset` on (to `end`, exclusive, when given: one sample's bytes).
+/// `known`: the object's ETag from an earlier answer (or from the shard index); a read past the
+/// first is conditional on it (`If-Match`), and an answer with another ETag, or a range that does
+/// not start where it was asked, is an error, not bytes of another version. The first answer's
+/// ETag is kept in `known` for the reads after it.
 fn http_open(
     agent: &ureq::Agent,
     url: &str,
     headers: &[(String, String)],
     offset: u64,
     end: Option<u64>,
+    known: &mut Option<String>,
 ) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
     let mut target = url.to_string();
     let mut resp = None;
@@ -294,7 +321,15 @@ fn http_open(
             None if offset > 0 => req = req.set("Range", &format!("bytes={offset}-")),
             None => {}
         }
-        let r = req.call().map_err(|e| http_error(&target, e))?;
+        if let Some(v) = known.as_deref().filter(|v| strong_etag(v)) {
+            req = req.set("If-Match", v);
+        }
+        let r = match req.call() {
+            Err(ureq::Error::Status(412, _)) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {CHANGED} (HTTP 412 to If-Match)", redact(url))))
+            }
+            r => r.map_err(|e| http_error(&target, e))?,
+        };
         if !(300..400).contains(&r.status()) {
             resp = Some(r);
             break;
@@ -303,9 +338,24 @@ fn http_open(
     }
     let resp =
         resp.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: more than {MAX_REDIRECTS} redirects", redact(url))))?;
+    let etag = resp.header("ETag").map(str::to_string);
+    match (known.as_deref(), etag.as_deref()) {
+        (Some(k), Some(e)) if strong_etag(k) && strong_etag(e) && k != e => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {CHANGED} (ETag {k} then {e})", redact(url))));
+        }
+        (None, Some(_)) => *known = etag,
+        _ => {}
+    }
     let length: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
     if (offset > 0 || end.is_some()) && resp.status() == 206 {
-        let total = resp.header("Content-Range").and_then(content_range_total);
+        let range = resp.header("Content-Range").unwrap_or_default();
+        if content_range_start(range) != Some(offset) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: {NOT_CONTINUED} (asked for bytes from {offset}, the answer holds {range:?})", redact(url)),
+            ));
+        }
+        let total = content_range_total(range);
         return Ok((resp.into_reader(), total.or(length.map(|l| l + offset))));
     }
     let mut body = resp.into_reader();
@@ -335,6 +385,12 @@ pub fn redirect_target(current: &str, location: &str) -> io::Result<String> {
         ));
     }
     Ok(next.to_string())
+}
+
+/// The first byte in a `Content-Range: bytes START-END/TOTAL` header (a server's answer), or
+/// None (`*`, garbage).
+pub fn content_range_start(value: &str) -> Option<u64> {
+    value.trim().strip_prefix("bytes")?.trim().split('-').next()?.trim().parse().ok()
 }
 
 /// The total length in a `Content-Range: bytes START-END/TOTAL` header (a server's answer),
@@ -394,11 +450,16 @@ impl Drop for PipeReader {
 }
 
 fn pipe_open(cmd: &str, offset: u64) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
-    let child = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let mut r = PipeReader { child, cmd: cmd.to_string(), done: false };
     if offset > 0 {
-        io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
+        // A command run again may print something else: its output is never resumed part-way,
+        // where it would splice two runs into one sample.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("pipe:{cmd}: {NOT_CONTINUED} (a command's output cannot be resumed at byte {offset})"),
+        ));
     }
+    let child = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let r = PipeReader { child, cmd: cmd.to_string(), done: false };
     Ok((Box::new(r), None))
 }
 
@@ -410,16 +471,31 @@ pub fn open_remote(url: &str, policy: RetryPolicy, retries: Arc<AtomicU64>) -> i
 /// [`open_remote`] from byte `start` (a seek: HTTP `Range`, an object store's ranged GET; a
 /// `pipe:` command's output is read through to it), up to `end` (exclusive) when given.
 pub fn open_remote_range(url: &str, start: u64, end: Option<u64>, policy: RetryPolicy, retries: Arc<AtomicU64>) -> io::Result<Resumable> {
+    open_remote_at(url, start, end, None, policy, retries)
+}
+
+/// [`open_remote_range`] of the version `validator` names (an ETag from the shard index): every
+/// read of it is conditional on that version.
+pub fn open_remote_at(
+    url: &str,
+    start: u64,
+    end: Option<u64>,
+    validator: Option<String>,
+    policy: RetryPolicy,
+    retries: Arc<AtomicU64>,
+) -> io::Result<Resumable> {
     let opener: Opener = if let Some(cmd) = url.strip_prefix("pipe:") {
         let cmd = cmd.to_string();
         Box::new(move |offset| pipe_open(&cmd, offset))
     } else if crate::objstore::is_object_url(url) {
         let url = url.to_string();
-        Box::new(move |offset| crate::objstore::open_object(&url, offset, end))
+        let mut known = validator;
+        Box::new(move |offset| crate::objstore::open_object(&url, offset, end, &mut known))
     } else {
         let (target, headers): (String, Vec<(String, String)>) = (url.to_string(), vec![]);
         let agent = agent();
-        Box::new(move |offset| http_open(&agent, &target, &headers, offset, end))
+        let mut known = validator;
+        Box::new(move |offset| http_open(&agent, &target, &headers, offset, end, &mut known))
     };
     let mut r = Resumable::new(redact(url), opener, policy, retries);
     r.offset = start;
@@ -481,6 +557,16 @@ mod tests {
         fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
             Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer"))
         }
+    }
+
+    #[test]
+    fn content_range_start_and_total() {
+        assert_eq!(content_range_start("bytes 45056-92159/92160"), Some(45056));
+        assert_eq!(content_range_total("bytes 45056-92159/92160"), Some(92160));
+        assert_eq!(content_range_start("bytes */92160"), None);
+        assert_eq!(content_range_start("garbage"), None);
+        assert!(strong_etag("\"abc\"") && !strong_etag("W/\"abc\"") && !strong_etag("Mon, 30 Nov 2026"));
+        assert!(is_changed(&io::Error::other(format!("x: {CHANGED}"))) && !is_changed(&io::Error::other("reset")));
     }
 
     #[test]

@@ -192,12 +192,14 @@ pub fn open_shard_counted(path: &str, cache: Option<&Cache>) -> std::io::Result<
 
 /// Bytes `start..end` of an uncompressed shard (`end`: None to its end), for a reader that seeks
 /// by the shard index: a local file seeks, a cached remote shard too, an http(s) shard asks with
-/// `Range`, an object-store shard with a ranged GET. Not through the cache's tee (it keeps only
+/// `Range`, an object-store shard with a ranged GET; `validator`: the ETag the shard index was
+/// built from, on which every such read is conditional (`If-Match`). Not through the cache's tee (it keeps only
 /// shards read whole); the counter tells the reconnections.
 pub fn open_shard_at(
     path: &str,
     start: u64,
     end: Option<u64>,
+    validator: Option<&str>,
     cache: Option<&Cache>,
 ) -> std::io::Result<(Box<dyn Read + Send>, Arc<AtomicU64>)> {
     use std::io::{Seek, SeekFrom};
@@ -208,7 +210,8 @@ pub fn open_shard_at(
         file.seek(SeekFrom::Start(start))?;
         return Ok((Box::new(BufReader::with_capacity(1 << 16, file).take(len)), retries));
     }
-    let remote = crate::remote::open_remote_range(path, start, end, RetryPolicy::from_env(), retries.clone())?;
+    let validator = validator.map(str::to_string);
+    let remote = crate::remote::open_remote_at(path, start, end, validator, RetryPolicy::from_env(), retries.clone())?;
     let mut r = BufReader::with_capacity(1 << 16, remote);
     r.fill_buf()?;
     Ok((Box::new(r), retries))

@@ -58,6 +58,10 @@ pub enum Counter {
     CorruptTar,
     /// The shard could not be opened or read.
     UnreadableShard,
+    /// A remote shard that changed while it was read, or since it was indexed (another ETag, a
+    /// 412 to `If-Match`, a range that does not start where it was asked): the rest of it is
+    /// not read, so no sample is spliced from two versions.
+    ShardChanged,
     /// A table shard (Parquet) failed part-way (a bad row group, no image column).
     CorruptTable,
     // --- remote shards ---
@@ -103,7 +107,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 37] = [
+    pub const ALL: [Counter; 38] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -125,6 +129,7 @@ impl Counter {
         Counter::TruncatedTar,
         Counter::CorruptTar,
         Counter::UnreadableShard,
+        Counter::ShardChanged,
         Counter::CorruptTable,
         Counter::RemoteRetry,
         Counter::BadJson,
@@ -166,6 +171,7 @@ impl Counter {
             Counter::TruncatedTar => "shard_truncated",
             Counter::CorruptTar => "shard_corrupt",
             Counter::UnreadableShard => "shard_unreadable",
+            Counter::ShardChanged => "shard_changed",
             Counter::CorruptTable => "shard_table_corrupt",
             Counter::RemoteRetry => "remote_retries",
             Counter::BadJson => "repaired_bad_json",

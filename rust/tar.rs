@@ -169,7 +169,13 @@ fn read_entries<R: Read>(
                 // unexpected EOF is a truncated shard, anything else a corrupt one.
                 // The pending sample may be missing members that came after the damage (its
                 // json, say): it is left out, and named.
-                let counter = if is_eof(&e) { Counter::TruncatedTar } else { Counter::CorruptTar };
+                let counter = if crate::remote::is_changed(&e) {
+                    Counter::ShardChanged
+                } else if is_eof(&e) {
+                    Counter::TruncatedTar
+                } else {
+                    Counter::CorruptTar
+                };
                 let pending = !current.members.is_empty() && !current.skipped;
                 if pending || current.skipped {
                     stats.incr(Counter::SamplesRead);
@@ -229,11 +235,12 @@ fn read_entries<R: Read>(
         let read = entry.read_to_end(&mut data);
         if read.is_err() || (data.len() as u64) < size {
             // The shard ends inside this member: drop the partial sample.
-            let why = match read {
-                Err(e) => e.to_string(),
-                Ok(_) => format!("member {path:?} cut at {} of {size} bytes", data.len()),
+            let (counter, why) = match read {
+                Err(e) if crate::remote::is_changed(&e) => (Counter::ShardChanged, e.to_string()),
+                Err(e) => (Counter::TruncatedTar, e.to_string()),
+                Ok(_) => (Counter::TruncatedTar, format!("member {path:?} cut at {} of {size} bytes", data.len())),
             };
-            stats.problem(Counter::TruncatedTar, shard, &current.key, why);
+            stats.problem(counter, shard, &current.key, why);
             return None;
         }
         current.members.push((ext, data));

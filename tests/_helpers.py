@@ -31,6 +31,13 @@ def write_tar(path, members) -> str:
     return str(path)
 
 
+def etag(data: bytes) -> str:
+    """A strong ETag that follows the content (as object stores' do)."""
+    import zlib
+
+    return f'"{zlib.crc32(data):08x}-{len(data)}"'
+
+
 class ShardServer:
     """Serves `files` (path → bytes) with Range support. `drops[path] = n`: the first n answers
     for that path send the headers of the whole remaining body, half of it, then close the
@@ -46,6 +53,11 @@ class ShardServer:
         self.stall: Dict[str, float] = {}  # path -> seconds to hang after the headers
         self.trickle: Dict[str, float] = {}  # path -> seconds between single bytes
         self.log: List[tuple] = []  # (path, Range header, bytes sent)
+        # path -> the next version of the file, served from the next request on (a server whose
+        # object is replaced while a client reads it; ETags follow the content)
+        self.replace_after_first: Dict[str, bytes] = {}
+        self.wrong_range: Dict[str, int] = {}  # path -> answer a Range with this start instead
+        self.honour_if_match = True  # False: a server that ignores If-Match (answers anyway)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,20 +87,31 @@ class ShardServer:
                     self.end_headers()
                     return
                 data = server.files.get(path)
+                if data is not None and path in server.replace_after_first:
+                    server.files[path] = server.replace_after_first.pop(path)
                 if data is None:
                     server.log.append((path, rng, 0))
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                want = self.headers.get("If-Match")
+                if want is not None and server.honour_if_match and want != etag(data):
+                    server.log.append((path, rng, 0))
+                    self.send_response(412)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 m = re.match(r"bytes=(\d+)-(\d*)", rng) if rng else None
                 start = int(m.group(1)) if m else 0
+                if m and path in server.wrong_range:
+                    start = server.wrong_range[path]
                 last = min(int(m.group(2)), len(data) - 1) if m and m.group(2) else len(data) - 1
                 body = data[start : last + 1]
                 self.send_response(206 if rng else 200)
                 # What object stores send with every object (object_store's GCS and Azure
                 # clients require them).
-                self.send_header("ETag", f'"{len(data)}"')
+                self.send_header("ETag", etag(data))
                 self.send_header("Last-Modified", "Mon, 30 Nov 2026 00:00:00 GMT")
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{last}/{len(data)}")
@@ -128,7 +151,7 @@ class ShardServer:
                 self.send_response(404 if data is None else 200)
                 self.send_header("Content-Length", "0" if data is None else str(len(data)))
                 if data is not None:
-                    self.send_header("ETag", f'"{len(data)}"')
+                    self.send_header("ETag", etag(data))
                 self.end_headers()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

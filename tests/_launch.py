@@ -17,7 +17,7 @@ def read_share(shards, out_dir, rank, *, context, workers, build_before_init=Fal
     from webli_io import WebLIStream
 
     def build():
-        return WebLIStream(shards, batch_size=3, image_size=16, num_threads=1, shuffle=True, seed=7)
+        return WebLIStream(shards, batch_size=3, image_size=16, num_threads=1, shuffle=True, seed=7, equal_batches=None)
 
     stream = build() if build_before_init else None
     if not dist.is_initialized():

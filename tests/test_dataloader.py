@@ -43,7 +43,8 @@ def test_ddp_ranks_times_workers_partition_the_data(make_shards):
     ds = make_shards(shards=8, per_shard=3)
     seen = []
     for rank in range(2):
-        stream = WebLIStream(ds["paths"], batch_size=2, image_size=16, num_threads=1, shuffle=True, seed=5, rank=rank, world_size=2)
+        stream = WebLIStream(ds["paths"], batch_size=2, image_size=16, num_threads=1, shuffle=True, seed=5, rank=rank, world_size=2,
+                             equal_batches=None)
         stream.set_epoch(3)
         seen.append(keys_of(DataLoader(stream, batch_size=None, num_workers=2)))
     assert not set(seen[0]) & set(seen[1])

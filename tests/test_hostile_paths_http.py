@@ -211,3 +211,45 @@ def test_index_eval_reads_images_a_few_at_a_time():
         assert [next(it) for _ in range(3)] == [0, 2, 4]
         assert len(taken) <= 8 + 3, "the input is read as the results are taken, not all at once"
         assert list(it)[-1] == 1998
+
+
+def _two_versions(tmp_path, web_images):
+    """A shard in two versions with the same keys: A's captions say "A", B's say "B" (and B's
+    images are other photos), so a sample spliced from both would show it."""
+    from _helpers import write_tar
+
+    def version(tag, shift):
+        members = []
+        for i in range(12):
+            members += [(f"k{i:03d}.jpg", web_images[(i + shift) % len(web_images)]), (f"k{i:03d}.txt", f"{tag} caption {i}".encode())]
+        return open(write_tar(tmp_path / f"{tag}.tar", members), "rb").read()
+
+    return version("A", 0), version("B", 1)
+
+
+@pytest.mark.parametrize("honour_if_match", [True, False])
+def test_a_resumed_read_never_splices_two_versions_of_an_object(server, tmp_path, web_images, fast_retries, honour_if_match):
+    a, b = _two_versions(tmp_path, web_images)
+    server.files["/s.tar"] = a
+    server.drops["/s.tar"] = 1  # the first answer stops half-way ...
+    server.replace_after_first["/s.tar"] = b  # ... and the object is replaced before the retry
+    server.honour_if_match = honour_if_match  # a server that answers 412, or one that ignores If-Match
+    s = WebLIStream(server.url + "/s.tar", batch_size=2, image_size=16)
+    texts = [t for batch in s for t in batch["texts"]]
+    assert texts and all(t.startswith("A ") for t in texts), texts
+    st = s.stats()
+    assert st["shard_changed"] == 1, st
+    assert any(p["reason"] == "shard_changed" and "changed since it was first read" in p["message"] for p in s.problems())
+    if honour_if_match:
+        assert [r for path, r, n in server.log if path == "/s.tar"][1].startswith("bytes="), "a conditional ranged retry, refused"
+
+
+def test_a_ranged_answer_that_does_not_continue_the_object_is_not_used(server, tmp_path, web_images, fast_retries):
+    a, _ = _two_versions(tmp_path, web_images)
+    server.files["/s.tar"] = a
+    server.drops["/s.tar"] = 1
+    server.wrong_range["/s.tar"] = 0  # a 206 from byte 0 when the rest was asked for
+    s = WebLIStream(server.url + "/s.tar", batch_size=2, image_size=16)
+    keys = [k for batch in s for k in batch["keys"]]
+    assert len(keys) == len(set(keys)) > 0, "no sample twice"
+    assert s.stats()["shard_changed"] == 1

@@ -80,6 +80,12 @@ def test_prepare_labels_with_metadata_then_real_lid(tmp_path, web_images):
     assert sum(m["languages"].values()) == len(rows)
     per_shard = [sum(s["languages"].values()) for s in m["shards"]]
     assert per_shard == [6, len(rows) - 6]
+    # The shard index is written beside the output, with the languages prepare wrote.
+    assert m["index"]["indexed"] == 2 and not m["index"]["failed"]
+    import json as _json
+
+    ix = _json.loads((out / "in-0.index.json").read_text())
+    assert len(ix["samples"]["key"]) == 6 and all("language" in meta for meta in ix["samples"]["meta"])
     # Resumable: a second run redoes nothing; a removed output shard is redone alone.
     assert prepare(src, str(out), progress=False)["shards_done_now"] == 0
     (out / "in-1.tar").unlink()

@@ -5,6 +5,7 @@ retry. Every server runs in this process, on loopback: no real cloud is touched.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List
 
@@ -137,21 +138,30 @@ def test_s3_shards_are_indexed_then_counted_and_resumed_from_the_index(s3_server
 
     with pytest.raises(ShardError, match="webli-io index"):
         WebLIStream(urls, batch_size=4, image_size=32, equal_batches="pad")
-    r = build_index(urls, str(tmp_path / "ix"), progress=False)
+    # Written to the object store, as a cluster job writes it; a rerun finds it fresh (ETag).
+    r = build_index(urls, "s3://webli/ix-index", progress=False)
     assert r["indexed"] == 4 and not r["failed"], r
-    ix = json.loads((tmp_path / "ix" / "shard-000000.index.json").read_text())
+    assert build_index(urls, "s3://webli/ix-index", progress=False)["fresh"] == 4
+    from webli_io import _core
+
+    ix = json.loads(_core.read_bytes("s3://webli/ix-index/shard-000000.index.json"))
     assert ix["size"] == Path(local["paths"][0]).stat().st_size and ix["validator"], "size and ETag from a HEAD"
-    opts = dict(batch_size=4, image_size=32, equal_batches="pad", shuffle=True, seed=5, shuffle_buffer=6, index=str(tmp_path / "ix"))
-    whole = keys_of(WebLIStream(urls, **opts))
-    assert sorted(whole) == sorted(keys_of(WebLIStream(local["pattern"], batch_size=4, image_size=32)))
+    summary = json.loads(_core.read_bytes("s3://webli/ix-index/index.json"))
+    assert sorted(summary["shards"]) == [f"shard-{i:06d}.tar" for i in range(4)]
+    opts = dict(batch_size=4, image_size=32, equal_batches="pad", shuffle=True, seed=5, shuffle_buffer=6, index="s3://webli/ix-index/")
+    ref = WebLIStream(urls, **opts)
+    whole = [k for b in ref for k in b["keys"]]
+    assert not ref.problems(), ref.problems()
+    assert sorted(whole) == keys_of(WebLIStream(local["pattern"], batch_size=4, image_size=32))
     first = WebLIStream(urls, **opts)
     it = iter(first)
     got = [k for _ in range(3) for k in next(it)["keys"]]
     state = first.state_dict()
     it.close()
+    assert got == whole[: len(got)], first.problems()
     again = WebLIStream(urls, **opts)
     again.load_state_dict(state)
-    assert got + keys_of(again) == whole
+    assert got + [k for b in again for k in b["keys"]] == whole
     assert again.stats()["index_passed"] > 0
 
 

@@ -33,9 +33,13 @@ __all__ = [
     "index_location",
     "is_table_shard",
     "normalize_lang",
+    "order_at",
+    "read_bytes",
     "shard_identity",
     "shuffled_order",
+    "slot_sums",
     "table_rows",
+    "write_object",
 ]
 
 __version__: str
@@ -138,6 +142,12 @@ def count_selected(
 def shuffled_order(n: int, seed: int) -> List[int]:
     """`range(n)` shuffled with `seed` by the core's RNG (the shard order of an epoch)."""
 
+def order_at(n: int, seed: int, shuffle: bool, start: int, step: int, limit: Optional[int] = None) -> List[int]:
+    """Positions start, start + step, ... of the epoch's shard order: a reader's shard indices."""
+
+def slot_sums(counts: Sequence[int], seed: int, shuffle: bool, slots: int) -> List[int]:
+    """Per reader slot, the sum of per-shard counts over the shards the epoch deals it."""
+
 def count_samples(shards: Sequence[str], options: Options, *, threads: int = 1) -> List[int]:
     """Samples per tar shard from the shard index, else a local shard's tar headers."""
 
@@ -145,6 +155,12 @@ def build_index(
     shard: str, fields: Sequence[str] = ..., max_member_bytes: int = ...
 ) -> Tuple[str, int, List[Dict[str, str]]]:
     """Read a tar shard once: its shard index as JSON, the samples indexed, the problems met."""
+
+def read_bytes(location: str, limit: int = ...) -> bytes:
+    """The bytes of a small local or remote file (FileNotFoundError when there is none)."""
+
+def write_object(url: str, data: bytes) -> None:
+    """Write `data` as the object at `url` (s3/gs/az): one PUT."""
 
 def index_location(shard: str, index_dir: Optional[str] = None) -> Optional[str]:
     """Where `shard`'s index file is, in `index_dir` or beside the shard."""

@@ -645,8 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ix.add_argument("shards", nargs="+", help="tar shards: paths, globs, brace patterns, http(s)/s3/gs/az URLs")
-    ix.add_argument("-o", "--out", default=None, help="folder for the index files (default: beside each local shard; "
-                    "required for remote shards)")
+    ix.add_argument("-o", "--out", default=None, help="folder for the index files, local or an object-store prefix "
+                    "(s3://, gs://, az://) (default: beside each local shard; required for remote shards)")
     ix.add_argument("--field", action="append", default=None, metavar="NAME",
                     help="a metadata field the stream's filters read (min_score, drop_if), kept per sample; repeatable. "
                     "The language fields are always kept")

@@ -10,8 +10,9 @@ data and a resume seeks instead of re-reading what was consumed.
 Shards are indexed in parallel on threads (the core releases the GIL; remote reads wait on the
 network, so more threads than CPUs pay). A shard whose index is there and still matches it
 (size and modification time, or ETag) is not redone: a killed run resumes where it stopped.
-Files are written atomically (a temporary name, then a rename), so a reader never sees half an
-index.
+Files are written atomically (a temporary name, then a rename; to an object store, one PUT), so
+a reader never sees half an index. The output is a local folder or an object-store prefix
+(``-o s3://bucket/webli-index/``), as a cluster job writes it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from . import _core
 from ._progress import progress as progress_bar
@@ -38,6 +39,32 @@ class ShardIndexError(RuntimeError):
 
 def _is_url(path: str) -> bool:
     return "://" in path or path.startswith("pipe:")
+
+
+#: Output folders an index can be written to besides local ones: object stores (one PUT a file).
+OBJECT_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "abfss://")
+
+
+def _is_object(path: str) -> bool:
+    return path.startswith(OBJECT_SCHEMES)
+
+
+def _write(path: str, text: str) -> None:
+    if _is_object(path):
+        _core.write_object(path, text.encode())
+    else:
+        _write_atomic(path, text)
+
+
+def _read_json(path: str) -> Any:
+    if _is_object(path):
+        return json.loads(_core.read_bytes(path))
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _folder(path: str) -> str:
+    return path.rsplit("/", 1)[0] if _is_object(path) else (os.path.dirname(path) or ".")
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -59,10 +86,9 @@ def _fresh(shard: str, dest: str, fields: Sequence[str]) -> Optional[Dict[str, A
     """The summary entry of an index at `dest` that still matches `shard` and holds `fields`
     (None: build it)."""
     try:
-        with open(dest, encoding="utf-8") as f:
-            ix = json.load(f)
+        ix = _read_json(dest)
         size, validator = _core.shard_identity(shard)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):
         return None
     if not isinstance(ix, dict) or ix.get("version") != INDEX_VERSION or ix.get("size") != size:
         return None
@@ -91,17 +117,17 @@ def build_index(
     specs = [os.fspath(s) for s in ([shards] if isinstance(shards, (str, os.PathLike)) else shards)]
     if not specs:
         raise ShardIndexError("no shards given")
-    if out is not None and _is_url(out):
+    if out is not None and _is_url(out) and not _is_object(out):
         raise ShardIndexError(
-            f"-o {out}: this webli-io writes the index to a folder; write it to a local folder, then copy the folder "
-            "beside the shards (e.g. `aws s3 cp --recursive DIR s3://bucket/prefix/`) or pass index=URL of the copy"
+            f"-o {out}: the index is written to a folder or an object store (s3://, gs://, az://), not over http(s) "
+            "or a pipe: write it to a folder, then serve that folder beside the shards and pass index=URL"
         )
     names = _core.expand_shards(specs, allow_pipe=allow_pipe)
     tables = [s for s in names if _core.is_table_shard(s)]
     names = [s for s in names if not _core.is_table_shard(s)]
     if out is None and any(_is_url(s) for s in names):
         raise ShardIndexError("remote shards: give the folder to write their index to (-o DIR), then pass index=DIR to the stream")
-    if out is not None:
+    if out is not None and not _is_object(out):
         os.makedirs(out, exist_ok=True)
     threads = threads or min(32, 4 * (os.cpu_count() or 1))
     summaries: Dict[str, Dict[str, Dict[str, Any]]] = {}
@@ -117,7 +143,7 @@ def build_index(
         if entry is None:
             text, n, problems = _core.build_index(shard, list(fields))
             ix = json.loads(text)
-            _write_atomic(dest, text)
+            _write(dest, text)
             entry = {"samples_read": ix["samples_read"], "size": ix["size"], "validator": ix["validator"], "samples": n}
             kind = "indexed"
         else:
@@ -126,7 +152,7 @@ def build_index(
         with lock:
             report[kind] += 1
             report["samples"] += entry.pop("samples") or 0
-            summaries.setdefault(os.path.dirname(dest) or ".", {})[key] = entry
+            summaries.setdefault(_folder(dest), {})[key] = entry
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {pool.submit(one, s): s for s in names}
@@ -142,16 +168,15 @@ def build_index(
         finally:
             bar.close()
     for folder, entries in summaries.items():
-        path = os.path.join(folder, "index.json")
+        path = f"{folder}/index.json" if _is_object(folder) else os.path.join(folder, "index.json")
         merged: Dict[str, Any] = {}
         try:
-            with open(path, encoding="utf-8") as f:
-                old = json.load(f)
+            old = _read_json(path)
             if isinstance(old, dict) and old.get("format") == SUMMARY_FORMAT and old.get("version") == INDEX_VERSION:
                 merged = dict(old.get("shards") or {})
-        except (OSError, ValueError):
+        except (OSError, ValueError, RuntimeError):
             pass
         merged.update(entries)
-        _write_atomic(path, json.dumps({"format": SUMMARY_FORMAT, "version": INDEX_VERSION, "shards": merged}, sort_keys=True))
+        _write(path, json.dumps({"format": SUMMARY_FORMAT, "version": INDEX_VERSION, "shards": merged}, sort_keys=True))
     return report
 

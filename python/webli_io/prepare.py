@@ -422,6 +422,14 @@ def prepare(
         "seconds": round(elapsed, 3),
         "shards": ordered,
     }
+    # The shard index beside the output (`webli-io index`): counts and resumes without reading.
+    # Only the shards written now are read again (the others' indexes are found fresh).
+    from .index import build_index
+
+    written = [os.path.join(out_dir, n) for n in names if n.endswith(".tar")]
+    if written:
+        ix = build_index(written, out_dir, progress=False)
+        manifest["index"] = {"indexed": ix["indexed"], "fresh": ix["fresh"], "failed": ix["failed"]}
     with open(os.path.join(out_dir, MANIFEST + ".tmp"), "w") as f:
         json.dump(manifest, f, ensure_ascii=False, indent=1)
     os.replace(os.path.join(out_dir, MANIFEST + ".tmp"), os.path.join(out_dir, MANIFEST))

@@ -85,6 +85,10 @@ class ObserveWarning(UserWarning):
 #: The limit of a resampled reader without ``samples_per_epoch``: without end, in practice.
 RESAMPLED_FOREVER = 1 << 62
 
+#: A reader that must pad and has nothing of its own pads from at most this many of the epoch's
+#: shards (the first of its order): enough for any share, and bounded at 12.5 M shards.
+FALLBACK_SHARDS = 1024
+
 #: Version of the dict that ``state_dict`` returns.
 STATE_VERSION = 2
 
@@ -406,9 +410,11 @@ class WebLIStream(IterableDataset):
             whole-image fingerprints: re-encoded, rescaled and brightened copies are caught,
             cropped ones mostly not (the blocklist stores crop variants; the stream does not,
             to keep one fingerprint per image).
-        equal_batches: ``None`` (default: each reader yields what its shards hold), ``"drop"``
-            or ``"pad"``: every reader (rank x worker) yields exactly the same number of full
-            batches per epoch, so DDP ranks never wait on each other at an epoch's end.
+        equal_batches: ``"drop"`` or ``"pad"``: every reader (rank x worker) yields exactly the
+            same number of full batches per epoch, so DDP ranks never wait on each other at an
+            epoch's end; ``None``: each reader yields what its shards hold. Default: ``"pad"``
+            when the stream is built for more than one rank (as torch's ``DistributedSampler``
+            pads), else ``None``; pass ``equal_batches=None`` explicitly to opt out.
             ``"drop"`` takes the smallest reader's count and drops the rest; ``"pad"`` takes the
             largest and fills the others by repeating their own samples (another shuffle). The
             counts come from a scan of the tar headers (Parquet: the footers) at construction.
@@ -490,10 +496,21 @@ class WebLIStream(IterableDataset):
             if why is not None:
                 log.warning("decode_device='cuda': %s; decoding on the CPU instead (the same crops, the CPU's pixels)", why)
                 options = options.replace(decode_device="cpu")
+        self.topology: Topology = resolve_topology(rank, world_size)
+        if (self.topology.world_size > 1 and "equal_batches" not in settings and options.equal_batches is None
+                and not options.resampled):
+            # Safe in DDP by default, as torch's DistributedSampler and MosaicML streaming are:
+            # every rank the same number of batches (a rank that runs out first would leave the
+            # others waiting in a collective, or a framework crashing at the epoch's end).
+            # Opt out with equal_batches=None, given explicitly.
+            options = options.replace(equal_batches="pad")
+            self._equal_auto = True
+        else:
+            self._equal_auto = False
+        self._equal_chosen = "equal_batches" in settings or options.equal_batches is not None
         #: The settings, validated once (immutable).
         self.options: Options = options
         self.shards: List[str] = _core.expand_shards(specs, allow_pipe=options.allow_pipe)
-        self.topology: Topology = resolve_topology(rank, world_size)
         self._table_opener: Optional[ParquetOpener] = None
         if any(is_table_shard(s) for s in self.shards):
             require_pyarrow()
@@ -566,16 +583,21 @@ class WebLIStream(IterableDataset):
                     )
         return self.topology
 
-    def _order(self) -> List[str]:
-        """This epoch's shard order: the same in every process (the core's seeded shuffle)."""
-        if not self.options.shuffle:
-            return list(self.shards)
-        return [self.shards[i] for i in _core.shuffled_order(len(self.shards), _mix_seed(self.options.seed, self.epoch, "shards"))]
+    def _order_seed(self) -> int:
+        return _mix_seed(self.options.seed, self.epoch, "shards")
+
+    def _order(self, limit: Optional[int] = None) -> List[str]:
+        """This epoch's shard order (its first `limit` shards): the same in every process (the
+        core's seeded shuffle)."""
+        idx = _core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, 0, 1, limit)
+        return [self.shards[i] for i in idx]
 
     def shards_for(self, rank: int, world_size: int, worker: int, num_workers: int) -> List[str]:
-        """The shards that DataLoader worker ``worker`` of rank ``rank`` reads this epoch."""
+        """The shards that DataLoader worker ``worker`` of rank ``rank`` reads this epoch: every
+        ``world_size * num_workers``-th of the epoch's order. Dealt in the core, so Python sees
+        only this reader's names (12.5 M shards: one pass over 4-byte indices in Rust)."""
         slot, slots = rank * num_workers + worker, world_size * num_workers
-        return self._order()[slot::slots]
+        return [self.shards[i] for i in _core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, slot, slots)]
 
     def _slot_seed(self, slot: int) -> int:
         """Seed of reader `slot`'s sample shuffle this epoch."""
@@ -590,12 +612,15 @@ class WebLIStream(IterableDataset):
         """With ``equal_batches``: the number of full batches every reader yields this epoch
         (of the samples not excluded, after a resume on another layout)."""
         assert self._counts is not None
-        count = dict(zip(self.shards, self._counts))
-        for key, bitmap in (exclude or {}).items():
-            shard = key.split("\0")[0]  # "shard\0k": copy k of a mixture's samples
-            count[shard] = max(0, count.get(shard, 0) - sum(bin(b).count("1") for b in bitmap))
-        order = self._order()
-        per_slot = [sum(count[s] for s in order[i::slots]) for i in range(slots)]
+        counts = self._counts
+        if exclude:
+            counts = list(counts)
+            where = {s: i for i, s in enumerate(self.shards)}
+            for key, bitmap in exclude.items():
+                i = where.get(key.split("\0")[0])  # "shard\0k": copy k of a mixture's samples
+                if i is not None:
+                    counts[i] = max(0, counts[i] - sum(bin(b).count("1") for b in bitmap))
+        per_slot = _core.slot_sums(counts, self._order_seed(), self.options.shuffle, slots)
         batch = self.options.batch_size
         if self.options.equal_batches == "drop":
             return min(n // batch for n in per_slot)
@@ -649,6 +674,12 @@ class WebLIStream(IterableDataset):
         if self._positions_epoch != self.epoch:
             self._positions, self._positions_epoch = {}, self.epoch
         shards = self.shards_for(rank, world, worker, workers)
+        if world > 1 and not self._equal_chosen and not self.options.resampled and worker == 0 and rank == 0:
+            log.warning(
+                "this stream was built before torch.distributed knew the world size (%d ranks now), so it does not give "
+                "every rank the same number of batches: build it after init_process_group (then equal_batches='pad' is "
+                "the default), or pass equal_batches='pad' or, to opt out, equal_batches=None", world,
+            )
         if len(self.shards) < world * workers and worker == 0 and rank == 0:
             log.warning(
                 "%d shards for %d readers (%d ranks x %d workers): some readers get no shard and idle; "
@@ -682,15 +713,16 @@ class WebLIStream(IterableDataset):
             limit, cycle = (RESAMPLED_FOREVER if batches is None else batches * self.options.batch_size - yielded), True
         if counted and not shards and limit > 0:
             # A reader with no shard of its own pads from (or cycles over) the epoch's shards.
-            shards = self._order()
+            shards = self._order(FALLBACK_SHARDS)
         if not shards or (counted and limit <= 0):
             return
         threads = self.options.num_threads or max(1, _available_cpus() // workers)
         core = _core.Stream(
             shards, self.options, shuffle_seed=self._slot_seed(slot), sample_seed=self._sample_seed(), num_threads=threads,
             skip=skip, exclude=exclude, limit=limit, cycle=cycle, table_reader=self._table_opener,
-            # A reader whose own shards cannot fill its share pads from the epoch's other shards.
-            fallback_shards=self._order() if counted else None,
+            # A reader whose own shards cannot fill its share pads from the epoch's other shards
+            # (the first of the epoch's order: enough to pad, bounded at any scale).
+            fallback_shards=self._order(FALLBACK_SHARDS) if counted else None,
         )
         row = self._shared.row_of(info.id if info is not None else None)
         base = self._shared.read_row(row)
@@ -849,7 +881,7 @@ class WebLIStream(IterableDataset):
             else:
                 base = resume  # another layout: the old state stays the base of this one
         return {"version": STATE_VERSION, "epoch": self.epoch, "slots": slots, "positions": positions, "base": base,
-                **self._identity()}
+                "equal_batches_auto": self._equal_auto, **self._identity()}
 
     @staticmethod
     def merge_states(states: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -888,6 +920,13 @@ class WebLIStream(IterableDataset):
         state was taken with other settings or shards, or when its values are out of range."""
         _check_state(state)
         mine = self._identity()
+        if state.get("fingerprint") != mine["fingerprint"] and (self._equal_auto or state.get("equal_batches_auto") is True):
+            # The DDP default chose equal_batches on one side only (a run on one process resumed
+            # on several, or back): the samples are the same, only the padding differs; the
+            # resume on the other layout excludes what was consumed, whatever the padding.
+            theirs = (state.get("settings") or {}).get("equal_batches") if isinstance(state.get("settings"), dict) else None
+            if theirs in (None, "drop", "pad") and self.options.replace(equal_batches=theirs).fingerprint(self.shards) == state.get("fingerprint"):
+                mine["fingerprint"] = state["fingerprint"]
         if state.get("fingerprint") != mine["fingerprint"]:
             theirs = state.get("settings") if isinstance(state.get("settings"), dict) else {}
             differ = sorted(k for k in set(theirs) | set(mine["settings"]) if theirs.get(k) != mine["settings"].get(k))

@@ -1,0 +1,139 @@
+"""Safe by default in DDP, under the frameworks people train with: real PyTorch Lightning
+(``strategy="ddp"``) and real HF Accelerate, 2 CPU ranks (gloo), over uneven shards. Without
+equal batches the rank with more shards runs steps the other never joins (Lightning crashed at
+the epoch's end, Accelerate hung); with the default every rank yields the same number of
+batches and every sample of the epoch is seen."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from _helpers import free_port
+
+COMMON = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    from webli_io import WebLIStream
+
+    shards, out = sys.argv[1].split(","), sys.argv[2]
+
+    def record(rank, keys):
+        with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+            json.dump(keys, f)
+
+    def features(batch):
+        # NHWC uint8 -> one number per channel: enough for a model to train on.
+        return torch.as_tensor(batch["images"]).float().mean(dim=(1, 2)) / 255
+    """
+)
+
+LIGHTNING = COMMON + textwrap.dedent(
+    """
+    import lightning as L
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+            self.keys = []
+
+        def training_step(self, batch, i):
+            self.keys += batch["keys"]
+            return self.lin(features(batch)).pow(2).mean()
+
+        def on_train_epoch_end(self):
+            record(self.global_rank, self.keys)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self):
+            # Built here, after Lightning made the process group: the stream knows its rank.
+            return WebLIStream(shards, batch_size=4, image_size=16, shuffle=True, seed=0).loader(num_workers=0)
+
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Model())
+    """
+)
+
+ACCELERATE = COMMON + textwrap.dedent(
+    """
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    model, opt = acc.prepare(model, opt)
+    stream = WebLIStream(shards, batch_size=4, image_size=16, shuffle=True, seed=0)
+    keys = []
+    for batch in stream.loader(num_workers=0):
+        keys += batch["keys"]
+        loss = model(features(batch)).pow(2).mean()
+        acc.backward(loss)  # DDP: an all-reduce every step, so uneven steps would hang here
+        opt.step()
+        opt.zero_grad()
+    acc.wait_for_everyone()
+    record(acc.process_index, keys)
+    """
+)
+
+
+@pytest.fixture
+def uneven(make_shards):
+    """5 shards of 8 samples: on 2 ranks, 3 shards (24 samples) and 2 (16)."""
+    return make_shards(shards=5, per_shard=8)
+
+
+def _check(out, ds):
+    per_rank = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(per_rank[0]) == len(per_rank[1]) > 0, [len(k) for k in per_rank]
+    assert set(per_rank[0]) | set(per_rank[1]) == set(ds["samples"]), "every sample of the epoch seen"
+
+
+def _run(cmd, tmp_path, **extra_env):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra_env}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+
+def test_lightning_ddp_over_uneven_shards_gets_equal_batches_by_default(uneven, tmp_path):
+    pytest.importorskip("lightning")
+    script = tmp_path / "fit.py"
+    script.write_text(LIGHTNING)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = _run([sys.executable, str(script), ",".join(uneven["paths"]), str(out)], tmp_path, MASTER_PORT=str(free_port()))
+    assert r.returncode == 0, r.stderr[-3000:]
+    _check(out, uneven)
+
+
+def test_accelerate_launch_over_uneven_shards_does_not_hang(uneven, tmp_path):
+    pytest.importorskip("accelerate")
+    script = tmp_path / "loop.py"
+    script.write_text(ACCELERATE)
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           str(script), ",".join(uneven["paths"]), str(out)]
+    r = _run(cmd, tmp_path)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    _check(out, uneven)
+
+
+def test_opting_out_gives_each_rank_what_its_shards_hold(uneven):
+    from webli_io import WebLIStream
+
+    counts = [sum(len(b["keys"]) for b in WebLIStream(uneven["paths"], batch_size=4, image_size=16, rank=r, world_size=2,
+                                                       equal_batches=None)) for r in (0, 1)]
+    assert counts == [24, 16]
+    default = [sum(len(b["keys"]) for b in WebLIStream(uneven["paths"], batch_size=4, image_size=16, rank=r, world_size=2))
+               for r in (0, 1)]
+    assert default == [24, 24], "padded to the largest rank's share"
+    assert WebLIStream(uneven["paths"], rank=0, world_size=1).options.equal_batches is None, "one process: unchanged"
