@@ -279,6 +279,10 @@ pub struct SummaryEntry {
     pub samples_read: u64,
     pub size: u64,
     pub validator: Option<String>,
+    /// Samples with an index entry (those the sample rule keeps): what a resume without
+    /// selection passes over a shard by, without loading its index.
+    #[serde(default)]
+    pub samples: Option<u64>,
 }
 
 /// The key of a shard in a summary: its file name (a URL's query left out).
@@ -343,23 +347,41 @@ impl IndexSet {
         Some(index)
     }
 
+    /// `shard`'s entry in its folder's summary (loaded once per folder).
+    fn summary_entry(&self, shard: &str) -> Option<SummaryEntry> {
+        let location = summary_location(shard, self.dir.as_deref())?;
+        let cached = self.summaries.lock().unwrap_or_else(|e| e.into_inner()).get(&location).cloned();
+        let summary = match cached {
+            Some(s) => s,
+            None => {
+                let s = load_summary(&location).map(Arc::new);
+                self.summaries.lock().unwrap_or_else(|e| e.into_inner()).insert(location, s.clone());
+                s
+            }
+        };
+        summary?.shards.get(&summary_key(shard)).cloned()
+    }
+
     /// The member groups of `shard` from its folder's summary, else from its own index.
     pub fn samples_read(&self, shard: &str, stats: &Stats) -> Option<u64> {
-        if let Some(location) = summary_location(shard, self.dir.as_deref()) {
-            let cached = self.summaries.lock().unwrap_or_else(|e| e.into_inner()).get(&location).cloned();
-            let summary = match cached {
-                Some(s) => s,
-                None => {
-                    let s = load_summary(&location).map(Arc::new);
-                    self.summaries.lock().unwrap_or_else(|e| e.into_inner()).insert(location, s.clone());
-                    s
-                }
-            };
-            if let Some(entry) = summary.as_ref().and_then(|s| s.shards.get(&summary_key(shard))) {
-                return Some(entry.samples_read);
-            }
+        if let Some(entry) = self.summary_entry(shard) {
+            return Some(entry.samples_read);
         }
         self.get(shard, false, stats).map(|ix| ix.samples_read)
+    }
+
+    /// The samples `shard` has index entries for, from the folder summary alone; a local shard
+    /// is checked against the summary's size first (a remote one when its index is loaded: a
+    /// resume that passes a whole remote shard by its count trusts the summary for it).
+    pub fn samples(&self, shard: &str) -> Option<u64> {
+        let entry = self.summary_entry(shard)?;
+        if !is_remote(shard) {
+            let (size, validator) = shard_identity(shard).ok()?;
+            if size != entry.size || (validator.is_some() && entry.validator.is_some() && validator != entry.validator) {
+                return None;
+            }
+        }
+        entry.samples
     }
 }
 

@@ -474,6 +474,37 @@ fn usable_index(cfg: &Job, shard: &str, all: bool, stats: &Stats) -> Option<Arc<
     (all || ix.seekable).then_some(ix)
 }
 
+/// The `span` of a sample known only by its place among a shard's indexed samples (`end`: the
+/// place), from the folder summary's count: its index entry is loaded only if it is delivered.
+const UNLOADED: u64 = u64::MAX;
+
+/// Sample `j` of `shard`, known from the summary's count alone: no key, no place yet.
+fn counted_phantom(j: u64, shard: &Arc<str>) -> Sample {
+    Sample {
+        key: String::new(),
+        shard: shard.clone(),
+        index: j,
+        seq: 0,
+        image: Default::default(),
+        text: String::new(),
+        meta: Default::default(),
+        lang: String::new(),
+        copy: 0,
+        meta_ok: true,
+        extras: Vec::new(),
+        span: Some((UNLOADED, j)),
+    }
+}
+
+/// Can a resume pass this shard's samples by their count alone? Only when nothing but their
+/// number decides the stream: no selection (it reads keys and fields), no mixture (it draws by
+/// key), no exclusions (they name samples), not a count or replay (they want the samples).
+fn passes_by_count(cfg: &Job, shard: &str, view: View<'_>) -> bool {
+    let sel = &cfg.settings.select;
+    let selects = sel.subset.is_some() || sel.dedup || !sel.min_score.is_empty() || !sel.drop_if.is_empty();
+    !view.gate.all && !selects && !cfg.settings.mixture.enabled() && !view.exclude.is_some_and(|m| m.contains_key(shard))
+}
+
 /// Sample `j` of `ix`, known from the index alone (see [`Sample::span`]).
 fn phantom(ix: &ShardIndex, j: usize, shard: &Arc<str>) -> Sample {
     let e = &ix.samples;
@@ -496,6 +527,20 @@ fn phantom(ix: &ShardIndex, j: usize, shard: &Arc<str>) -> Sample {
 /// Read a sample known from the index alone, by its byte range, and fill in its bytes;
 /// `false` (counted) when that fails or finds another sample than the index says.
 fn hydrate(cfg: &Job, s: &mut Sample, stats: &Stats) -> bool {
+    if let Some((UNLOADED, j)) = s.span {
+        // Known by its count: its entry, from the shard's index, now.
+        match cfg.index.get(&s.shard, true, stats).filter(|ix| (j as usize) < ix.len()) {
+            Some(ix) => {
+                let j = j as usize;
+                s.key = ix.samples.key[j].clone();
+                s.index = ix.samples.index[j];
+                s.span = Some((ix.samples.offset[j], ix.samples.end[j]));
+            }
+            // The index file is gone or damaged since the summary was written: the shard is read
+            // from its start to that sample (no selection here: the j-th sample the rule keeps).
+            None => return read_nth(cfg, s, j, stats),
+        }
+    }
     let Some((start, end)) = s.span else { return true };
     let run = &cfg.settings.run;
     let cache = run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, run.cache_max_bytes));
@@ -535,7 +580,38 @@ fn hydrate(cfg: &Job, s: &mut Sample, stats: &Stats) -> bool {
     s.meta = full.meta;
     s.meta_ok = full.meta_ok;
     s.extras = full.extras;
+    s.lang = sample_lang(&s.meta, &cfg.settings.read.lang_fields());
     s.span = None;
+    true
+}
+
+/// Fill `s` with the `n`-th sample (from 0) that the sample rule keeps in its shard, read from the
+/// shard's start: a sample passed by its count whose index entry cannot be had.
+fn read_nth(cfg: &Job, s: &mut Sample, n: u64, stats: &Stats) -> bool {
+    let run = &cfg.settings.run;
+    let cache = run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, run.cache_max_bytes));
+    let found = catch_unwind(AssertUnwindSafe(|| {
+        let (reader, _) = open_shard_counted(&s.shard, cache.as_ref()).ok()?;
+        let (mut kept, mut raw_i, mut got) = (0u64, 0u64, None);
+        read_samples_from(reader, 0, &s.shard, cfg.settings.read.max_member_bytes, &Stats::new(), |raw| {
+            let i = raw_i;
+            raw_i += 1;
+            let Some(sample) = to_sample(raw, &s.shard, &Stats::new(), &cfg.settings.read.extra_members) else { return true };
+            kept += 1;
+            if kept <= n {
+                return true;
+            }
+            got = Some((i, sample));
+            false
+        });
+        got
+    }));
+    let Ok(Some((index, full))) = found else {
+        stats.problem(Counter::IndexStale, &s.shard, "", format!("sample {n} of the shard's summary count is not in the shard: not read"));
+        return false;
+    };
+    let lang = sample_lang(&full.meta, &cfg.settings.read.lang_fields());
+    *s = Sample { index, seq: s.seq, copy: s.copy, lang, ..full };
     true
 }
 
@@ -557,11 +633,35 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
     // Where reading starts: byte offset, the sample's number, the key the index expects there.
     let mut start: (u64, u64, Option<String>) = (0, 0, None);
     let mut validator: Option<String> = None;
-    let index = (!is_table_shard(shard) && view.wants_index(shard)).then(|| usable_index(cfg, shard, view.gate.all, stats)).flatten();
+    // Without selection or a mixture, whole shards are passed by the summary's count: their
+    // index files are not even loaded (a resume at 90% of 100k shards loads a few, not 90k).
+    let mut counted = 0usize;
+    if !is_table_shard(shard) && view.skipping() && passes_by_count(cfg, shard, view) {
+        if let Some(n) = cfg.index.samples(shard) {
+            while (counted as u64) < n && view.skipping() {
+                stats.incr(Counter::IndexPassed);
+                if !out(counted_phantom(counted as u64, &name)) {
+                    return false;
+                }
+                counted += 1;
+            }
+            if counted as u64 == n {
+                return true;
+            }
+        }
+    }
+    let index = match counted {
+        0 => (!is_table_shard(shard) && view.wants_index(shard)).then(|| usable_index(cfg, shard, view.gate.all, stats)).flatten(),
+        // Stopped inside the shard: its index now (to seek).
+        _ => usable_index(cfg, shard, false, stats),
+    };
+    // Samples already passed by their count, to leave out of a read from the shard's start
+    // (when its index turned out missing or stale).
+    let mut drop_first = if index.is_none() { counted } else { 0 };
     // The first sample to read was selected already, from the index (dedup keeps state).
     let mut selected_first = false;
     if let Some(ix) = index {
-        let mut j = 0;
+        let mut j = counted;
         while j < ix.len() {
             let mut sample = phantom(&ix, j, &name);
             let hash = ix.samples.hash[j];
@@ -599,6 +699,10 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
     // What every sample of the shard goes through, whatever the shard's format.
     let mut handle = |sample: Option<Sample>, i: u64| -> bool {
         if let Some(mut sample) = sample {
+            if drop_first > 0 {
+                drop_first -= 1;
+                return true;
+            }
             if !std::mem::take(&mut selected_first)
                 && !selector.keep(&sample.key, shard, &sample.meta, sample.meta_ok, &sample.image, stats)
             {

@@ -7,11 +7,15 @@ every run ends.
 Generated: shard counts and sizes (uneven, empty shards too), batch sizes, 1-3 ranks, 0-3
 workers, shuffle, selection (a subset, exact dedup with real duplicate images, a score filter, a
 corrupt image, a mixture with a manifest), ``equal_batches`` None / "drop" / "pad", and the
-interruption point. Real shards written by webdataset, real DataLoader worker processes.
+interruption point; and where the shards are: local, local with a shard index (a resume then
+passes what was consumed by the index, without reading it), or on loopback HTTP with the index
+served beside them (the resume seeks by HTTP Range). Real shards written by webdataset, real
+DataLoader worker processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import itertools
@@ -126,20 +130,38 @@ PHASES = [Phase.explicit, Phase.reuse, Phase.generate] + ([] if os.environ.get("
     equal=st.sampled_from([None, "drop", "pad"]),
     in_flight=st.sampled_from([None, 1, 3]),
     steps=st.integers(0, 4),
+    source=st.sampled_from(["local", "indexed", "http"]),
     data=st.data(),
 )
 def test_interrupted_and_resumed_on_another_layout_is_one_epoch(
-    sizes, batch_size, before, after, shuffle, subset, dedup, min_score, mixture, equal, in_flight, steps, data
+    sizes, batch_size, before, after, shuffle, subset, dedup, min_score, mixture, equal, in_flight, steps, source, data
 ):
-    with tempfile.TemporaryDirectory() as d:
+    from _helpers import ShardServer
+
+    from webli_io.index import build_index
+
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         paths, manifest = write_dataset(
             d, sizes, small_jpegs(),
             draw_dup=lambda: data.draw(st.booleans(), label="duplicate"),
             draw_score=lambda: data.draw(st.sampled_from([0.1, 0.5, 0.9]), label="score"),
         )
+        index = None
+        if source != "local":
+            index = os.path.join(d, "ix")
+            build_index(paths, index, fields=["score"], progress=False)
+        if source == "http":
+            server = ShardServer()
+            stack.callback(server.close)
+            for name in os.listdir(d) + [f"ix/{n}" for n in os.listdir(index)]:
+                if name.endswith((".tar", ".json")) and os.path.isfile(os.path.join(d, name)):
+                    with open(os.path.join(d, name), "rb") as f:
+                        server.files[f"/{name}"] = f.read()
+            paths = [f"{server.url}/{os.path.basename(p)}" for p in paths]
+            index = f"{server.url}/ix/"
         opts = {"batch_size": batch_size, "image_size": 16, "shuffle": shuffle, "seed": 3, "subset": subset, "dedup": dedup,
                 "min_score": {"score": min_score} if min_score else None, "equal_batches": equal,
-                "shards_in_flight": in_flight}
+                "shards_in_flight": in_flight, "index": index}
         if shuffle:
             opts["shuffle_buffer"] = 4
         if mixture:

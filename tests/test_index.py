@@ -239,3 +239,25 @@ def test_train_on_http_shards_two_torchrun_ranks_then_resume_on_one(server, make
     res = train(p.parse_args([*urls, *common, "--index", ix, "--steps", "5", "--resume"]), log=lines.append)
     assert res["steps"] == 5 and res["world_size"] == 1
     assert any("resumed from" in x and "step 3" in x for x in lines), lines
+
+
+def test_without_selection_a_resume_passes_whole_shards_by_their_count(server, make_shards, tmp_path):
+    """The index itself served over http: a resume at ~80% loads the summary and the index files
+    of the few shards it stops in, not one per shard it passes."""
+    m = make_shards(shards=40, per_shard=5)
+    urls = serve(server, m["paths"])
+    ix = tmp_path / "ix"
+    build_index(urls, str(ix), progress=False)
+    for f in ix.iterdir():
+        server.files[f"/ix/{f.name}"] = f.read_bytes()
+    opts = dict(shuffle=True, seed=4, shuffle_buffer=10, index=server.url + "/ix/", **SMALL)
+    whole = keys(WebLIStream(urls, **opts))
+    got, state = _consume(WebLIStream(urls, **opts), int(len(whole) / 8 * 0.8))
+    server.log.clear()
+    again = WebLIStream(urls, **opts)
+    again.load_state_dict(state)
+    rest = keys(again)
+    assert keys(got) + rest == whole
+    loaded = [p for p, r, _ in server.log if p.endswith(".index.json")]
+    assert 0 < len(loaded) <= 12, f"{len(loaded)} index files loaded for a resume over 40 shards"
+    assert again.stats()["index_passed"] >= len(keys(got))

@@ -151,7 +151,7 @@ def build_index(
         key = shard.split("?")[0].rsplit("/", 1)[-1]
         with lock:
             report[kind] += 1
-            report["samples"] += entry.pop("samples") or 0
+            report["samples"] += entry["samples"] or 0
             summaries.setdefault(_folder(dest), {})[key] = entry
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
