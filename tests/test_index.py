@@ -261,3 +261,20 @@ def test_without_selection_a_resume_passes_whole_shards_by_their_count(server, m
     loaded = [p for p, r, _ in server.log if p.endswith(".index.json")]
     assert 0 < len(loaded) <= 12, f"{len(loaded)} index files loaded for a resume over 40 shards"
     assert again.stats()["index_passed"] >= len(keys(got))
+
+
+def test_ray_engine_writes_the_same_index(make_shards, tmp_path, capsys):
+    """`webli-io index --engine ray`: a Ray Data task per shard (a local Ray here), the same files
+    as the local engine, and a bad shard reported, not fatal."""
+    m = make_shards(shards=3, per_shard=4)
+    bad = tmp_path / "data" / "bad.tar"
+    bad.write_bytes(b"")
+    build_index(m["paths"], str(tmp_path / "local"), progress=False)
+    assert main(["index", *m["paths"], str(bad), "-o", str(tmp_path / "ray"), "--engine", "ray", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["indexed"] == 4 and not r["failed"], r  # an empty tar indexes to no samples
+    for p in m["paths"]:
+        name = os.path.basename(p)[: -len(".tar")] + ".index.json"
+        assert json.loads((tmp_path / "ray" / name).read_text()) == json.loads((tmp_path / "local" / name).read_text())
+    summary = json.loads((tmp_path / "ray" / "index.json").read_text())
+    assert summary["shards"]["bad.tar"]["samples"] == 0

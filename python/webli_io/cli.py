@@ -421,7 +421,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     try:
         r = build_index(args.shards, args.out, fields=args.field or (), threads=args.threads, progress=not args.json,
-                        force=args.force, allow_pipe=False)
+                        force=args.force, allow_pipe=False, engine=args.engine, ray_address=args.ray_address)
     except (ShardIndexError, FileNotFoundError, ValueError) as e:
         print(f"webli-io index: {e}", file=sys.stderr)
         return 1
@@ -652,6 +652,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "The language fields are always kept")
     ix.add_argument("--threads", type=positive, default=None, help="shards indexed at once (default: 4 per CPU, at most 32)")
     ix.add_argument("--force", action="store_true", help="rebuild every index, even those that still match their shard")
+    ix.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="'local': threads here; 'ray': a Ray Data task per shard (12.5 M shards need a cluster; then -o "
+                    "must be a place every node writes, e.g. s3://)")
+    ix.add_argument("--ray-address", default=None, help="with --engine ray: the cluster to join; none: start a local Ray")
     ix.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     ix.set_defaults(func=cmd_index)
 

@@ -100,6 +100,32 @@ def _fresh(shard: str, dest: str, fields: Sequence[str]) -> Optional[Dict[str, A
             "samples": len((ix.get("samples") or {}).get("key") or ())}
 
 
+def _index_one(shard: str, out: Optional[str], fields: Sequence[str], force: bool) -> Dict[str, Any]:
+    """Index one shard (unless its index is fresh): what the summary records of it."""
+    dest = _core.index_location(shard, out)
+    if dest is None:
+        raise ShardIndexError(f"{shard}: no place beside it for an index: give -o DIR")
+    entry = None if force else _fresh(shard, dest, fields)
+    kind = "fresh"
+    if entry is None:
+        text, n, _problems = _core.build_index(shard, list(fields))
+        ix = json.loads(text)
+        _write(dest, text)
+        entry = {"samples_read": ix["samples_read"], "size": ix["size"], "validator": ix["validator"], "samples": n}
+        kind = "indexed"
+    return {"kind": kind, "key": shard.split("?")[0].rsplit("/", 1)[-1], "folder": _folder(dest), "entry": entry}
+
+
+def _ray_index(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A Ray Data task: one shard (errors are returned, not raised, so one bad shard does not
+    fail the job)."""
+    try:
+        return {"shard": row["shard"], "result": json.dumps(_index_one(row["shard"], row["out"], row["fields"], row["force"])),
+                "error": ""}
+    except Exception as e:  # noqa: BLE001 - reported per shard
+        return {"shard": row["shard"], "result": "", "error": str(e) or type(e).__name__}
+
+
 def build_index(
     shards: Sequence[str],
     out: Optional[str] = None,
@@ -109,11 +135,17 @@ def build_index(
     progress: bool = True,
     force: bool = False,
     allow_pipe: bool = False,
+    engine: str = "local",
+    ray_address: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Index `shards` (paths, globs, brace patterns, URLs) into the folder `out` (default: beside
     each local shard). `fields`: metadata fields the stream's filters will read (``min_score``,
-    ``drop_if``); the language fields are always kept. Returns a summary: shards indexed now,
-    found fresh, failed (with the reason), samples."""
+    ``drop_if``); the language fields are always kept. ``engine="ray"`` runs one Ray Data task
+    per shard (on the cluster at `ray_address`, else a local Ray): on a cluster, `out` must be
+    where every node writes the same place (an object store, a shared folder). Returns a
+    summary: shards indexed now, found fresh, failed (with the reason), samples."""
+    if engine not in ("local", "ray"):
+        raise ShardIndexError(f"engine must be 'local' or 'ray', not {engine!r}")
     specs = [os.fspath(s) for s in ([shards] if isinstance(shards, (str, os.PathLike)) else shards)]
     if not specs:
         raise ShardIndexError("no shards given")
@@ -135,38 +167,30 @@ def build_index(
     report: Dict[str, Any] = {"shards": len(names), "indexed": 0, "fresh": 0, "failed": [], "samples": 0,
                               "parquet_skipped": len(tables), "out": out}
 
-    def one(shard: str) -> None:
-        dest = _core.index_location(shard, out)
-        if dest is None:
-            raise ShardIndexError(f"{shard}: no place beside it for an index: give -o DIR")
-        entry = None if force else _fresh(shard, dest, fields)
-        if entry is None:
-            text, n, problems = _core.build_index(shard, list(fields))
-            ix = json.loads(text)
-            _write(dest, text)
-            entry = {"samples_read": ix["samples_read"], "size": ix["size"], "validator": ix["validator"], "samples": n}
-            kind = "indexed"
-        else:
-            kind = "fresh"
-        key = shard.split("?")[0].rsplit("/", 1)[-1]
+    def record(r: Dict[str, Any]) -> None:
         with lock:
-            report[kind] += 1
-            report["samples"] += entry["samples"] or 0
-            summaries.setdefault(_folder(dest), {})[key] = entry
+            report[r["kind"]] += 1
+            report["samples"] += r["entry"]["samples"] or 0
+            summaries.setdefault(r["folder"], {})[r["key"]] = r["entry"]
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = {pool.submit(one, s): s for s in names}
-        bar = progress_bar(total=len(futures), desc="index", unit="shard", disable=not progress)
-        try:
-            for fut in as_completed(futures):
-                err = fut.exception()
-                if isinstance(err, ShardIndexError):
-                    raise err
-                if err is not None:
-                    report["failed"].append({"shard": futures[fut], "error": str(err)})
-                bar.update(1)
-        finally:
-            bar.close()
+    bar = progress_bar(total=len(names), desc="index", unit="shard", disable=not progress)
+    try:
+        if engine == "ray":
+            _run_ray(names, out, fields, force, ray_address, report, record, bar)
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                futures = {pool.submit(_index_one, s, out, fields, force): s for s in names}
+                for fut in as_completed(futures):
+                    err = fut.exception()
+                    if isinstance(err, ShardIndexError):
+                        raise err
+                    if err is not None:
+                        report["failed"].append({"shard": futures[fut], "error": str(err)})
+                    else:
+                        record(fut.result())
+                    bar.update(1)
+    finally:
+        bar.close()
     for folder, entries in summaries.items():
         path = f"{folder}/index.json" if _is_object(folder) else os.path.join(folder, "index.json")
         merged: Dict[str, Any] = {}
@@ -179,4 +203,27 @@ def build_index(
         merged.update(entries)
         _write(path, json.dumps({"format": SUMMARY_FORMAT, "version": INDEX_VERSION, "shards": merged}, sort_keys=True))
     return report
+
+
+def _run_ray(names: Sequence[str], out: Optional[str], fields: Sequence[str], force: bool, address: Optional[str],
+             report: Dict[str, Any], record: Any, bar: Any) -> None:
+    try:
+        import ray
+    except ImportError as e:
+        raise ShardIndexError("--engine ray needs Ray Data: pip install 'webli-io[ray]'") from e
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        rows = [{"shard": s, "out": out, "fields": list(fields), "force": force} for s in names]
+        for r in ray.data.from_items(rows).map(_ray_index).iter_rows():
+            if r["error"]:
+                report["failed"].append({"shard": r["shard"], "error": r["error"]})
+            else:
+                record(json.loads(r["result"]))
+            bar.update(1)
+    finally:
+        if started:
+            ray.shutdown()
 
