@@ -44,18 +44,35 @@ pub fn is_object_url(url: &str) -> bool {
     SCHEMES.iter().any(|s| url.starts_with(s))
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        // reqwest is built without a TLS crypto provider of its own: ring's, as for ureq.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+/// The process's tokio runtime for object-store requests: one per process. A DataLoader worker
+/// forked after the main process read an object store inherits the parent's runtime without its
+/// threads (a fork copies only the forking thread): blocking on it hung forever. So the runtime
+/// is keyed by the process id, and a forked child builds its own; the inherited one is never
+/// dropped there (dropping would wait on threads that do not exist in the child).
+fn runtime() -> Arc<tokio::runtime::Runtime> {
+    static RT: Mutex<Option<(u32, Arc<tokio::runtime::Runtime>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut slot = RT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((owner, rt)) = slot.as_ref() {
+        if *owner == pid {
+            return rt.clone();
+        }
+    }
+    if let Some((_, inherited)) = slot.take() {
+        std::mem::forget(inherited);
+    }
+    // reqwest is built without a TLS crypto provider of its own: ring's, as for ureq.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("webli-objstore")
             .enable_all()
             .build()
-            .expect("a tokio runtime for object stores")
-    })
+            .expect("a tokio runtime for object stores"),
+    );
+    *slot = Some((pid, rt.clone()));
+    rt
 }
 
 fn var(name: &str) -> Option<String> {
@@ -189,7 +206,8 @@ fn store_for(url: &str) -> io::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
     } else {
         String::new()
     };
-    let cache_key = format!("{bucket_url}\n{env:?}\n{profile}");
+    // And by process: a forked child's stores would use the parent's runtime (see `runtime`).
+    let cache_key = format!("{}\n{bucket_url}\n{env:?}\n{profile}", std::process::id());
     let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(s) = stores.get(&cache_key) {
         return Ok((s.clone(), path));

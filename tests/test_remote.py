@@ -204,6 +204,40 @@ def test_train_on_s3_shards_two_torchrun_ranks_then_resume_on_one(s3_server, mak
     assert any("resumed from" in x and "step 3" in x for x in lines), lines
 
 
+FORKED_AFTER_MAIN = """
+import multiprocessing, sys
+from torch.utils.data import DataLoader
+from webli_io import WebLIStream
+
+urls = sys.argv[1:]
+next(iter(WebLIStream(urls[:1], batch_size=4, image_size=16)))  # the main process reads the store first
+s = WebLIStream(urls, batch_size=4, image_size=16)
+fork = multiprocessing.get_context("fork")
+print(sum(len(b["keys"]) for b in DataLoader(s, batch_size=None, num_workers=2, multiprocessing_context=fork)))
+"""
+
+
+def test_forked_workers_read_an_object_store_after_the_main_process_did(s3_server, make_shards, clean_cloud_env, tmp_path):
+    """A forked DataLoader worker inherits the parent's tokio runtime without its threads: it hung
+    forever (6 of 6 trials). A runtime per process: the workers read their shards."""
+    import os
+    import subprocess
+    import sys
+
+    for k, v in {"AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"], "AWS_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
+        clean_cloud_env.setenv(k, v)
+    local = make_shards(shards=4, per_shard=6)
+    for p in local["paths"]:
+        s3_server["client"].upload_file(p, "webli", f"fork/{Path(p).name}")
+    script = tmp_path / "fork.py"
+    script.write_text(FORKED_AFTER_MAIN)
+    urls = [f"s3://webli/fork/{Path(p).name}" for p in local["paths"]]
+    r = subprocess.run([sys.executable, str(script), *urls], capture_output=True, text=True, timeout=180, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[-1] == "24"
+
+
 def test_s3_with_credentials_from_a_profile_file(s3_server, make_shards, clean_cloud_env, tmp_path):
     local = make_shards(shards=1, per_shard=6)
     s3_server["client"].upload_file(local["paths"][0], "webli", "train/a.tar")
