@@ -805,6 +805,12 @@ fn write_object(py: Python<'_>, url: String, data: Vec<u8>) -> PyResult<()> {
         .map_err(|e| PyRuntimeError::new_err(format!("{}: {e}", crate::remote::redact(&url))))
 }
 
+/// Why `dir` cannot be a `cache_dir` (a folder holding files that are not the cache's), or None.
+#[pyfunction]
+fn cache_dir_problem(dir: &str) -> Option<String> {
+    crate::cache::check_dir(std::path::Path::new(dir)).err()
+}
+
 /// Where `shard`'s index file is, in `index_dir` or beside the shard (None: nowhere beside it).
 #[pyfunction]
 #[pyo3(signature = (shard, index_dir=None))]
@@ -990,6 +996,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(consumed_bitmaps, m)?)?;
     m.add_function(wrap_pyfunction!(count_samples, m)?)?;
     m.add_function(wrap_pyfunction!(build_index, m)?)?;
+    m.add_function(wrap_pyfunction!(cache_dir_problem, m)?)?;
     m.add_function(wrap_pyfunction!(read_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(write_object, m)?)?;
     m.add_function(wrap_pyfunction!(order_at, m)?)?;

@@ -137,6 +137,13 @@ impl Resumable {
     }
 }
 
+impl crate::cache::BodyLen for Resumable {
+    /// The object's length as the server announced it (None without a Content-Length).
+    fn body_len(&self) -> Option<u64> {
+        self.total
+    }
+}
+
 impl Read for Resumable {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {

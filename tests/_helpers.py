@@ -58,6 +58,7 @@ class ShardServer:
         self.replace_after_first: Dict[str, bytes] = {}
         self.wrong_range: Dict[str, int] = {}  # path -> answer a Range with this start instead
         self.honour_if_match = True  # False: a server that ignores If-Match (answers anyway)
+        self.no_length: set = set()  # paths answered without Content-Length (the body ends at the close)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -115,7 +116,10 @@ class ShardServer:
                 self.send_header("Last-Modified", "Mon, 30 Nov 2026 00:00:00 GMT")
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{last}/{len(data)}")
-                self.send_header("Content-Length", str(len(body)))
+                if path in server.no_length:
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if path in server.stall or path in server.trickle:
                     import time

@@ -253,3 +253,64 @@ def test_a_ranged_answer_that_does_not_continue_the_object_is_not_used(server, t
     keys = [k for batch in s for k in batch["keys"]]
     assert len(keys) == len(set(keys)) > 0, "no sample twice"
     assert s.stats()["shard_changed"] == 1
+
+
+def _serve_shards(server, make_shards, n=2):
+    local = make_shards(shards=n, per_shard=5)
+    for p in local["paths"]:
+        with open(p, "rb") as f:
+            server.files["/" + os.path.basename(p)] = f.read()
+    return [server.url + "/" + os.path.basename(p) for p in local["paths"]]
+
+
+def test_the_cache_never_deletes_what_it_does_not_own(server, make_shards, tmp_path, fast_retries):
+    from webli_io import ConfigError
+
+    urls = _serve_shards(server, make_shards)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("notes.txt", "model.pt", "train-000.tar"):
+        (mine / name).write_bytes(b"the user's" * 100)
+    with pytest.raises(ConfigError, match="not a webli-io cache") as e:
+        WebLIStream(urls, cache_dir=str(mine), cache_max_bytes=10_000)
+    assert e.value.setting == "cache_dir"
+    assert sorted(p.name for p in mine.iterdir()) == ["model.pt", "notes.txt", "train-000.tar"]
+    # A cache of its own; a file the user drops in later is never evicted, a killed run's
+    # partial file is.
+    cache = tmp_path / "cache"
+    keys = [k for b in WebLIStream(urls[:1], batch_size=5, image_size=16, cache_dir=str(cache)) for k in b["keys"]]
+    assert len(keys) == 5 and (cache / ".webli-io-cache").exists()
+    (cache / "precious.ckpt").write_bytes(b"x" * 50_000)
+    (cache / ".partial-999999999-1-dead.tar").write_bytes(b"half")
+    limit = min(len(v) for v in server.files.values())
+    list(WebLIStream(urls[1:], batch_size=5, image_size=16, cache_dir=str(cache), cache_max_bytes=limit))
+    assert (cache / "precious.ckpt").exists(), "not the cache's: never removed"
+    assert not (cache / ".partial-999999999-1-dead.tar").exists(), "a partial file of a process that is gone is removed"
+
+
+def test_a_cut_body_without_length_is_never_cached_as_whole(server, make_shards, tmp_path, fast_retries):
+    urls = _serve_shards(server, make_shards, n=1)
+    path = "/" + urls[0].rsplit("/", 1)[1]
+    server.no_length.add(path)
+    server.drops[path] = 1  # half the body, then the connection closes: it looks like an end
+    cache = tmp_path / "cache"
+    first = WebLIStream(urls, batch_size=5, image_size=16, cache_dir=str(cache))
+    assert len([k for b in first for k in b["keys"]]) < 5 and first.stats()["shard_truncated"] == 1
+    assert not [p for p in cache.iterdir() if not p.name.startswith(".")], "half a shard is not kept"
+    server.log.clear()
+    again = [k for b in WebLIStream(urls, batch_size=5, image_size=16, cache_dir=str(cache)) for k in b["keys"]]
+    assert len(again) == 5 and server.log, "read from the server again, whole"
+
+
+def test_a_damaged_cache_entry_is_read_again_and_signatures_share_an_entry(server, make_shards, tmp_path, fast_retries):
+    urls = _serve_shards(server, make_shards, n=1)
+    cache = tmp_path / "cache"
+    signed = [urls[0] + "?X-Amz-Signature=aaa&X-Amz-Date=1", urls[0] + "?X-Amz-Signature=bbb&X-Amz-Date=2"]
+    assert len([k for b in WebLIStream(signed[0], batch_size=5, image_size=16, cache_dir=str(cache)) for k in b["keys"]]) == 5
+    server.log.clear()
+    assert len([k for b in WebLIStream(signed[1], batch_size=5, image_size=16, cache_dir=str(cache)) for k in b["keys"]]) == 5
+    assert not server.log, "another signature of the same object: read from the cache"
+    (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated on disk
+    got = [k for b in WebLIStream(signed[1], batch_size=5, image_size=16, cache_dir=str(cache)) for k in b["keys"]]
+    assert len(got) == 5 and server.log, "a damaged entry is not used: read from the server, whole"

@@ -21,6 +21,7 @@ __all__ = [
     "TarSamples",
     "__version__",
     "build_index",
+    "cache_dir_problem",
     "consumed_bitmaps",
     "content_hashes",
     "count_samples",
@@ -155,6 +156,9 @@ def build_index(
     shard: str, fields: Sequence[str] = ..., max_member_bytes: int = ...
 ) -> Tuple[str, int, List[Dict[str, str]]]:
     """Read a tar shard once: its shard index as JSON, the samples indexed, the problems met."""
+
+def cache_dir_problem(dir: str) -> Optional[str]:
+    """Why `dir` cannot be a cache_dir (it holds files that are not the cache's), or None."""
 
 def read_bytes(location: str, limit: int = ...) -> bytes:
     """The bytes of a small local or remote file (FileNotFoundError when there is none)."""

@@ -431,7 +431,9 @@ class WebLIStream(IterableDataset):
         strict: a shard that cannot be read whole (a missing remote object, a truncated tar)
             raises :class:`ShardError` instead of being counted and skipped.
         cache_dir: keep remote shards read to their end in this folder and read them from there
-            the next time (next epoch, next run); files appear only once whole.
+            the next time (next epoch, next run); files appear only once whole, and are checked
+            (length, hash) before each use. The folder must be new, empty or already a webli-io
+            cache: one holding other files is refused (eviction removes only the cache's own).
         cache_max_bytes: with ``cache_dir``: the most bytes it holds (least recently used shards
             are removed first; default: no limit).
         index: the folder (or URL prefix) of the shard index files that ``webli-io index`` writes
@@ -508,6 +510,10 @@ class WebLIStream(IterableDataset):
         else:
             self._equal_auto = False
         self._equal_chosen = "equal_batches" in settings or options.equal_batches is not None
+        if options.cache_dir is not None:
+            problem = _core.cache_dir_problem(options.cache_dir)
+            if problem is not None:
+                raise _config_error("cache_dir", problem)
         #: The settings, validated once (immutable).
         self.options: Options = options
         self.shards: List[str] = _core.expand_shards(specs, allow_pipe=options.allow_pipe)
