@@ -10,6 +10,8 @@ cargo fmt --check
 echo "-- cargo clippy -D warnings (stages alone, then with the python feature)"
 cargo clippy --locked --all-targets -q -- -D warnings
 cargo clippy --locked --features python -q -- -D warnings
+echo "-- the fuzz targets compile (cargo check; running them needs cargo-fuzz and nightly)"
+cargo check --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check -q
 echo "-- ruff check"
 "$PY" -m ruff check python tests benches
 echo "-- stubtest webli_io._core"

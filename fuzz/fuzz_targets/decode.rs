@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use webli_io::config::{ResizeMode, Settings};
-use webli_io::decode::decode;
+use webli_io::config::{ResizeMode, ResizeOptions, Settings};
+use webli_io::decode::{decode, Request};
 use webli_io::pipeline::{prepare_image, Job};
 use webli_io::resize::{crop_box, resize_into};
 use webli_io::sample::Sample;
@@ -12,12 +12,13 @@ use webli_io::sample::Sample;
 fuzz_target!(|data: &[u8]| {
     // A small pixel limit keeps each run fast and checks that the limit holds.
     let max_pixels = 4 << 20;
-    if let Ok(d) = decode(data, max_pixels, true, |_, _| 0.1) {
+    if let Ok(d) = decode(data, max_pixels, |_, _| Request { min_factor: 0.1, ..Request::FULL }) {
         assert!(d.image.data.len() == d.image.width as usize * d.image.height as usize * 3);
         assert!(d.full_width as u64 * d.full_height as u64 <= max_pixels);
         // The resize, called directly so that a panic is seen (the pipeline would catch it).
         let seed = data.len() as u64;
-        let crop = crop_box(ResizeMode::RandomResizedCrop, d.image.width, d.image.height, seed);
+        let opts = ResizeOptions { resize: ResizeMode::RandomResizedCrop, ..Default::default() };
+        let crop = crop_box(&opts, d.image.width, d.image.height, seed);
         let mut tile = vec![0u8; 16 * 16 * 3];
         resize_into(&d.image, crop, 16, &mut tile).expect("resize of a decoded image");
     }
