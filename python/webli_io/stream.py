@@ -743,7 +743,10 @@ class WebLIStream(IterableDataset):
                     _raise_if_shard_lost(counts, core.problems)
                 yielded += len(batch["keys"])
                 batch["position"] = {"epoch": epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
-                self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
+                if self._positions_epoch == epoch:
+                    # (After a set_epoch() in the middle of this iteration, its batches belong to
+                    # the old epoch: they must not become the new epoch's position.)
+                    self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
                 yield self._finish(batch)
         finally:
             stats = core.stats()
