@@ -299,11 +299,13 @@ pub struct IndexSet {
     pub dir: Option<String>,
     loaded: Mutex<HashMap<String, Option<Arc<ShardIndex>>>>,
     summaries: Mutex<HashMap<String, Option<Arc<Summary>>>>,
+    /// Shards whose index was checked against them (once each: a remote check is a HEAD).
+    checked: Mutex<std::collections::HashSet<String>>,
 }
 
 impl IndexSet {
     pub fn new(dir: Option<String>) -> Self {
-        Self { dir, loaded: Mutex::new(HashMap::new()), summaries: Mutex::new(HashMap::new()) }
+        Self { dir, loaded: Mutex::new(HashMap::new()), summaries: Mutex::new(HashMap::new()), checked: Mutex::new(Default::default()) }
     }
 
     /// `shard`'s index, if there is one and it is usable; with `check`, only if the shard is
@@ -326,7 +328,7 @@ impl IndexSet {
                 ix
             }
         }?;
-        if check {
+        if check && !self.checked.lock().unwrap_or_else(|e| e.into_inner()).contains(shard) {
             let now = shard_identity(shard);
             let same = match &now {
                 Ok((size, validator)) => {
@@ -341,8 +343,11 @@ impl IndexSet {
                     Err(e) => e.to_string(),
                 };
                 stats.problem(Counter::IndexStale, shard, "", format!("the shard changed since it was indexed ({was}; now {is}): read without its index; rebuild it with `webli-io index`"));
+                // Not used from now on: later lookups find it missing.
+                self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(shard.to_string(), None);
                 return None;
             }
+            self.checked.lock().unwrap_or_else(|e| e.into_inner()).insert(shard.to_string());
         }
         Some(index)
     }
