@@ -170,3 +170,32 @@ class ShardServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def train_two_ranks_then_resume(shards, out, *extra) -> None:
+    """`webli-io train` on 2 torchrun ranks (3 steps, a checkpoint with both ranks' positions),
+    then resumed in this process on 1 rank to step 5: the multi-node command, small."""
+    import argparse
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from webli_io.siglip.loop import train
+    from webli_io.train import add_arguments
+
+    common = ["--model", "tiny", "--image-size", "32", "--batch-size", "4", "--out", str(out), "--log-every", "1",
+              "--warmup", "2", "--no-eval", "--threads", "1", *extra]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "webli_io",
+           "train", *shards, *common, "--steps", "3", "--checkpoint-every", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert ckpt["step"] == 3 and ckpt["data"]["slots"] == 2
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    lines: List[str] = []
+    res = train(p.parse_args([*shards, *common, "--steps", "5", "--resume"]), log=lines.append)
+    assert res["steps"] == 5 and res["world_size"] == 1
+    assert any("resumed from" in x and "step 3" in x for x in lines), lines

@@ -206,39 +206,19 @@ def test_train_on_http_shards_two_torchrun_ranks_then_resume_on_one(server, make
     import subprocess
     import sys
 
-    import torch
-    from _helpers import free_port
+    from _helpers import train_two_ranks_then_resume
 
     ds = make_shards(shards=4, per_shard=8)
     urls = serve(server, ds["paths"])
     ix = str(tmp_path / "ix")
     out = tmp_path / "run"
-    common = ["--model", "tiny", "--image-size", "32", "--batch-size", "4", "--out", str(out), "--log-every", "1",
-              "--warmup", "2", "--no-eval", "--threads", "1"]
-    no_index = subprocess.run([sys.executable, "-m", "webli_io", "train", *urls, *common, "--steps", "1"],
+    no_index = subprocess.run([sys.executable, "-m", "webli_io", "train", *urls, "--model", "tiny", "--image-size", "32",
+                               "--batch-size", "4", "--out", str(out), "--no-eval", "--steps", "1"],
                               capture_output=True, text=True, timeout=300)
     assert no_index.returncode != 0 and "webli-io index" in no_index.stderr, no_index.stderr[-2000:]
     assert "FileNotFoundError" not in no_index.stderr
     build_index(urls, ix, progress=False)
-    server.log.clear()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "webli_io",
-           "train", *urls, *common, "--index", ix, "--steps", "3", "--checkpoint-every", "2"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == 3 and ckpt["data"]["slots"] == 2
-    import argparse
-
-    from webli_io.siglip.loop import train
-    from webli_io.train import add_arguments
-
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    lines = []
-    res = train(p.parse_args([*urls, *common, "--index", ix, "--steps", "5", "--resume"]), log=lines.append)
-    assert res["steps"] == 5 and res["world_size"] == 1
-    assert any("resumed from" in x and "step 3" in x for x in lines), lines
+    train_two_ranks_then_resume(urls, out, "--index", ix)
 
 
 def test_without_selection_a_resume_passes_whole_shards_by_their_count(server, make_shards, tmp_path):

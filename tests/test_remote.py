@@ -111,10 +111,15 @@ def s3_server():
         moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = saved
 
 
-def test_s3_with_credentials_from_the_environment(s3_server, make_shards, clean_cloud_env):
+def s3_env(s3_server, env) -> None:
+    """The environment an S3 client reads: the moto server's key, region and endpoint."""
     for k, v in {"AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"], "AWS_REGION": "us-east-1",
                  "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
-        clean_cloud_env.setenv(k, v)
+        env.setenv(k, v)
+
+
+def test_s3_with_credentials_from_the_environment(s3_server, make_shards, clean_cloud_env):
+    s3_env(s3_server, clean_cloud_env)
     local = make_shards(shards=2, per_shard=6)
     for p in local["paths"]:
         s3_server["client"].upload_file(p, "webli", f"train/{Path(p).name}")
@@ -127,9 +132,7 @@ def test_s3_with_credentials_from_the_environment(s3_server, make_shards, clean_
 def test_s3_shards_are_indexed_then_counted_and_resumed_from_the_index(s3_server, make_shards, clean_cloud_env, tmp_path):
     from webli_io.index import build_index
 
-    for k, v in {"AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"], "AWS_REGION": "us-east-1",
-                 "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
-        clean_cloud_env.setenv(k, v)
+    s3_env(s3_server, clean_cloud_env)
     local = make_shards(shards=4, per_shard=6)
     for p in local["paths"]:
         s3_server["client"].upload_file(p, "webli", f"ix/{Path(p).name}")
@@ -168,40 +171,17 @@ def test_s3_shards_are_indexed_then_counted_and_resumed_from_the_index(s3_server
 def test_train_on_s3_shards_two_torchrun_ranks_then_resume_on_one(s3_server, make_shards, clean_cloud_env, tmp_path):
     """The documented multi-node command on an object store: index written to the store, two
     torchrun ranks train and checkpoint, one process resumes."""
-    import argparse
-    import os
-    import subprocess
-    import sys
-
-    import torch
+    from _helpers import train_two_ranks_then_resume
 
     from webli_io.index import build_index
-    from webli_io.siglip.loop import train
-    from webli_io.train import add_arguments
 
-    for k, v in {"AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"], "AWS_REGION": "us-east-1",
-                 "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
-        clean_cloud_env.setenv(k, v)
+    s3_env(s3_server, clean_cloud_env)
     local = make_shards(shards=4, per_shard=8)
     for p in local["paths"]:
         s3_server["client"].upload_file(p, "webli", f"train/{Path(p).name}")
     urls = [f"s3://webli/train/{Path(p).name}" for p in local["paths"]]
     assert build_index(urls, "s3://webli/train-index", progress=False)["indexed"] == 4
-    out = tmp_path / "run"
-    common = ["--model", "tiny", "--image-size", "32", "--batch-size", "4", "--out", str(out), "--log-every", "1",
-              "--warmup", "2", "--no-eval", "--threads", "1", "--index", "s3://webli/train-index/"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "webli_io",
-           "train", *urls, *common, "--steps", "3", "--checkpoint-every", "2"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == 3 and ckpt["data"]["slots"] == 2
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    lines = []
-    res = train(p.parse_args([*urls, *common, "--steps", "5", "--resume"]), log=lines.append)
-    assert res["steps"] == 5 and res["world_size"] == 1
-    assert any("resumed from" in x and "step 3" in x for x in lines), lines
+    train_two_ranks_then_resume(urls, str(tmp_path / "run"), "--index", "s3://webli/train-index/")
 
 
 FORKED_AFTER_MAIN = """
@@ -224,9 +204,7 @@ def test_forked_workers_read_an_object_store_after_the_main_process_did(s3_serve
     import subprocess
     import sys
 
-    for k, v in {"AWS_ACCESS_KEY_ID": s3_server["key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret"], "AWS_REGION": "us-east-1",
-                 "AWS_ENDPOINT_URL": s3_server["endpoint"]}.items():
-        clean_cloud_env.setenv(k, v)
+    s3_env(s3_server, clean_cloud_env)
     local = make_shards(shards=4, per_shard=6)
     for p in local["paths"]:
         s3_server["client"].upload_file(p, "webli", f"fork/{Path(p).name}")
