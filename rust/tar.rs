@@ -67,7 +67,7 @@ pub fn read_samples_from<R: Read>(
     mut emit: impl FnMut(RawSample) -> bool,
 ) {
     let mut tracked = EndTracker { inner: reader, bytes: 0, tail: [0xff; 512], filled: 0 };
-    let Some(last) = read_entries(&mut tracked, base, shard, max_member_bytes, stats, &mut emit) else { return };
+    let Some((last, last_end)) = read_entries(&mut tracked, base, shard, max_member_bytes, stats, &mut emit) else { return };
     // The archive ended without an error: a whole tar ends with a zero block. Without one the
     // file was cut at a header boundary (or is empty): the rest is lost, and the last sample
     // may be missing members (its json, say), so it is left out too, and named.
@@ -82,7 +82,9 @@ pub fn read_samples_from<R: Read>(
     };
     if tracked.bytes == 0 {
         stats.problem(Counter::TruncatedTar, shard, "", "the shard is empty (0 bytes)");
-    } else if !tracked.ended_with_zero_block() {
+    } else if !tracked.ended_with_zero_block() || tracked.bytes < last_end - base + 512 {
+        // No zero block, or the zeros are the last member's own data (a file cut right after
+        // a member that ends in 512 zero bytes): the end-of-archive block comes after it.
         let at = tracked.bytes;
         stats.problem(
             Counter::TruncatedTar,
@@ -126,8 +128,9 @@ impl<R> EndTracker<R> {
     }
 }
 
-/// The entries of a tar, grouped into samples and emitted, but for the last one: it is returned
-/// when the archive ended without an error and the consumer is still there (`None` otherwise).
+/// The entries of a tar, grouped into samples and emitted, but for the last one: it is returned,
+/// with the end of the last member read (a shard offset), when the archive ended without an
+/// error and the consumer is still there (`None` otherwise).
 fn read_entries<R: Read>(
     reader: R,
     base: u64,
@@ -135,10 +138,14 @@ fn read_entries<R: Read>(
     max_member_bytes: u64,
     stats: &Stats,
     emit: &mut impl FnMut(RawSample) -> bool,
-) -> Option<RawSample> {
+) -> Option<(RawSample, u64)> {
     let mut archive = ::tar::Archive::new(reader);
+    // Raw entries: the tar crate would read a GNU long-name or pax header whole into memory,
+    // however many bytes it claims (an 8 GiB claim grew a reader to GBs before the first
+    // sample). Here each such header is bounded by `MAX_HEADER_BYTES` before it is read, and
+    // applied to the next member as the crate would apply it.
     let entries = match archive.entries() {
-        Ok(e) => e,
+        Ok(e) => e.raw(true),
         Err(e) => {
             stats.problem(Counter::UnreadableShard, shard, "", e.to_string());
             return None;
@@ -161,14 +168,14 @@ fn read_entries<R: Read>(
         }
         emit(sample)
     };
+    // What the extension headers before a member said of it (long name, pax path and size).
+    let mut pending = Extensions::default();
     for entry in entries {
         let mut entry = match entry {
             Ok(e) => e,
             Err(e) => {
                 // A short or garbage header. The tar crate reports both as errors; an
                 // unexpected EOF is a truncated shard, anything else a corrupt one.
-                // The pending sample may be missing members that came after the damage (its
-                // json, say): it is left out, and named.
                 let counter = if crate::remote::is_changed(&e) {
                     Counter::ShardChanged
                 } else if is_eof(&e) {
@@ -176,25 +183,45 @@ fn read_entries<R: Read>(
                 } else {
                     Counter::CorruptTar
                 };
-                let pending = !current.members.is_empty() && !current.skipped;
-                if pending || current.skipped {
-                    stats.incr(Counter::SamplesRead);
-                }
-                let left_out = if pending {
-                    format!("; the sample before it, {:?}, may be incomplete and is left out", current.key)
-                } else {
-                    String::new()
-                };
-                stats.problem(counter, shard, &current.key, format!("{e}{left_out}"));
+                damaged(stats, shard, &current, counter, e.to_string());
                 return None;
             }
         };
+        let kind = entry.header().entry_type();
+        if let Some(what) = extension_kind(kind) {
+            let size = entry.size();
+            if size > MAX_HEADER_BYTES {
+                let why = format!("a {what} header claims {size} bytes (limit {MAX_HEADER_BYTES}): refused unread");
+                damaged(stats, shard, &current, Counter::CorruptTar, why);
+                return None;
+            }
+            if !(kind.is_gnu_longname() || kind.is_pax_local_extensions()) {
+                continue; // a long link name or a global pax header: skipped, never held
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            if let Err(e) = entry.read_to_end(&mut data) {
+                damaged(stats, shard, &current, Counter::TruncatedTar, e.to_string());
+                return None;
+            }
+            if let Err(why) = pending.add(kind, data, size) {
+                damaged(stats, shard, &current, Counter::CorruptTar, why);
+                return None;
+            }
+            continue;
+        }
+        let ext = std::mem::take(&mut pending);
+        if let Some(claimed) = ext.size.filter(|&s| s != entry.size()) {
+            // Two sizes for one member: parsers that trust either would see different archives.
+            let why = format!("a pax header gives {claimed} bytes for a member whose header says {}", entry.size());
+            damaged(stats, shard, &current, Counter::CorruptTar, why);
+            return None;
+        }
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = match entry.path() {
-            Ok(p) => p.to_string_lossy().into_owned(),
-            Err(_) => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+        let path = match ext.path {
+            Some(p) => String::from_utf8_lossy(&p).into_owned(),
+            None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
         };
         let Some((key, ext)) = split_key(&path) else { continue };
         let (key, ext) = (key.to_string(), ext.to_ascii_lowercase());
@@ -245,7 +272,76 @@ fn read_entries<R: Read>(
         }
         current.members.push((ext, data));
     }
-    Some(current)
+    Some((current, last_end))
+}
+
+/// Extension headers (GNU long names, pax records) larger than this are refused unread: a real
+/// one holds a path and a few numbers, and one claiming gigabytes is an attack on memory.
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// The extension header kinds, named for messages; `None` for a member of its own.
+fn extension_kind(kind: ::tar::EntryType) -> Option<&'static str> {
+    if kind.is_gnu_longname() {
+        Some("GNU long-name")
+    } else if kind.is_gnu_longlink() {
+        Some("GNU long-link")
+    } else if kind.is_pax_local_extensions() {
+        Some("pax")
+    } else if kind.is_pax_global_extensions() {
+        Some("pax global")
+    } else {
+        None
+    }
+}
+
+/// What the extension headers before a member say of it, applied as the tar crate applies them
+/// (the long name first, then the pax path; the pax size must agree with the header's).
+#[derive(Default)]
+struct Extensions {
+    path: Option<Vec<u8>>,
+    long_name: bool,
+    size: Option<u64>,
+}
+
+impl Extensions {
+    fn add(&mut self, kind: ::tar::EntryType, data: Vec<u8>, size: u64) -> Result<(), String> {
+        if (data.len() as u64) < size {
+            return Err(format!("an extension header cut at {} of {size} bytes", data.len()));
+        }
+        if kind.is_gnu_longname() {
+            if self.long_name {
+                return Err("two GNU long-name headers for one member".into());
+            }
+            let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            self.path = Some(data[..end].to_vec());
+            self.long_name = true;
+            return Ok(());
+        }
+        for record in ::tar::PaxExtensions::new(&data) {
+            let record = record.map_err(|e| format!("an unreadable pax header: {e}"))?;
+            match record.key() {
+                Ok("path") if !self.long_name => self.path = Some(record.value_bytes().to_vec()),
+                Ok("size") => {
+                    let size = record.value().ok().and_then(|v| v.parse().ok());
+                    self.size = Some(size.ok_or_else(|| format!("a pax size {:?} that is not a number", record.value_bytes()))?);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shard is damaged at this point: count it, and leave out the sample being grouped, for
+/// members that came after the damage (its json, say) may be missing; name it.
+fn damaged(stats: &Stats, shard: &str, current: &RawSample, counter: Counter, why: String) {
+    let pending = !current.members.is_empty() && !current.skipped;
+    if pending || current.skipped {
+        stats.incr(Counter::SamplesRead);
+    }
+    let left_out =
+        if pending { format!("; the sample before it, {:?}, may be incomplete and is left out", current.key) } else { String::new() };
+    stats.problem(counter, shard, &current.key, format!("{why}{left_out}"));
 }
 
 /// Count the samples (member groups) of a local tar shard from its headers alone, seeking over
@@ -265,12 +361,27 @@ pub fn count_samples(path: &str) -> std::io::Result<u64> {
     let mut archive = ::tar::Archive::new(std::io::BufReader::new(file));
     let mut count = 0u64;
     let mut last = String::new();
-    for entry in archive.entries_with_seek()? {
-        let Ok(entry) = entry else { break };
-        if !entry.header().entry_type().is_file() {
+    let mut pending = Extensions::default();
+    for entry in archive.entries_with_seek()?.raw(true) {
+        let Ok(mut entry) = entry else { break };
+        let kind = entry.header().entry_type();
+        if extension_kind(kind).is_some() {
+            if entry.size() > MAX_HEADER_BYTES {
+                break; // refused unread, as the stream refuses it
+            }
+            if kind.is_gnu_longname() || kind.is_pax_local_extensions() {
+                let mut data = Vec::new();
+                if entry.read_to_end(&mut data).is_err() || pending.add(kind, data, entry.size()).is_err() {
+                    break;
+                }
+            }
             continue;
         }
-        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let ext = std::mem::take(&mut pending);
+        if !kind.is_file() {
+            continue;
+        }
+        let path = String::from_utf8_lossy(&ext.path.unwrap_or_else(|| entry.path_bytes().into_owned())).into_owned();
         if let Some((key, _)) = split_key(&path) {
             if key != last {
                 count += 1;
@@ -427,6 +538,81 @@ pub(crate) mod tests {
         assert_eq!(count_samples(p.to_str().unwrap()).unwrap(), 3);
         std::fs::write(&p, &t[..1024]).unwrap();
         assert_eq!(count_samples(p.to_str().unwrap()).unwrap(), 1);
+    }
+
+    /// One raw entry: a header of `kind` claiming `claim` bytes, then `data` padded to a block.
+    fn raw_entry(name: &str, kind: u8, claim: u64, data: &[u8]) -> Vec<u8> {
+        let mut h = ::tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_entry_type(::tar::EntryType::new(kind));
+        h.set_size(claim);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out
+    }
+
+    fn pax_record(key: &str, value: &str) -> Vec<u8> {
+        let body = format!(" {key}={value}\n");
+        let mut n = body.len() + 1;
+        while format!("{n}{body}").len() != n {
+            n += 1;
+        }
+        format!("{n}{body}").into_bytes()
+    }
+
+    #[test]
+    fn extension_headers_are_bounded_and_applied() {
+        // A long name (GNU `L`) and a pax path apply to the next member, as the tar crate does.
+        let long = format!("{}/0001", "d".repeat(150));
+        let mut t = raw_entry("././@LongLink", b'L', long.len() as u64 + 5, format!("{long}.jpg").as_bytes());
+        t.extend(raw_entry("short.jpg", b'0', 3, b"img"));
+        let pax = pax_record("path", &format!("{long}.txt"));
+        t.extend(raw_entry("PaxHeaders/x", b'x', pax.len() as u64, &pax));
+        t.extend(raw_entry("other.txt", b'0', 3, b"cap"));
+        t.extend([0u8; 1024]);
+        let (s, stats) = read_all(&t);
+        assert_eq!(s.len(), 1, "{:?}", stats.problems());
+        assert_eq!(s[0].key, long);
+        assert_eq!((s[0].get("jpg"), s[0].get("txt")), (Some(&b"img"[..]), Some(&b"cap"[..])));
+
+        // A long-name or pax header claiming 8 GiB is refused before a byte of it is held:
+        // the sample before it is whole and kept out (the damage may hide its members), counted.
+        for kind in [b'L', b'x', b'g', b'K'] {
+            let mut t = make_tar(&[("a.jpg", b"1"), ("a.txt", b"x")]);
+            t.truncate(t.len() - 1024);
+            t.extend(raw_entry("././@LongLink", kind, 8 << 30, b"aaaa"));
+            let (s, stats) = read_all(&t);
+            assert!(s.is_empty(), "{}", kind as char);
+            assert_eq!(stats.get(Counter::CorruptTar), 1, "{}", kind as char);
+            assert!(stats.problems()[0].message.contains("claims 8589934592 bytes"), "{:?}", stats.problems());
+        }
+
+        // A pax size that disagrees with the member's header: two readings of one archive.
+        let pax = pax_record("size", "9");
+        let mut t = raw_entry("PaxHeaders/x", b'x', pax.len() as u64, &pax);
+        t.extend(raw_entry("a.jpg", b'0', 3, b"img"));
+        t.extend([0u8; 1024]);
+        let (s, stats) = read_all(&t);
+        assert!(s.is_empty());
+        assert_eq!(stats.get(Counter::CorruptTar), 1);
+    }
+
+    #[test]
+    fn a_cut_after_a_member_ending_in_zeros_is_truncated() {
+        // The last 512 bytes the reader saw are zeros, but they are the member's own data.
+        let zeros = vec![0u8; 1024];
+        let t = make_tar(&[("a.jpg", b"1"), ("a.txt", b"x"), ("b.bin", &zeros), ("b.txt", b"y"), ("c.jpg", b"2")]);
+        let cut = 512 * 2 * 2 + 512 + 1024;
+        let (s, stats) = read_all(&t[..cut]);
+        assert_eq!(s.len(), 1, "a is whole; b may be incomplete and is left out");
+        assert_eq!(stats.get(Counter::TruncatedTar), 1, "{:?}", stats.problems());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.tar");
+        std::fs::write(&p, &t).unwrap();
+        assert_eq!(count_samples(p.to_str().unwrap()).unwrap(), 3);
     }
 
     #[test]
