@@ -21,10 +21,28 @@ fn classify(e: ImageError) -> DecodeError {
     }
 }
 
+/// What a decoder may allocate while it reads a header: a PNG's metadata chunks (an `iCCP`
+/// profile, text) are read, and a compressed profile inflated, before the first pixel, so a
+/// 64 px PNG whose profile inflates to 1 GiB cost ~410 MB and ~1 s per decode under the image
+/// crate's default 512 MiB. A real profile or text chunk is well under 1 MiB (Pillow refuses
+/// text over 1 MiB); the rest of the budget is the PNG decoder's row buffer (≤ 512 KiB).
+/// A profile over the budget is ignored (the png crate drops it; profiles are never applied
+/// here); a text chunk over it fails the decode, counted as too large.
+const HEADER_ALLOC: u64 = 3 << 20;
+
+/// An image reader whose header reading is bounded by [`HEADER_ALLOC`].
+fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, DecodeError> {
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(HEADER_ALLOC);
+    reader.limits(limits);
+    Ok(reader)
+}
+
 /// Width and height from the header alone, without decoding.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
-    let reader =
-        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
+    let reader = reader(bytes)?;
     if reader.format().is_none() {
         return Err(DecodeError::new(Counter::UnsupportedImage, "unknown image format"));
     }
@@ -34,8 +52,7 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
 /// Decode to RGB. Images whose header declares more than `max_pixels` pixels are rejected
 /// before any pixel is decoded (a decompression bomb costs only its header).
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
-    let reader =
-        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::new(Counter::CorruptImage, e.to_string()))?;
+    let reader = reader(bytes)?;
     if reader.format().is_none() {
         return Err(DecodeError::new(Counter::UnsupportedImage, "unknown image format (not JPEG, PNG, WebP, GIF or BMP)"));
     }
