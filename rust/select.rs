@@ -97,12 +97,47 @@ pub fn in_subset(key: &str, fraction: f64, seed: u64) -> bool {
     (seed_for(seed, key) as f64) < fraction * 18_446_744_073_709_551_616.0
 }
 
-fn value_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// `drop_if`'s one comparison rule, for tar `json` and Parquet columns alike:
+/// - a string matches a listed value when equal to it ignoring ASCII case and surrounding
+///   whitespace (`" NSFW"`, `"nsfw"` and `"NSFW"` are one value);
+/// - a boolean as `true`/`false` (same rule); a number equal in value to a listed number
+///   (`1`, `1.0` and `"1"` listed are one value), else as JSON writes it;
+/// - a list matches when any of its elements does (`["NSFW"]`, a Parquet list column);
+/// - `null`, an object, a nested list, or a value the reader could not decode (an Arrow type
+///   with no comparison, see `table.rs`) cannot be told apart from a match: `Err`, and the
+///   pair is dropped (fail closed), counted with the reason;
+/// - a field absent from the pair's metadata passes (nothing tagged it).
+///
+/// `Ok(Some(v))`: matched, as `v`; `Ok(None)`: no match.
+pub fn drop_match(value: &Value, listed: &[String]) -> Result<Option<String>, &'static str> {
+    fn scalar(v: &Value, listed: &[String]) -> Result<Option<String>, &'static str> {
+        let text = match v {
+            Value::String(s) => s.trim().to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => {
+                let x = n.as_f64();
+                let hit = listed.iter().any(|l| l.trim().parse::<f64>().ok().zip(x).is_some_and(|(a, b)| a == b));
+                if hit {
+                    return Ok(Some(n.to_string()));
+                }
+                n.to_string()
+            }
+            Value::Null => return Err("null"),
+            Value::Object(_) => return Err("not a value it can compare (an object, or a type the reader cannot decode)"),
+            Value::Array(_) => return Err("a nested list"),
+        };
+        Ok(listed.iter().any(|l| l.trim().eq_ignore_ascii_case(&text)).then_some(text))
+    }
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                if let Some(hit) = scalar(item, listed)? {
+                    return Ok(Some(hit));
+                }
+            }
+            Ok(None)
+        }
+        v => scalar(v, listed),
     }
 }
 
@@ -161,9 +196,16 @@ impl Selector {
             }
         }
         for (field, values) in &self.cfg.drop_if {
-            if let Some(v) = meta.get(field).and_then(value_text) {
-                if values.iter().any(|x| x.eq_ignore_ascii_case(&v)) {
+            let Some(value) = meta.get(field) else { continue };
+            match drop_match(value, values) {
+                Ok(None) => {}
+                Ok(Some(v)) => {
                     stats.problem(Counter::Filtered, shard, key, format!("{field} = {v:?}"));
+                    return false;
+                }
+                Err(what) => {
+                    let why = format!("{field} is {what}: drop_if cannot tell whether it matches, so the pair is dropped");
+                    stats.problem(Counter::Filtered, shard, key, why);
                     return false;
                 }
             }
@@ -244,6 +286,28 @@ mod tests {
         assert!(sel.keep("f", "s", &meta(r#"{"clip_score": 0.5, "NSFW": "UNLIKELY"}"#), true, b"F", &stats));
         assert!(!sel.keep("g", "s", &meta(r#"{"clip_score": 0.5}"#), true, b"A", &stats), "same bytes as a");
         assert_eq!(stats.get(Counter::Filtered), 4);
+        // One comparison rule; what it cannot compare fails closed.
+        for (value, kept) in [
+            (Some(r#"["NSFW"]"#), false),
+            (Some(r#"["UNLIKELY", "nsfw "]"#), false),
+            (Some(r#"" NSFW""#), false),
+            (Some("null"), false),
+            (Some(r#"{"v": "NSFW"}"#), false),
+            (Some(r#"[["NSFW"]]"#), false),
+            (Some(r#"{"unreadable": "Timestamp(Second, None)"}"#), false),
+            (Some(r#"["UNLIKELY"]"#), true),
+            (Some("[]"), true),
+            (Some(r#""UNSURE""#), true),
+            (None, true),
+        ] {
+            let json = match value {
+                Some(v) => format!(r#"{{"clip_score": 0.5, "NSFW": {v}}}"#),
+                None => r#"{"clip_score": 0.5}"#.to_string(),
+            };
+            assert_eq!(sel.keep(&json, "s", &meta(&json), true, json.as_bytes(), &stats), kept, "{json}");
+        }
+        assert_eq!(drop_match(&serde_json::json!(1.0), &["1".into()]), Ok(Some("1.0".into())));
+        assert_eq!(drop_match(&serde_json::json!(2), &["1".into()]), Ok(None));
         assert_eq!(stats.get(Counter::Duplicate), 1);
     }
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+    Decimal128Type, Decimal256Type, Decimal32Type, Decimal64Type, Float16Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{Array, ArrayRef, StructArray};
 use arrow_schema::DataType;
@@ -35,7 +36,7 @@ fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
-fn string_at(col: &ArrayRef, i: usize) -> Option<String> {
+fn string_at(col: &dyn Array, i: usize) -> Option<String> {
     if col.is_null(i) {
         return None;
     }
@@ -47,12 +48,18 @@ fn string_at(col: &ArrayRef, i: usize) -> Option<String> {
     })
 }
 
-fn json_at(col: &ArrayRef, i: usize) -> Option<Value> {
+/// The metadata value of row `i` of a column: every Arrow type the filters can compare is
+/// decoded (integers, floats of 16 to 64 bits, decimals, booleans, strings, dictionary-encoded
+/// columns as pandas' and Polars' categoricals write them, lists of these); a null is `null`.
+/// Any other type (timestamps, structs, maps, binary) becomes `{"unreadable": "<type>"}`, which
+/// no filter can pass: a filter on it fails closed (see `select.rs`), never open.
+fn json_at(col: &dyn Array, i: usize) -> Value {
     if col.is_null(i) {
-        return None;
+        return Value::Null;
     }
-    let num = |f: f64| Number::from_f64(f).map(Value::Number);
-    Some(match col.data_type() {
+    let num = |f: f64| Number::from_f64(f).map_or(Value::Null, Value::Number);
+    let decimal = |text: String| text.parse::<f64>().map_or(Value::Null, num);
+    match col.data_type() {
         DataType::Boolean => Value::Bool(col.as_boolean().value(i)),
         DataType::Int8 => Value::from(col.as_primitive::<Int8Type>().value(i)),
         DataType::Int16 => Value::from(col.as_primitive::<Int16Type>().value(i)),
@@ -62,11 +69,48 @@ fn json_at(col: &ArrayRef, i: usize) -> Option<Value> {
         DataType::UInt16 => Value::from(col.as_primitive::<UInt16Type>().value(i)),
         DataType::UInt32 => Value::from(col.as_primitive::<UInt32Type>().value(i)),
         DataType::UInt64 => Value::from(col.as_primitive::<UInt64Type>().value(i)),
-        DataType::Float32 => num(col.as_primitive::<Float32Type>().value(i) as f64)?,
-        DataType::Float64 => num(col.as_primitive::<Float64Type>().value(i))?,
-        t if is_string(t) => Value::String(string_at(col, i)?),
-        _ => return None,
-    })
+        DataType::Float16 => num(col.as_primitive::<Float16Type>().value(i).to_f64()),
+        DataType::Float32 => num(col.as_primitive::<Float32Type>().value(i) as f64),
+        DataType::Float64 => num(col.as_primitive::<Float64Type>().value(i)),
+        DataType::Decimal32(..) => decimal(col.as_primitive::<Decimal32Type>().value_as_string(i)),
+        DataType::Decimal64(..) => decimal(col.as_primitive::<Decimal64Type>().value_as_string(i)),
+        DataType::Decimal128(..) => decimal(col.as_primitive::<Decimal128Type>().value_as_string(i)),
+        DataType::Decimal256(..) => decimal(col.as_primitive::<Decimal256Type>().value_as_string(i)),
+        DataType::Dictionary(..) => {
+            let dict = col.as_any_dictionary();
+            let keys = dict.keys();
+            let key = match keys.data_type() {
+                DataType::Int8 => keys.as_primitive::<Int8Type>().value(i) as i64,
+                DataType::Int16 => keys.as_primitive::<Int16Type>().value(i) as i64,
+                DataType::Int32 => keys.as_primitive::<Int32Type>().value(i) as i64,
+                DataType::Int64 => keys.as_primitive::<Int64Type>().value(i),
+                DataType::UInt8 => keys.as_primitive::<UInt8Type>().value(i) as i64,
+                DataType::UInt16 => keys.as_primitive::<UInt16Type>().value(i) as i64,
+                DataType::UInt32 => keys.as_primitive::<UInt32Type>().value(i) as i64,
+                DataType::UInt64 => keys.as_primitive::<UInt64Type>().value(i) as i64,
+                _ => -1,
+            };
+            match usize::try_from(key) {
+                Ok(k) if k < dict.values().len() => json_at(dict.values().as_ref(), k),
+                _ => unreadable("a dictionary key out of range"),
+            }
+        }
+        DataType::List(_) => list(col.as_list::<i32>().value(i)),
+        DataType::LargeList(_) => list(col.as_list::<i64>().value(i)),
+        DataType::FixedSizeList(..) => list(col.as_fixed_size_list().value(i)),
+        t if is_string(t) => string_at(col, i).map_or(Value::Null, Value::String),
+        other => unreadable(&other.to_string()),
+    }
+}
+
+fn unreadable(what: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("unreadable".into(), Value::String(what.to_string()));
+    Value::Object(m)
+}
+
+fn list(items: ArrayRef) -> Value {
+    Value::Array((0..items.len()).map(|j| json_at(items.as_ref(), j)).collect())
 }
 
 /// The image of row `i`: a view into the column's buffer (binary, large binary), or a copy
@@ -118,9 +162,7 @@ pub fn rows(batch: &StructArray) -> Result<Vec<TableRow>, String> {
         .map(|i| {
             let mut meta = Map::new();
             for (name, col) in &meta_cols {
-                if let Some(v) = json_at(col, i) {
-                    meta.insert(name.to_string(), v);
-                }
+                meta.insert(name.to_string(), json_at(col.as_ref(), i));
             }
             TableRow {
                 key: key.as_ref().and_then(|c| string_at(c, i)),
