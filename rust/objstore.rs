@@ -87,7 +87,53 @@ fn home() -> Option<std::path::PathBuf> {
 /// `aws_session_token`, `region`, `endpoint_url`.
 #[derive(Debug, Default, PartialEq)]
 pub struct AwsProfile {
+    pub name: String,
     pub values: HashMap<String, String>,
+    /// A section of that name was found in one of the files.
+    pub found: bool,
+}
+
+/// Profile keys that give credentials some other way than keys in the file: each is refused
+/// with what to do instead, never passed over for another identity (the instance role, say).
+const INDIRECT_CREDENTIALS: [(&str, &str); 6] = [
+    ("credential_process", "runs a command for its credentials, which webli-io never does (data never becomes a command)"),
+    ("role_arn", "assumes a role, which webli-io does not do"),
+    ("source_profile", "takes its credentials from another profile to assume a role, which webli-io does not do"),
+    ("web_identity_token_file", "assumes a role with a web identity token, which webli-io does not do"),
+    ("sso_session", "signs in through IAM Identity Center (SSO), which webli-io does not do"),
+    ("sso_start_url", "signs in through IAM Identity Center (SSO), which webli-io does not do"),
+];
+
+impl AwsProfile {
+    /// Refuse a profile whose credentials come some other way than keys in the file, and a
+    /// profile named by `AWS_PROFILE` that is in neither file: falling through to another
+    /// identity would sign requests as someone the user did not choose.
+    pub fn check(&self, env_keys: bool) -> io::Result<()> {
+        let refuse = |why: String| Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+        if env_keys {
+            return Ok(()); // the environment's keys sign, as every AWS client does first
+        }
+        if !self.found && var("AWS_PROFILE").is_some() {
+            return refuse(format!(
+                "the AWS profile {:?} (AWS_PROFILE) is in neither the credentials nor the config file: fix the name, or unset AWS_PROFILE",
+                self.name
+            ));
+        }
+        // AWS's own order: a role or SSO in the profile comes before its keys, a credential
+        // process after them.
+        let before_keys = |k: &str| !matches!(k, "credential_process" | "source_profile");
+        let has_keys = self.values.contains_key("aws_access_key_id");
+        let found = INDIRECT_CREDENTIALS.iter().find(|(k, _)| self.values.contains_key(*k) && (before_keys(k) || !has_keys));
+        if let Some((key, what)) = found {
+            let name = &self.name;
+            return refuse(format!(
+                "the AWS profile {name:?} {what} (its key {key}): export its credentials into the environment first, e.g. \
+                 `eval \"$(aws configure export-credentials --profile {name} --format env)\"`, or give the profile \
+                 aws_access_key_id and aws_secret_access_key"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The profile `AWS_PROFILE` (or `default`) from the shared credentials and config files.
@@ -96,18 +142,20 @@ pub fn aws_profile() -> AwsProfile {
     let creds = var("AWS_SHARED_CREDENTIALS_FILE").map(Into::into).or_else(|| home().map(|h| h.join(".aws/credentials")));
     let config = var("AWS_CONFIG_FILE").map(Into::into).or_else(|| home().map(|h| h.join(".aws/config")));
     let mut values = HashMap::new();
+    let mut found = false;
     // The config file names sections `[profile NAME]` (but `[default]`); the credentials file `[NAME]`.
     let config_section = if name == "default" { name.clone() } else { format!("profile {name}") };
-    for (path, section) in [(config, config_section), (creds, name)] {
+    for (path, section) in [(config, config_section), (creds, name.clone())] {
         let Some(path) = path else { continue };
         let Ok(ini) = ini::Ini::load_from_file(&path) else { continue };
         if let Some(props) = ini.section(Some(section.as_str())) {
+            found = true;
             for (k, v) in props.iter() {
                 values.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
     }
-    AwsProfile { values }
+    AwsProfile { name, values, found }
 }
 
 fn client_options(allow_http: bool) -> ClientOptions {
@@ -128,8 +176,10 @@ fn bad(e: impl std::fmt::Display) -> io::Error {
 
 fn s3_store(url: &str) -> io::Result<Arc<dyn ObjectStore>> {
     let mut b = AmazonS3Builder::from_env().with_url(url).with_retry(retry());
-    let profile = aws_profile().values;
+    let profile = aws_profile();
     let env_keys = var("AWS_ACCESS_KEY_ID").is_some() && var("AWS_SECRET_ACCESS_KEY").is_some();
+    profile.check(env_keys)?;
+    let profile = profile.values;
     if !env_keys {
         if let (Some(k), Some(s)) = (profile.get("aws_access_key_id"), profile.get("aws_secret_access_key")) {
             b = b.with_access_key_id(k).with_secret_access_key(s);
@@ -223,19 +273,34 @@ fn store_for(url: &str) -> io::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
     Ok((store, path))
 }
 
+/// The HTTP status in an object_store error's text ("... status code: 400 Bad Request: ...").
+fn status_in(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    text.get(at..at + 3)?.parse().ok()
+}
+
 fn io_error(url: &str, e: object_store::Error) -> io::Error {
     use object_store::Error as E;
+    let text = e.to_string();
+    let refusal = crate::remote::REFUSALS.iter().find(|code| text.contains(*code));
+    let status = status_in(&text);
     let kind = match &e {
         E::NotFound { .. } => io::ErrorKind::NotFound,
         E::Precondition { .. } => io::ErrorKind::InvalidInput,
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
+        _ if refusal.is_some() => io::ErrorKind::PermissionDenied,
+        // Another 4xx (but a timeout or too many requests) is not worth another try either.
+        _ if status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429) => io::ErrorKind::InvalidInput,
         _ => io::ErrorKind::Other,
     };
-    let what = match &e {
-        E::NotFound { .. } => "object not found".to_string(),
-        E::Precondition { .. } => format!("{} (a 412 to If-Match)", crate::remote::CHANGED),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => format!("access denied ({e}): check the credentials"),
-        _ => e.to_string(),
+    let what = match (&e, refusal) {
+        (E::NotFound { .. }, _) => "object not found".to_string(),
+        (E::Precondition { .. }, _) => format!("{} (a 412 to If-Match)", crate::remote::CHANGED),
+        (_, Some(code)) => {
+            format!("the store refused the request ({code}: {text}): check the credentials, their expiry, the region and the endpoint")
+        }
+        (E::PermissionDenied { .. } | E::Unauthenticated { .. }, None) => format!("access denied ({e}): check the credentials"),
+        _ => text,
     };
     io::Error::new(kind, scrub_secrets(&crate::remote::scrub(&what, url)))
 }

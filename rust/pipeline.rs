@@ -623,6 +623,9 @@ fn read_nth(cfg: &Job, s: &mut Sample, n: u64, stats: &Stats) -> bool {
 /// and the shard has a usable index, those samples are known from the index ([`phantom`]) and
 /// the shard is opened at the first sample to read, or not at all.
 fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut dyn FnMut(Sample) -> bool) -> bool {
+    if stats.fatal().is_some() {
+        return false; // the stream ends (another reader's shard was refused access)
+    }
     let s = &cfg.settings;
     let lang_fields = s.read.lang_fields();
     let extra = &s.read.extra_members;
@@ -743,6 +746,12 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
         .unwrap_or_else(|_| Err(std::io::Error::other("panic while opening the shard")));
         let (reader, retries) = match opened {
             Ok(r) => r,
+            Err(e) if crate::remote::is_fatal(&e) => {
+                // Credentials refused: every other shard would be refused too. The stream ends
+                // with the reason (raised to the caller), not after counting them all.
+                stats.set_fatal(Counter::UnreadableShard, shard, e.to_string());
+                return false;
+            }
             Err(e) => {
                 let counter = if crate::remote::is_changed(&e) { Counter::ShardChanged } else { Counter::UnreadableShard };
                 stats.problem(counter, shard, "", e.to_string());

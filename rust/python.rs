@@ -9,7 +9,7 @@ use numpy::{PyArray1, PyArrayMethods};
 use std::collections::BTreeMap;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyAttributeError, PyFileNotFoundError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyFileNotFoundError, PyPermissionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyFloat, PyInt, PyIterator, PyList, PyString, PyTuple};
 use serde_json::{Map, Value};
@@ -363,6 +363,18 @@ struct PyStream {
     stats: Arc<Stats>,
 }
 
+impl PyStream {
+    /// The end of the stream: `None`, or the error that ended it (see `Stats::set_fatal`).
+    fn fatal_error<T>(&self) -> PyResult<Option<T>> {
+        match self.stats.fatal() {
+            None => Ok(None),
+            Some(why) => Err(PyPermissionError::new_err(format!(
+                "the stream stopped: {why} (an authorization or configuration error: retrying or reading other shards cannot mend it)"
+            ))),
+        }
+    }
+}
+
 #[pymethods]
 impl PyStream {
     #[new]
@@ -398,7 +410,14 @@ impl PyStream {
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         loop {
-            let Some(pipeline) = self.pipeline.as_mut() else { return Ok(None) };
+            let Some(pipeline) = self.pipeline.as_mut() else { return self.fatal_error() };
+            if self.stats.fatal().is_some() {
+                // Access refused (expired token, wrong region, denied): not transient, and every
+                // other shard would be refused too. The stream ends now, with the reason.
+                let p = self.pipeline.take();
+                py.detach(move || drop(p));
+                return self.fatal_error();
+            }
             // Wait in short slices, checking for signals in between: Ctrl-C arrives as
             // KeyboardInterrupt within a tenth of a second, even while a server stalls.
             match py.detach(|| pipeline.next_batch_within(std::time::Duration::from_millis(100))) {
@@ -407,7 +426,7 @@ impl PyStream {
                     // End of stream: join the threads now rather than at garbage collection.
                     let p = self.pipeline.take();
                     py.detach(move || drop(p));
-                    return Ok(None);
+                    return self.fatal_error();
                 }
                 Err(()) => py.check_signals()?,
             }

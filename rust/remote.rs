@@ -106,6 +106,32 @@ pub struct Resumable {
 /// Redirects followed per request (only to http(s)).
 const MAX_REDIRECTS: usize = 5;
 
+/// Answers that say the credentials or the configuration are wrong (S3, GCS and Azure error
+/// codes): no retry and no other shard can mend them, so they end the stream at once.
+pub const REFUSALS: [&str; 16] = [
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "InvalidToken",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "AuthorizationHeaderMalformed",
+    "AuthorizationQueryParametersError",
+    "PermanentRedirect",
+    "IllegalLocationConstraintException",
+    "incorrectly configured region",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "AuthenticationFailed",
+    "AuthorizationFailure",
+    "invalid_grant",
+];
+
+/// An error that ends the stream: access refused (401, 403, a refusal code above).
+pub fn is_fatal(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied
+}
+
 /// Errors that another attempt cannot mend.
 fn is_permanent(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput)
@@ -323,6 +349,8 @@ fn http_open(
                 req = req.set(k, v);
             }
         }
+        // The bytes as stored: a compressed transfer would make offsets those of another body.
+        req = req.set("Accept-Encoding", "identity");
         match end {
             Some(end) => req = req.set("Range", &format!("bytes={offset}-{}", end.max(offset + 1) - 1)),
             None if offset > 0 => req = req.set("Range", &format!("bytes={offset}-")),
@@ -387,7 +415,7 @@ pub fn redirect_target(current: &str, location: &str) -> io::Result<String> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("a redirect from {} with a bad Location", redact(current))))?;
     if !matches!(next.scheme(), "http" | "https") {
         return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::InvalidInput, // this server's answer, not the credentials: the shard's problem only
             format!("{} redirects to a {}: URL; only http(s) redirects are followed", redact(current), next.scheme()),
         ));
     }

@@ -209,17 +209,35 @@ pub const MAX_PROBLEMS: usize = 100;
 pub struct Stats {
     counts: [AtomicU64; Counter::ALL.len()],
     problems: Mutex<Vec<Problem>>,
+    /// An error no other shard or attempt can mend (credentials refused, a wrong region): the
+    /// first one, which ends the stream with it rather than count every shard unreadable.
+    fatal: Mutex<Option<String>>,
 }
 
 impl Default for Stats {
     fn default() -> Self {
-        Self { counts: std::array::from_fn(|_| AtomicU64::new(0)), problems: Mutex::new(Vec::new()) }
+        Self { counts: std::array::from_fn(|_| AtomicU64::new(0)), problems: Mutex::new(Vec::new()), fatal: Mutex::new(None) }
     }
 }
 
 impl Stats {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Record an error that ends the stream (the first one is kept), counted as `counter`.
+    pub fn set_fatal(&self, counter: Counter, shard: &str, message: String) {
+        self.problem(counter, shard, "", message.clone());
+        let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if fatal.is_none() {
+            let last = self.problems.lock().unwrap_or_else(|e| e.into_inner()).last().map(|p| format!("{}: {}", p.shard, p.message));
+            *fatal = Some(last.unwrap_or(message));
+        }
+    }
+
+    /// The error that ended the stream, if one did (shard named, secrets redacted).
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn add(&self, counter: Counter, n: u64) {

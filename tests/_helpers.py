@@ -49,6 +49,7 @@ class ShardServer:
         self.files: Dict[str, bytes] = {}
         self.drops: Dict[str, int] = {}
         self.status: Dict[str, int] = {}
+        self.bodies: Dict[str, bytes] = {}  # path -> the body sent with its `status` answer
         self.redirects: Dict[str, str] = {}  # path -> Location
         self.stall: Dict[str, float] = {}  # path -> seconds to hang after the headers
         self.trickle: Dict[str, float] = {}  # path -> seconds between single bytes
@@ -59,6 +60,7 @@ class ShardServer:
         self.wrong_range: Dict[str, int] = {}  # path -> answer a Range with this start instead
         self.honour_if_match = True  # False: a server that ignores If-Match (answers anyway)
         self.no_length: set = set()  # paths answered without Content-Length (the body ends at the close)
+        self.encoding: Dict[str, str] = {}  # path -> a Content-Encoding header sent with its (stored) bytes
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,9 +85,11 @@ class ShardServer:
                     return
                 if path in server.status:
                     server.log.append((path, rng, 0))
+                    body = server.bodies.get(path, b"")
                     self.send_response(server.status[path])
-                    self.send_header("Content-Length", "0")
+                    self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
+                    self.wfile.write(body)
                     return
                 data = server.files.get(path)
                 if data is not None and path in server.replace_after_first:
@@ -116,6 +120,8 @@ class ShardServer:
                 self.send_header("Last-Modified", "Mon, 30 Nov 2026 00:00:00 GMT")
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{last}/{len(data)}")
+                if path in server.encoding:
+                    self.send_header("Content-Encoding", server.encoding[path])
                 if path in server.no_length:
                     self.close_connection = True
                 else:

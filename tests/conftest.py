@@ -133,3 +133,17 @@ def server():
 def fast_retries(monkeypatch):
     monkeypatch.setenv("WEBLI_IO_RETRY_BACKOFF", "0.01")
     monkeypatch.setenv("WEBLI_IO_RETRIES", "3")
+
+
+@pytest.fixture
+def clean_cloud_env(monkeypatch, tmp_path):
+    """No credentials or endpoints from the machine: every variable a cloud chain reads is unset,
+    and HOME is empty (no ~/.aws, no gcloud application-default credentials)."""
+    import os
+
+    for k in list(os.environ):
+        if k.startswith(("AWS_", "GOOGLE_", "AZURE_")) or k == "STORAGE_EMULATOR_HOST":
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch
