@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -123,6 +124,32 @@ def test_score_writes_a_filterable_field_and_reports_what_a_threshold_keeps(trai
     median = values[len(values) // 2]
     kept = WebLIStream(str(out / "*.tar"), batch_size=100, image_size=16, min_score={"alignment_score": median})
     assert sum(len(b["keys"]) for b in kept) == sum(v >= median for v in values)
+
+
+def test_score_does_not_hide_damage_merge_names_or_write_over_its_input(trained, tmp_path):
+    """Issue 28, item 7: a truncated source is not copied as if whole, two sources of one file
+    name are refused, and so is an output folder that holds the input."""
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    whole = open(trained["shards"][0], "rb").read()
+    (src / "cut.tar").write_bytes(whole[: len(whole) // 2])
+    shutil.copy(trained["shards"][1], src / "good.tar")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "webli_io", "score", *a, "--checkpoint", trained["ckpt"], "--json"],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    r = run(str(src / "cut.tar"), str(src / "good.tar"), "-o", str(tmp_path / "out"))
+    assert r.returncode == 1 and "cut.tar could not be read whole" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["damaged"][0]["source"].endswith("cut.tar")
+    assert sorted(os.listdir(tmp_path / "out")) == [".webli-io.lock", "good.tar"], "no whole-looking copy of the cut shard"
+    (tmp_path / "other").mkdir()
+    shutil.copy(trained["shards"][1], tmp_path / "other" / "good.tar")
+    r = run(str(src / "good.tar"), str(tmp_path / "other" / "good.tar"), "-o", str(tmp_path / "out2"))
+    assert r.returncode != 0 and "two input shards have the file name 'good.tar'" in r.stderr, r.stderr
+    before = (src / "good.tar").read_bytes()
+    r = run(str(src / "good.tar"), "-o", str(src))
+    assert r.returncode != 0 and "holds the input" in r.stderr, r.stderr
+    assert (src / "good.tar").read_bytes() == before
 
 
 def test_attention_overlays_a_relevance_map(trained, tmp_path):

@@ -343,14 +343,18 @@ def cmd_score(args: argparse.Namespace) -> int:
     result["out"] = args.out
     if args.report is not None:
         result["report"] = ev.filter_report(done["shards"], args.report, args.field, args.group_field or ["language"])
+    # A damaged source is not copied (the copy would look whole): named, and the exit code says so.
+    failed = 1 if done["damaged"] else 0
+    for d in done["damaged"]:
+        print(f"webli-io score: not copied: {d['source']} could not be read whole ({d['error']})", file=sys.stderr)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
-        return 0
+        return failed
     print(f"{done['samples']} samples scored ({done['unscored']} without a decodable image or caption: {args.field} null) -> {args.out}/")
     for group, shares in result.get("report", {}).get("kept_share", {}).items():
         print(f"kept at {args.field} >= {args.report}, by {group}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     note(f"use it: WebLIStream('{args.out}/*.tar', min_score={{'{args.field}': THRESHOLD}})")
-    return 0
+    return failed
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
@@ -730,9 +734,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from ._files import FolderBusy, WriteError
+
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError, MissingExtra) as e:
+    # PermissionError: the store refused the credentials (the stream stops with the reason).
+    except (FileNotFoundError, PermissionError, ValueError, TypeError, MissingExtra, FolderBusy, WriteError) as e:
         print(f"webli-io {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Dict, Optional, Sequence
 
 from . import _core
+from ._files import atomic_file
 from ._progress import progress as progress_bar
 
 #: The ``format`` of the folder summary (``index.json``).
@@ -68,18 +68,8 @@ def _folder(path: str) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".webli-index-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def _fresh(shard: str, dest: str, fields: Sequence[str]) -> Optional[Dict[str, Any]]:

@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
 from ._extras import require
+from ._files import atomic_file, digest, folder_lock, refuse_in_place
 
 MANIFEST = "manifest.json"
 
@@ -200,10 +201,9 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
     langs: Dict[str, int] = {}
     dropped = set(drop)
     counts = {"samples": 0, "metadata": 0, "lid": 0, "lid_und": 0, "bad_json": 0, "duplicates": 0}
-    tmp = dst + ".tmp"
     now = int(time.time())
     samples = _samples(src)
-    with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as out:
+    with atomic_file(dst) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT) as out:
         for i, (key, members) in enumerate(samples):
             if i in dropped:
                 counts["duplicates"] += 1
@@ -227,8 +227,7 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
     # marked done (see `prepare`), unless damaged shards are accepted.
     error = _damage(samples)
     problems = {k: v for k, v in samples.stats().items() if v and k.startswith(("skipped_", "shard_", "repaired_"))}
-    os.replace(tmp, dst)
-    return {"source": src, "path": dst, **counts, "languages": dict(sorted(langs.items())), "error": error,
+    return {"source": src, "path": dst, "output": digest(dst), **counts, "languages": dict(sorted(langs.items())), "error": error,
             "problems": problems, "lid_seconds": lid.seconds, "lid_captions": lid.count}
 
 
@@ -250,10 +249,27 @@ def _work(job: Dict[str, Any]) -> Dict[str, Any]:
     result["dedup"] = job["dedup"]
     if result["error"] is None or job.get("allow_damaged"):
         # Done only when the whole source was read (or damage is accepted): a rerun redoes it.
-        with open(job["done"] + ".tmp", "w") as f:
+        # The marker holds the output's size and hash: a rerun trusts it only while they match.
+        with atomic_file(job["done"], "w") as f:
             json.dump(result, f, ensure_ascii=False)
-        os.replace(job["done"] + ".tmp", job["done"])
     return result
+
+
+def _still_done(done: str, dst: str, src: str, dedup: bool) -> Optional[Dict[str, Any]]:
+    """The record of a shard an earlier run finished, if it still stands: its marker names this
+    source and these settings, and the output is the file it wrote (size, then hash). A shard
+    cut or replaced since, or made from another source of the same name, is redone."""
+    try:
+        with open(done) as f:
+            earlier = json.load(f)
+        out = earlier.get("output") or {}
+        if earlier.get("source") != src or bool(earlier.get("dedup", False)) != dedup:
+            return None
+        if os.path.getsize(dst) != out.get("size") or digest(dst) != out:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return earlier
 
 
 def _hash_job(job: Tuple[int, str]) -> Tuple[int, List[Tuple[int, int]]]:
@@ -338,8 +354,6 @@ def prepare(
         engine: ``"local"`` (a process pool on this machine) or ``"ray"`` (Ray Data: a local Ray
             started for the run, or the cluster at ``ray_address``).
     """
-    from ._progress import progress as tqdm
-
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
     paths = _core.expand_shards(list(shards))
@@ -348,19 +362,28 @@ def prepare(
     names = [_output_name(p) for p in paths]
     if len(set(names)) != len(names):
         raise ValueError("input shards must have distinct file names (they are written side by side in out_dir)")
+    refuse_in_place(paths, out_dir, "prepare")
     model = lid_model or default_lid_model()
     if not os.path.exists(model):
         raise FileNotFoundError(f"LID model not found: {model!r}")
     os.makedirs(os.path.join(out_dir, DONE_DIR), exist_ok=True)
+    # One writer per output folder: a second run into it fails at once, naming the first.
+    with folder_lock(out_dir, "prepare"):
+        return _prepare_locked(paths, names, out_dir, model, min_confidence, workers, lang_fields, progress, dedup,
+                               engine, ray_address, allow_damaged)
+
+
+def _prepare_locked(paths: List[str], names: List[str], out_dir: str, model: str, min_confidence: float,
+                    workers: Optional[int], lang_fields: Sequence[str], progress: bool, dedup: bool, engine: str,
+                    ray_address: Optional[str], allow_damaged: bool) -> Dict[str, Any]:
+    from ._progress import progress as tqdm
+
     results: Dict[str, Dict[str, Any]] = {}
     jobs: List[Dict[str, Any]] = []
     for i, (src, name) in enumerate(zip(paths, names)):
         dst, done = os.path.join(out_dir, name), os.path.join(out_dir, DONE_DIR, name + ".json")
-        earlier = None
-        if os.path.exists(dst) and os.path.exists(done):
-            with open(done) as f:
-                earlier = json.load(f)
-        if earlier is not None and bool(earlier.get("dedup", False)) == dedup:
+        earlier = _still_done(done, dst, src, dedup)
+        if earlier is not None:
             results[name] = earlier  # finished by an earlier run with the same settings: not redone
         else:
             jobs.append({"shard": i, "src": src, "dst": dst, "done": done, "fields": list(lang_fields), "drop": [],
@@ -430,7 +453,6 @@ def prepare(
     if written:
         ix = build_index(written, out_dir, progress=False)
         manifest["index"] = {"indexed": ix["indexed"], "fresh": ix["fresh"], "failed": ix["failed"]}
-    with open(os.path.join(out_dir, MANIFEST + ".tmp"), "w") as f:
+    with atomic_file(os.path.join(out_dir, MANIFEST), "w") as f:
         json.dump(manifest, f, ensure_ascii=False, indent=1)
-    os.replace(os.path.join(out_dir, MANIFEST + ".tmp"), os.path.join(out_dir, MANIFEST))
     return manifest

@@ -236,45 +236,70 @@ def score_shards(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequenc
     """Write a copy of each tar shard to ``out_dir`` whose samples' ``json`` gain ``field``: the
     cosine similarity of the image and caption embeddings (None where the image does not decode
     or there is no caption: a ``min_score`` filter then drops the sample, failing closed). The
-    members are read and written back by ``prepare``'s rules, as they were."""
+    members are read and written back by ``prepare``'s rules, as they were.
+
+    A shard that cannot be read whole (truncated, corrupt) is not copied (a copy of the samples
+    before the damage would look whole): it is listed in ``damaged`` with the reason. Two inputs
+    of one file name, and an ``out_dir`` that holds an input, are refused before anything is
+    written; a second run into the same ``out_dir`` fails at once (a lock per folder)."""
+    from .._files import folder_lock, refuse_in_place
+    from ..prepare import _output_name
+
+    names = [_output_name(s) for s in shards]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"two input shards have the file name {twice[0]!r}: their copies would overwrite each other in "
+                         f"{out_dir!r}; score them into separate folders")
+    refuse_in_place(shards, out_dir, "score")
+    done: Dict[str, Any] = {"shards": [], "samples": 0, "unscored": 0, "field": field, "damaged": []}
+    with folder_lock(out_dir, "score"):
+        for shard in shards:
+            _score_one(model, tokenizer, image_size, shard, out_dir, device, field, done)
+    return done
+
+
+def _score_one(model: SigLIP, tokenizer: Any, image_size: int, shard: str, out_dir: str, device: torch.device,
+               field: str, done: Dict[str, Any]) -> None:
     import tarfile
     import time
 
     from .. import _core, decode_resize
-    from ..prepare import _output_name, parse_members, write_sample
+    from .._files import atomic_file
+    from ..prepare import _damage, _output_name, parse_members, write_sample
 
-    os.makedirs(out_dir, exist_ok=True)
-    done: Dict[str, Any] = {"shards": [], "samples": 0, "unscored": 0, "field": field}
-    for shard in shards:
-        samples = [(key, list(members)) for key, members in _core.TarSamples(shard)]
-        parsed = [parse_members(members) for _, members in samples]
-        scores: List[Optional[float]] = [None] * len(samples)
-        for start in range(0, len(samples), 64):
-            tiles, texts, where = [], [], []
-            for i in range(start, min(start + 64, len(samples))):
-                p = parsed[i]
-                if p.image is None or not p.text:
-                    continue
-                try:
-                    tiles.append(decode_resize(p.image, image_size, "center_crop"))
-                except ValueError:
-                    continue
-                texts.append(p.text)
-                where.append(i)
-            if tiles:
-                sims = (_embed_images(model, tiles, device) * _embed_texts(model, tokenizer, texts, device)).sum(dim=1).tolist()
-                for i, sim in zip(where, sims):
-                    scores[i] = round(float(sim), 6)
-        path = os.path.join(out_dir, _output_name(shard))
-        now = int(time.time())
-        with tarfile.open(path + ".tmp", "w", format=tarfile.GNU_FORMAT) as t:
-            for (key, members), p, score in zip(samples, parsed, scores):
-                write_sample(t, key, members, p.json_ext, {**p.meta, field: score}, now)
-        os.replace(path + ".tmp", path)
-        done["shards"].append(path)
-        done["samples"] += len(samples)
-        done["unscored"] += sum(x is None for x in scores)
-    return done
+    read = _core.TarSamples(shard)
+    samples = [(key, list(members)) for key, members in read]
+    damage = _damage(read)
+    if damage is not None:
+        # A copy of what was read would look whole: the shard is not copied, and named.
+        done["damaged"].append({"source": shard, "error": damage, "samples_read": len(samples)})
+        return
+    parsed = [parse_members(members) for _, members in samples]
+    scores: List[Optional[float]] = [None] * len(samples)
+    for start in range(0, len(samples), 64):
+        tiles, texts, where = [], [], []
+        for i in range(start, min(start + 64, len(samples))):
+            p = parsed[i]
+            if p.image is None or not p.text:
+                continue
+            try:
+                tiles.append(decode_resize(p.image, image_size, "center_crop"))
+            except ValueError:
+                continue
+            texts.append(p.text)
+            where.append(i)
+        if tiles:
+            sims = (_embed_images(model, tiles, device) * _embed_texts(model, tokenizer, texts, device)).sum(dim=1).tolist()
+            for i, sim in zip(where, sims):
+                scores[i] = round(float(sim), 6)
+    path = os.path.join(out_dir, _output_name(shard))
+    now = int(time.time())
+    with atomic_file(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for (key, members), p, score in zip(samples, parsed, scores):
+            write_sample(t, key, members, p.json_ext, {**p.meta, field: score}, now)
+    done["shards"].append(path)
+    done["samples"] += len(samples)
+    done["unscored"] += sum(x is None for x in scores)
 
 
 def filter_report(shards: Sequence[str], threshold: float, field: str = "alignment_score",
