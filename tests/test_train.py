@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -107,3 +108,45 @@ def test_resume_keeps_the_training_shards_whatever_is_held_out(make_shards, tmp_
     r = train(args_for(ds["paths"], out, "--steps", "6", "--resume", "--no-eval"), log=lines.append)
     assert r["steps"] == 6 and "eval" not in r
     assert any("2 train shards" in x for x in lines), lines
+
+
+def test_a_resume_refuses_new_shards_and_another_model_shape(make_shards, tmp_path):
+    """Issue 28, item 11: neither is silently ignored nor a size-mismatch traceback."""
+    ds = make_shards(shards=4, per_shard=8)
+    out = tmp_path / "run"
+    train(args_for(ds["paths"][:2], out, "--steps", "2", "--no-eval"), log=lambda *a: None)
+    with pytest.raises(ValueError, match=r"adds 2 shard\(s\) the checkpoint did not train on"):
+        train(args_for(ds["paths"], out, "--steps", "4", "--resume", "--no-eval"), log=lambda *a: None)
+    with pytest.raises(ValueError, match=r"--image-size 64 \(the checkpoint's: 32\).*Resume with --image-size 32"):
+        train(args_for(ds["paths"][:2], out, "--steps", "4", "--resume", "--no-eval", "--image-size", "64"), log=lambda *a: None)
+    with pytest.raises(ValueError, match="--tokenizer"):
+        train(args_for(ds["paths"][:2], out, "--steps", "4", "--resume", "--no-eval", "--tokenizer", "mt5"), log=lambda *a: None)
+    r = train(args_for(ds["paths"][:2], out, "--steps", "4", "--resume", "--no-eval"), log=lambda *a: None)
+    assert r["steps"] == 4
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(make_shards, tmp_path):
+    """A write that fails part-way (here: a file-size limit, as a full disk fails a write) is a
+    clear error; the previous checkpoint is whole and no temporary is left."""
+    ds = make_shards(shards=2, per_shard=8)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "webli_io", "train", *ds["paths"], "--image-size", "32", "--batch-size", "4", "--no-eval",
+           "--out", str(out)]
+    assert subprocess.run([*cmd, "--steps", "2"], capture_output=True, text=True, timeout=300).returncode == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    limit = len(before) // 2
+
+    def small_disk():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run([*cmd, "--steps", "4", "--resume"], capture_output=True, text=True, timeout=300, preexec_fn=small_disk)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "could not write the checkpoint" in r.stderr and "previous checkpoint, if any, is kept" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2

@@ -5,7 +5,8 @@ same number of batches on every rank, so none waits at an epoch's end, and no re
 scores each rank's images against every rank's texts; ``--accum-steps`` micro-batches make one
 step (DDP synchronises on the last only); ``--clip-grad`` clips the global gradient norm. The
 checkpoint (model, optimiser, step, every rank's stream position merged) is written by rank 0,
-atomically (a temporary file, then a rename), and resumes on any number of ranks.
+atomically (a unique temporary file, fsync-ed, then a rename), and resumes on any number of
+ranks; a resume refuses another model shape and shards the checkpoint did not train on.
 """
 
 from __future__ import annotations
@@ -49,9 +50,49 @@ def _shards(args: argparse.Namespace, ckpt: Optional[Dict[str, Any]]):
         missing = sorted(set(saved) - set(shards + eval_shards))
         if missing:
             raise ValueError("--resume: the checkpoint trained on shards not given now: " + ", ".join(missing[:3]))
+        # A shard the checkpoint neither trained nor evaluated on is new: a resume continues the
+        # checkpoint's epoch over its own shards, so a new one would be silently left out.
+        known = set(saved) | set(ckpt.get("eval_shards") or eval_shards)
+        added = [s for s in shards + eval_shards if s not in known]
+        if added:
+            raise ValueError(
+                f"--resume: the command line adds {len(added)} shard(s) the checkpoint did not train on ({', '.join(added[:3])}"
+                f"{', ...' if len(added) > 3 else ''}): a resume continues the checkpoint's epoch over its own "
+                f"{len(saved)} shards. Drop them from the command line, or train on them in a new run (another --out)"
+            )
         shards = list(saved)
         eval_shards = [s for s in eval_shards if s not in saved]
     return shards, eval_shards
+
+
+#: The settings that fix the model's shape: a resume must give the checkpoint's.
+SHAPE_SETTINGS = (("model", "--model"), ("image_size", "--image-size"), ("tokenizer", "--tokenizer"))
+
+
+def _check_resume_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) -> None:
+    """A resume with another model size, image size or tokenizer is a clear error naming the
+    checkpoint's settings, not a size-mismatch traceback from ``load_state_dict``."""
+    saved = ckpt.get("args") or {}
+    wrong = [(flag, saved[k], getattr(args, k)) for k, flag in SHAPE_SETTINGS if k in saved and saved[k] != getattr(args, k)]
+    if wrong:
+        given = ", ".join(f"{flag} {now} (the checkpoint's: {then})" for flag, then, now in wrong)
+        fix = " ".join(f"{flag} {then}" for flag, then, _ in wrong)
+        raise ValueError(f"--resume: this command gives {given}; the checkpoint's model has another shape. "
+                         f"Resume with {fix}, or start a new run (another --out)")
+
+
+def save_checkpoint(obj: Dict[str, Any], path: str) -> None:
+    """Write a checkpoint whole or not at all: a unique temporary, flushed and fsync-ed, then
+    renamed over ``path`` (a node crash leaves the old checkpoint or the new one). A full disk
+    is a clear :class:`~webli_io._files.WriteError`; the previous checkpoint is kept."""
+    from .._files import WriteError, atomic_file
+
+    try:
+        with atomic_file(path) as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as e:
+        raise WriteError(f"could not write the checkpoint {path} ({e}): the previous checkpoint, if any, is kept; "
+                         "free some space (or choose another --out) and resume") from e
 
 
 def train(args: argparse.Namespace, log=_stderr) -> Dict[str, Any]:
@@ -75,6 +116,7 @@ def train(args: argparse.Namespace, log=_stderr) -> Dict[str, Any]:
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
             # weights_only: a checkpoint is data, never code (a crafted pickle cannot run anything).
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            _check_resume_settings(args, ckpt)
         shards, eval_shards = _shards(args, ckpt)
         cfg = MODELS[args.model]
         tokenizer = load_tokenizer(args.tokenizer, cfg.max_len)
@@ -116,10 +158,9 @@ def train(args: argparse.Namespace, log=_stderr) -> Dict[str, Any]:
             # Every rank's stream position (each knows its own readers), merged; written once.
             data = WebLIStream.merge_states(d.gather_objects(stream.state_dict(), world))
             if rank == 0:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "data": data,
-                            "train_shards": list(shards), "args": plain_args, "config": asdict(cfg), "world_size": world},
-                           ckpt_path + ".tmp")
-                os.replace(ckpt_path + ".tmp", ckpt_path)
+                save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "data": data,
+                                 "train_shards": list(shards), "eval_shards": list(eval_shards), "args": plain_args,
+                                 "config": asdict(cfg), "world_size": world}, ckpt_path)
             d.barrier(world)
 
         history: List[Dict[str, float]] = []
