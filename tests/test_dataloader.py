@@ -90,3 +90,20 @@ def test_breaking_out_early_is_clean(make_shards):
     next(it)
     it.close()  # runs the generator's cleanup: the native threads are joined
     assert stream.stats()["samples_yielded"] == 2
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_stats_count_two_loaders_over_one_stream(make_shards, context):
+    """Issue 28, item 9: worker 0 of each loader writes the same counter row; neither may
+    overwrite the other's counts."""
+    ds = make_shards(shards=4, per_shard=10)
+    s = WebLIStream(ds["pattern"], batch_size=5, image_size=16)
+    ctx = multiprocessing.get_context(context)
+    a = DataLoader(s, batch_size=None, num_workers=2, multiprocessing_context=ctx)
+    b = DataLoader(s, batch_size=None, num_workers=2, multiprocessing_context=ctx)
+    seen = 0
+    for x, y in zip(a, b):  # both loaders' workers run at once
+        seen += len(x["keys"]) + len(y["keys"])
+    assert seen == 80
+    stats = s.stats()
+    assert stats["samples_yielded"] == 80 and stats["batches_yielded"] == 16, stats

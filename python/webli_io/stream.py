@@ -196,17 +196,28 @@ class _Shared:
         self.names: List[str] = list(_core.STAT_NAMES)
         self.table = mp.RawArray(ctypes.c_int64, self.ROWS * len(self.names))
         self.epoch = mp.RawValue(ctypes.c_int64, 0)
+        # Rows are shared: worker 0 of two DataLoaders over one stream writes row 0 from two
+        # processes. Each adds what its counters gained since its last write, under this lock,
+        # so neither overwrites the other's. (A spawn-context lock: it may be inherited by fork,
+        # and passed to spawn and forkserver workers; a fork-context one only inherited.)
+        self.lock = mp.get_context("spawn").Lock()
 
     def row_of(self, worker_id: Optional[int]) -> int:
         return self.ROWS - 1 if worker_id is None else worker_id % (self.ROWS - 1)
 
-    def read_row(self, row: int) -> List[int]:
+    def add(self, row: int, last: List[int], counts: Dict[str, int]) -> List[int]:
+        """Add to ``row`` what ``counts`` gained over ``last`` (the counts at the last call,
+        zeros at first); returns the new ``last``."""
         n = len(self.names)
-        return list(self.table[row * n : (row + 1) * n])
+        now = [counts.get(k, 0) for k in self.names]
+        with self.lock:
+            for i, (a, b) in enumerate(zip(now, last)):
+                if a != b:
+                    self.table[row * n + i] += a - b
+        return now
 
-    def write_row(self, row: int, base: List[int], counts: Dict[str, int]) -> None:
-        n = len(self.names)
-        self.table[row * n : (row + 1) * n] = [b + counts.get(k, 0) for b, k in zip(base, self.names)]
+    def zeros(self) -> List[int]:
+        return [0] * len(self.names)
 
     def total(self) -> Dict[str, int]:
         n = len(self.names)
@@ -226,12 +237,13 @@ class _Shared:
         if get_spawning_popen() is None:
             # Pickled for another purpose than starting a worker (e.g. a copy): the copy keeps
             # its own counters and epoch rather than failing.
-            return {"names": self.names, "table": None, "epoch": int(self.epoch.value)}
-        return {"names": self.names, "table": self.table, "epoch": self.epoch}
+            return {"names": self.names, "table": None, "epoch": int(self.epoch.value), "lock": None}
+        return {"names": self.names, "table": self.table, "epoch": self.epoch, "lock": self.lock}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.names = state["names"]
         self.table = state["table"] if state["table"] is not None else mp.RawArray(ctypes.c_int64, self.ROWS * len(self.names))
+        self.lock = state.get("lock") or mp.get_context("spawn").Lock()
         epoch = state["epoch"]
         if isinstance(epoch, int):
             self.epoch = mp.RawValue(ctypes.c_int64, epoch)
@@ -731,14 +743,14 @@ class WebLIStream(IterableDataset):
             fallback_shards=self._order(FALLBACK_SHARDS) if counted else None,
         )
         row = self._shared.row_of(info.id if info is not None else None)
-        base = self._shared.read_row(row)
+        written = self._shared.zeros()
         self._slots = slots
         epoch = self.epoch
         strict = self.options.strict
         try:
             for batch in core:
                 counts = core.stats()
-                self._shared.write_row(row, base, counts)
+                written = self._shared.add(row, written, counts)
                 if strict:
                     _raise_if_shard_lost(counts, core.problems)
                 yielded += len(batch["keys"])
@@ -750,7 +762,7 @@ class WebLIStream(IterableDataset):
                 yield self._finish(batch)
         finally:
             stats = core.stats()
-            self._shared.write_row(row, base, stats)
+            self._shared.add(row, written, stats)
             problems = core.problems()
             core.close()
             for i, p in enumerate(problems):
