@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -317,3 +318,64 @@ def test_a_damaged_cache_entry_is_read_again_and_signatures_share_an_entry(serve
     entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated on disk
     got = [k for b in WebLIStream(signed[1], batch_size=5, image_size=16, cache_dir=str(cache)) for k in b["keys"]]
     assert len(got) == 5 and server.log, "a damaged entry is not used: read from the server, whole"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_parent_even_while_a_server_stalls(server, make_shards, tmp_path):
+    """Issue 28, item 4: a DataLoader worker blocked in a read (here a server that stalls for
+    two minutes) must not outlive its killed parent (torch checks the parent only between
+    batches)."""
+    import signal
+    import subprocess
+    import time
+
+    ds = make_shards(shards=2, per_shard=8)
+    for i in range(2):
+        server.files[f"/s{i}.tar"] = open(ds["paths"][i], "rb").read()
+        server.stall[f"/s{i}.tar"] = 120
+    code = f"""
+import os, sys, threading
+from torch.utils.data import DataLoader
+from webli_io import WebLIStream
+s = WebLIStream([{server.url + '/s0.tar'!r}, {server.url + '/s1.tar'!r}], batch_size=2, image_size=16, num_threads=1)
+loader = DataLoader(s, batch_size=None, num_workers=2, timeout=0)
+it = iter(loader)
+def children():
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and int(open(f"/proc/{{d}}/stat").read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                out.append(d)
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+threading.Timer(3.0, lambda: print(" ".join(children()), flush=True)).start()
+next(it)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) >= 2, workers
+        for _ in range(100):  # the workers are in their reads: the server saw both requests
+            if len([p for p, _, _ in server.log]) >= 2:
+                break
+            time.sleep(0.1)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        alive = workers
+        for _ in range(100):  # a bound on liveness, not a speed assertion: they stalled for minutes
+            alive = [p for p in workers if _alive(p)]
+            if not alive:
+                break
+            time.sleep(0.1)
+        assert not alive, f"workers {alive} outlived their killed parent"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
