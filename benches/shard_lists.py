@@ -5,11 +5,12 @@
 For each size, a brace pattern of remote names (no listing, no file touched) is turned into a
 stream, and the bench times, in this process:
 
-- building: ``WebLIStream(pattern)`` (brace expansion in the core, the names into Python);
-- its memory: the resident size before and after (the names are Python strings);
-- dealing one epoch to one reader of ``--slots`` (``shards_for``: the core shuffles 4-byte
-  indices and hands back this reader's names only), per epoch, in every reader;
-- counting one epoch's equal share (``slot_sums`` over per-shard counts, in the core);
+- building: ``WebLIStream(pattern)`` (the pattern kept as a run of numbers, ``_core.ShardNames``);
+- its memory: the resident size before and after;
+- dealing one epoch to one reader of ``--slots`` (``shards_for``: positions of the epoch's
+  random-access permutation, O(the reader's share)), per epoch, in every reader;
+- counting one epoch's equal share (``slot_sums`` over per-shard counts, in the core: O(all
+  shards), done once per epoch per stream and shared with its workers);
 - pickling the stream, as a spawned DataLoader worker receives it.
 
 Measured, never asserted; the figures go to docs/SCALE.md.
@@ -51,9 +52,9 @@ def run(n: int, slots: int) -> Dict[str, Any]:
     t = time.perf_counter()
     blob = pickle.dumps(stream)
     pickled = time.perf_counter() - t
-    return {"shards": n, "build_s": round(build, 2), "names_mb": round(after - before, 1), "deal_epoch_s": round(deal, 3),
-            "reader_shards": len(mine), "slot_sums_s": round(count, 3), "pickle_s": round(pickled, 2),
-            "pickle_mb": round(len(blob) / 1e6, 1), "slots": slots, "check": sum(sums) == 8000 * n}
+    return {"shards": n, "build_s": round(build, 4), "names_mb": round(after - before, 1), "deal_epoch_s": round(deal, 3),
+            "reader_shards": len(mine), "slot_sums_s": round(count, 3), "pickle_s": round(pickled, 4),
+            "pickle_kb": round(len(blob) / 1e3, 1), "slots": slots, "check": sum(sums) == 8000 * n}
 
 
 def main() -> int:
@@ -66,10 +67,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'shards':>11} {'build s':>8} {'names MB':>9} {'deal/epoch s':>13} {'slot_sums s':>12} {'pickle s':>9} {'pickle MB':>10}")
+    print(f"{'shards':>11} {'build s':>8} {'names MB':>9} {'deal/epoch s':>13} {'slot_sums s':>12} {'pickle s':>9} {'pickle KB':>10}")
     for r in rows:
         print(f"{r['shards']:>11,} {r['build_s']:>8} {r['names_mb']:>9} {r['deal_epoch_s']:>13} {r['slot_sums_s']:>12} "
-              f"{r['pickle_s']:>9} {r['pickle_mb']:>10}")
+              f"{r['pickle_s']:>9} {r['pickle_kb']:>10}")
     return 0
 
 

@@ -17,6 +17,7 @@ pub mod decode;
 pub mod fingerprint;
 pub mod index;
 pub mod lang;
+pub mod names;
 pub mod neardup;
 pub mod objstore;
 pub mod pipeline;

@@ -18,6 +18,7 @@ use crate::batch::{Batch, Pixels};
 use crate::config::{ConfigError as SettingError, Settings, DEFAULT_MAX_PIXELS, DEFAULT_NEAR_RADIUS};
 use crate::fingerprint::Fingerprint;
 use crate::lang::normalize_lang;
+use crate::names::{Range, Run, ShardNames};
 use crate::neardup::{FrozenIndex, HashIndex};
 use crate::pipeline::{prepare_image, replay, Job, Pipeline, ReaderPlan};
 use crate::sample::{is_table_shard, Sample, TableReader, TableRow};
@@ -292,9 +293,10 @@ impl PyOptions {
         map_to_py(py, &m)
     }
 
-    /// A short digest of `identity()` and the shard list.
-    fn fingerprint(&self, shards: Vec<String>) -> String {
-        let text = serde_json::to_string(&(self.identity_json(), shards)).expect("serialise");
+    /// A short digest of `identity()` and the shard list (given by its digest,
+    /// `ShardNames.digest()`: the list itself may hold 12.5 M names).
+    fn fingerprint(&self, shards_digest: &str) -> String {
+        let text = serde_json::to_string(&(self.identity_json(), shards_digest)).expect("serialise");
         format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
     }
 
@@ -849,12 +851,153 @@ fn shard_identity(py: Python<'_>, shard: String) -> PyResult<(u64, Option<String
 #[pyfunction]
 #[pyo3(signature = (specs, allow_pipe=false))]
 fn expand_shards(py: Python<'_>, specs: Vec<String>, allow_pipe: bool) -> PyResult<Vec<String>> {
-    py.detach(|| resolve_shards(&specs, allow_pipe)).map_err(|e| match e {
+    py.detach(|| resolve_shards(&specs, allow_pipe)).map_err(source_error)
+}
+
+fn source_error(e: SourceError) -> PyErr {
+    match e {
         SourceError::BadPattern { .. } | SourceError::PipeNotAllowed { .. } | SourceError::NotAFile { .. } => {
             PyValueError::new_err(e.to_string())
         }
         SourceError::Missing { .. } | SourceError::NoMatch { .. } => PyFileNotFoundError::new_err(e.to_string()),
-    })
+    }
+}
+
+/// A stream's shard list, compact (see `rust/names.rs`): a remote brace pattern is a run, not
+/// millions of strings. A read-only sequence of names; pickles as its runs.
+#[pyclass(module = "webli_io._core", name = "ShardNames", frozen)]
+struct PyShardNames {
+    inner: ShardNames,
+    digest: std::sync::OnceLock<String>,
+}
+
+impl PyShardNames {
+    fn new(inner: ShardNames) -> Self {
+        Self { inner, digest: std::sync::OnceLock::new() }
+    }
+
+    fn name(&self, i: isize) -> PyResult<String> {
+        let n = self.inner.len() as isize;
+        let j = if i < 0 { i + n } else { i };
+        if j < 0 || j >= n {
+            return Err(pyo3::exceptions::PyIndexError::new_err(format!("shard {i} of {n}")));
+        }
+        Ok(self.inner.get(j as usize).expect("in range"))
+    }
+}
+
+type RunState = (String, String, String, u64, u64, bool, usize);
+
+#[pymethods]
+impl PyShardNames {
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __bool__(&self) -> bool {
+        !self.inner.is_empty()
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(slice) = index.cast::<pyo3::types::PySlice>() {
+            let ix = slice.indices(self.inner.len() as isize)?;
+            let names: PyResult<Vec<String>> = (0..ix.slicelength).map(|k| self.name(ix.start + k as isize * ix.step)).collect();
+            return Ok(names?.into_pyobject(py)?.into_any());
+        }
+        Ok(self.name(index.extract()?)?.into_pyobject(py)?.into_any())
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.to_list().into_pyobject(py)?.try_iter()?.into_any())
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if let Ok(o) = other.cast::<PyShardNames>() {
+            return Ok(o.get().inner == self.inner);
+        }
+        match other.extract::<Vec<String>>() {
+            Ok(v) => Ok(v.len() == self.inner.len() && self.inner.iter().zip(v).all(|(a, b)| a == b)),
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ShardNames({} names in {} runs)", self.inner.len(), self.inner.runs().len())
+    }
+
+    /// The names at these places, in this order.
+    fn take(&self, py: Python<'_>, indices: Vec<usize>) -> PyResult<Vec<String>> {
+        py.detach(|| indices.iter().map(|&i| self.inner.get(i)).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("a shard index past the end of the list"))
+    }
+
+    /// The place of `name` (its first), or None.
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.inner.index_of(name)
+    }
+
+    /// Every name (O(n)).
+    fn to_list(&self) -> Vec<String> {
+        self.inner.iter().collect()
+    }
+
+    /// Is any shard a table (Parquet) shard? One name per run is looked at.
+    fn has_table_shards(&self) -> bool {
+        self.inner.any_by_run(is_table_shard)
+    }
+
+    /// A digest of the names (xxh3-128 of them joined by newlines), computed once.
+    fn digest(&self, py: Python<'_>) -> String {
+        self.digest.get_or_init(|| py.detach(|| self.inner.digest())).clone()
+    }
+
+    /// The runs, as plain tuples: `("one", name, "", 0, 0, False, 0)` or
+    /// `("range", prefix, suffix, start, count, down, width)`.
+    fn runs(&self) -> Vec<RunState> {
+        self.inner
+            .runs()
+            .iter()
+            .map(|r| match r {
+                Run::One(n) => ("one".into(), n.clone(), String::new(), 0, 0, false, 0),
+                Run::Range(r) => ("range".into(), r.prefix.clone(), r.suffix.clone(), r.start, r.count, r.down, r.width),
+            })
+            .collect()
+    }
+
+    #[staticmethod]
+    fn from_runs(runs: Vec<RunState>) -> PyResult<Self> {
+        let runs = runs
+            .into_iter()
+            .map(|(kind, a, b, start, count, down, width)| match kind.as_str() {
+                "one" => Ok(Run::One(a)),
+                "range" if !down || count <= start + 1 => Ok(Run::Range(Range { prefix: a, suffix: b, start, count, down, width })),
+                _ => Err(PyValueError::new_err(format!("not a shard run: {kind:?}"))),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Self::new(ShardNames::from_runs(runs)))
+    }
+
+    #[staticmethod]
+    fn from_names(names: Vec<String>) -> Self {
+        Self::new(ShardNames::from_names(names))
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (Vec<RunState>,))> {
+        Ok((py.get_type::<PyShardNames>().getattr("from_runs")?, (self.runs(),)))
+    }
+}
+
+/// Resolve shard specs as `expand_shards` does, keeping remote numeric ranges compact.
+#[pyfunction]
+#[pyo3(signature = (specs, allow_pipe=false))]
+fn shard_names(py: Python<'_>, specs: Vec<String>, allow_pipe: bool) -> PyResult<PyShardNames> {
+    py.detach(|| ShardNames::resolve(&specs, allow_pipe)).map(PyShardNames::new).map_err(source_error)
+}
+
+/// Where shard `index` stands in the epoch's order (the inverse of `order_at`).
+#[pyfunction]
+fn position_of(n: usize, seed: u64, shuffle: bool, index: usize) -> usize {
+    crate::rng::position_of(n, seed, shuffle, index)
 }
 
 /// Decode and resize one encoded image exactly as the stream does; returns `[S, S, 3]` uint8.
@@ -1020,6 +1163,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_object, m)?)?;
     m.add_function(wrap_pyfunction!(order_at, m)?)?;
     m.add_function(wrap_pyfunction!(slot_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(shard_names, m)?)?;
+    m.add_function(wrap_pyfunction!(position_of, m)?)?;
+    m.add_class::<PyShardNames>()?;
     m.add_function(wrap_pyfunction!(index_location, m)?)?;
     m.add_function(wrap_pyfunction!(shard_identity, m)?)?;
     m.add_function(wrap_pyfunction!(py_normalize_lang, m)?)?;

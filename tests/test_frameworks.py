@@ -137,3 +137,39 @@ def test_opting_out_gives_each_rank_what_its_shards_hold(uneven):
                for r in (0, 1)]
     assert default == [24, 24], "padded to the largest rank's share"
     assert WebLIStream(uneven["paths"], rank=0, world_size=1).options.equal_batches is None, "one process: unchanged"
+
+
+def test_lightning_sets_the_epoch_of_a_stream_loader(uneven):
+    """Issue 24, item 3: Lightning calls set_epoch on a loader's sampler, never on its dataset.
+    A loader made by `stream.loader()` forwards it, so each epoch has its own order and crops
+    (before, every epoch repeated epoch 0's)."""
+    import lightning as L
+    import torch
+
+    from webli_io import WebLIStream
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+            self.orders: dict = {}
+
+        def training_step(self, batch, i):
+            self.orders.setdefault(self.current_epoch, []).extend(batch["keys"])
+            self.orders.setdefault(("epoch", self.current_epoch), set()).add(batch["position"]["epoch"])
+            x = torch.as_tensor(batch["images"]).float().mean(dim=(1, 2)) / 255
+            return self.lin(x).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    stream = WebLIStream(uneven["paths"], batch_size=4, image_size=16, shuffle=True, seed=0)
+    assert bool(stream) is True, "a stream is true whatever its length"
+    model = Model()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, train_dataloaders=stream.loader(num_workers=0))
+    orders = [model.orders[e] for e in range(3)]
+    assert [model.orders[("epoch", e)] for e in range(3)] == [{0}, {1}, {2}]
+    assert all(sorted(o) == sorted(uneven["samples"]) for o in orders), "every sample once an epoch"
+    assert orders[0] != orders[1] != orders[2], "each epoch its own order"

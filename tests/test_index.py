@@ -258,3 +258,32 @@ def test_ray_engine_writes_the_same_index(make_shards, tmp_path, capsys):
         assert json.loads((tmp_path / "ray" / name).read_text()) == json.loads((tmp_path / "local" / name).read_text())
     summary = json.loads((tmp_path / "ray" / "index.json").read_text())
     assert summary["shards"]["bad.tar"]["samples"] == 0
+
+
+def test_a_million_remote_names_are_a_run_dealt_exactly_once_per_epoch():
+    """Issue 27: a brace pattern of remote names is one run (a pickle of bytes, not of a million
+    strings), and the epoch's random-access order deals every shard to exactly one reader."""
+    import pickle
+
+    stream = WebLIStream("s3://bucket/webli/{0000000..0999999}.tar", shuffle=True, seed=3)
+    assert len(stream.shards) == 1_000_000 and stream.shards[123] == "s3://bucket/webli/0000123.tar"
+    assert stream.shards[-1] == "s3://bucket/webli/0999999.tar"
+    assert len(pickle.dumps(stream)) < 20_000
+    again = pickle.loads(pickle.dumps(stream.shards))
+    assert again == stream.shards and again.digest() == stream.shards.digest()
+    for epoch in (0, 1):
+        stream.set_epoch(epoch)
+        shares = [stream.shards_for(rank, 4, worker, 2) for rank in range(4) for worker in range(2)]
+        dealt = [name for share in shares for name in share]
+        assert len(dealt) == 1_000_000 and len(set(dealt)) == 1_000_000
+        if epoch == 0:
+            first = shares[0][:5]
+    assert shares[0][:5] != first, "another epoch, another order"
+    # The inverse: where a shard stands in the epoch's order.
+    n, seed = len(stream.shards), stream._order_seed()
+    order = _core.order_at(n, seed, True, 0, 1, 1000)
+    assert [_core.position_of(n, seed, True, i) for i in order] == list(range(1000))
+    # The same names given one by one make the same list (and digest: a state resumes either way).
+    few = WebLIStream("s3://b/{00..09}.tar")
+    assert few.shards == [f"s3://b/{i:02d}.tar" for i in range(10)]
+    assert few.shards.digest() == _core.ShardNames.from_names([f"s3://b/{i:02d}.tar" for i in range(10)]).digest()

@@ -69,7 +69,7 @@ def test_trains_checkpoints_resumes_and_evaluates(make_shards, tmp_path):
     ev = r["eval"]
     assert ev["pairs"] == 16 and 0.0 <= ev["i2t_r1"] <= 1.0 and ev["i2t_r5"] >= ev["i2t_r1"]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == 40 and ckpt["data"]["version"] == 2
+    assert ckpt["step"] == 40 and ckpt["data"]["version"] == 3
     # Resume: continues at step 40 with the saved weights and stream position.
     lines = []
     r2 = train(args_for(ds["paths"], out, "--steps", "50", "--resume"), log=lines.append)

@@ -21,6 +21,7 @@ from multiprocessing.context import get_spawning_popen
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 from . import _core
 from .extras import decode_member
@@ -89,8 +90,9 @@ RESAMPLED_FOREVER = 1 << 62
 #: shards (the first of its order): enough for any share, and bounded at 12.5 M shards.
 FALLBACK_SHARDS = 1024
 
-#: Version of the dict that ``state_dict`` returns.
-STATE_VERSION = 2
+#: Version of the dict that ``state_dict`` returns. 3: the epoch's shard order is a random-access
+#: permutation (a version-2 state was taken in another order), the shards bound by their digest.
+STATE_VERSION = 3
 
 
 def _available_cpus() -> int:
@@ -182,6 +184,18 @@ def resolve_topology(rank: Optional[int] = None, world_size: Optional[int] = Non
     return Topology(0, 1, "default")
 
 
+class _EpochSampler(_InfiniteConstantSampler):
+    """The sampler of a loader made by :meth:`WebLIStream.loader`: what DataLoader gives an
+    iterable dataset (``None`` forever), plus ``set_epoch``, forwarded to the stream."""
+
+    def __init__(self, stream: WebLIStream) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def set_epoch(self, epoch: int) -> None:
+        self._stream.set_epoch(epoch)
+
+
 def _die_with_parent() -> None:
     """In a DataLoader worker: be killed when the process that started it dies. torch's own
     check runs only between batches; a worker blocked in a read (a stalled server, a hung
@@ -221,6 +235,15 @@ class _Shared:
         # so neither overwrites the other's. (A spawn-context lock: it may be inherited by fork,
         # and passed to spawn and forkserver workers; a fork-context one only inherited.)
         self.lock = mp.get_context("spawn").Lock()
+        # equal_batches' batches per reader for one (epoch, slots): [epoch + 1, slots, batches].
+        self.batches = mp.RawArray(ctypes.c_int64, 3)
+
+    def batches_for(self, key: tuple) -> Optional[int]:
+        b = self.batches
+        return int(b[2]) if (b[0], b[1]) == (key[0] + 1, key[1]) else None
+
+    def set_batches(self, key: tuple, batches: int) -> None:
+        self.batches[0], self.batches[1], self.batches[2] = key[0] + 1, key[1], batches
 
     def row_of(self, worker_id: Optional[int]) -> int:
         return self.ROWS - 1 if worker_id is None else worker_id % (self.ROWS - 1)
@@ -257,13 +280,14 @@ class _Shared:
         if get_spawning_popen() is None:
             # Pickled for another purpose than starting a worker (e.g. a copy): the copy keeps
             # its own counters and epoch rather than failing.
-            return {"names": self.names, "table": None, "epoch": int(self.epoch.value), "lock": None}
-        return {"names": self.names, "table": self.table, "epoch": self.epoch, "lock": self.lock}
+            return {"names": self.names, "table": None, "epoch": int(self.epoch.value), "lock": None, "batches": None}
+        return {"names": self.names, "table": self.table, "epoch": self.epoch, "lock": self.lock, "batches": self.batches}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.names = state["names"]
         self.table = state["table"] if state["table"] is not None else mp.RawArray(ctypes.c_int64, self.ROWS * len(self.names))
         self.lock = state.get("lock") or mp.get_context("spawn").Lock()
+        self.batches = state.get("batches") or mp.RawArray(ctypes.c_int64, 3)
         epoch = state["epoch"]
         if isinstance(epoch, int):
             self.epoch = mp.RawValue(ctypes.c_int64, epoch)
@@ -548,9 +572,10 @@ class WebLIStream(IterableDataset):
                 raise _config_error("cache_dir", problem)
         #: The settings, validated once (immutable).
         self.options: Options = options
-        self.shards: List[str] = _core.expand_shards(specs, allow_pipe=options.allow_pipe)
+        # Compact: a remote brace pattern of 12.5 M names is one run (a few bytes, a small pickle).
+        self.shards: _core.ShardNames = _core.shard_names(specs, allow_pipe=options.allow_pipe)
         self._table_opener: Optional[ParquetOpener] = None
-        if any(is_table_shard(s) for s in self.shards):
+        if self.shards.has_table_shards():
             require_pyarrow()
             self._table_opener = ParquetOpener(meta_columns=needed_columns(options))
         if options.manifest is None and (options.mixture is not None or options.mixture_temperature is not None):
@@ -627,15 +652,15 @@ class WebLIStream(IterableDataset):
     def _order(self, limit: Optional[int] = None) -> List[str]:
         """This epoch's shard order (its first `limit` shards): the same in every process (the
         core's seeded shuffle)."""
-        idx = _core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, 0, 1, limit)
-        return [self.shards[i] for i in idx]
+        return self.shards.take(_core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, 0, 1, limit))
 
     def shards_for(self, rank: int, world_size: int, worker: int, num_workers: int) -> List[str]:
         """The shards that DataLoader worker ``worker`` of rank ``rank`` reads this epoch: every
         ``world_size * num_workers``-th of the epoch's order. Dealt in the core, so Python sees
-        only this reader's names (12.5 M shards: one pass over 4-byte indices in Rust)."""
+        only this reader's names, in O(its share): the epoch's order is a random-access
+        permutation, so no pass over all 12.5 M shards)."""
         slot, slots = rank * num_workers + worker, world_size * num_workers
-        return [self.shards[i] for i in _core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, slot, slots)]
+        return self.shards.take(_core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, slot, slots))
 
     def _slot_seed(self, slot: int) -> int:
         """Seed of reader `slot`'s sample shuffle this epoch."""
@@ -653,9 +678,8 @@ class WebLIStream(IterableDataset):
         counts = self._counts
         if exclude:
             counts = list(counts)
-            where = {s: i for i, s in enumerate(self.shards)}
             for key, bitmap in exclude.items():
-                i = where.get(key.split("\0")[0])  # "shard\0k": copy k of a mixture's samples
+                i = self.shards.index_of(key.split("\0")[0])  # "shard\0k": copy k of a mixture's samples
                 if i is not None:
                     counts[i] = max(0, counts[i] - sum(bin(b).count("1") for b in bitmap))
         per_slot = _core.slot_sums(counts, self._order_seed(), self.options.shuffle, slots)
@@ -664,33 +688,52 @@ class WebLIStream(IterableDataset):
             return min(n // batch for n in per_slot)
         return max(-(-n // batch) for n in per_slot)
 
+    def _shared_batches_per_reader(self, slots: int, exclude: Dict[str, bytes]) -> int:
+        """:meth:`_batches_per_reader`, computed once per epoch for all the processes of this
+        stream (the first reader to need it; the others read it from shared memory): it is
+        O(all shards), which no reader may pay each epoch at 12.5 M shards."""
+        if exclude:
+            return self._batches_per_reader(slots, exclude)  # a resume on another layout: its own
+        key = (self.epoch, slots)
+        with self._shared.lock:
+            got = self._shared.batches_for(key)
+            if got is None:
+                got = self._batches_per_reader(slots)
+                self._shared.set_batches(key, got)
+        return got
+
     def _count_samples(self) -> List[int]:
         """Samples per shard for ``equal_batches``, known without reading sample data where a
         shard index exists (``webli-io index``); a remote shard without one is a ShardError
         naming the fix (never a download of everything)."""
         # Index files are small reads, often remote: more threads than CPUs.
         threads = min(64, 4 * _available_cpus())
+        names = self.shards.to_list()
         try:
             if self.options.selects_before_decode:
                 # Selection drops samples before decoding: count what survives it (from the index,
                 # else by reading the shard, decoding nothing). Decode failures and a mixture's
                 # thinning can still leave a reader short: it then pads (samples_padded).
-                return _core.count_selected(self.shards, self.options, threads=threads, table_reader=self._table_opener)
-            tars = [s for s in self.shards if not is_table_shard(s)]
+                return _core.count_selected(names, self.options, threads=threads, table_reader=self._table_opener)
+            tars = [s for s in names if not is_table_shard(s)]
             counted = dict(zip(tars, _core.count_samples(tars, self.options, threads=threads))) if tars else {}
         except RuntimeError as e:
             raise ShardError(str(e)) from None
-        return [num_rows(s) if is_table_shard(s) else counted[s] for s in self.shards]
+        return [num_rows(s) if is_table_shard(s) else counted[s] for s in names]
 
     def _exclusions(self, state: Dict[str, Any], mine: List[str]) -> Dict[str, bytes]:
         """Per-shard bitmaps of the samples consumed before `state` was taken, for the shards
         in `mine`, found by replaying (reading, not decoding) the readers of that layout."""
         exclude: Dict[str, bytes] = self._exclusions(state["base"], mine) if state.get("base") else {}
-        order, slots, wanted = self._order(), state["slots"], set(mine)
-        for slot in range(slots):
+        n, seed, shuffle, slots = len(self.shards), self._order_seed(), self.options.shuffle, state["slots"]
+        # The old layout's readers that held one of `mine`: each shard's place in the epoch's
+        # order (the permutation's inverse) says whose it was, so only those are replayed.
+        places = (self.shards.index_of(name) for name in mine)
+        theirs_slots = sorted({_core.position_of(n, seed, shuffle, i) % slots for i in places if i is not None})
+        for slot in theirs_slots:
             consumed = int(state["positions"].get(str(slot), {}).get("seq", 0))
-            theirs = order[slot::slots]
-            if consumed and wanted.intersection(theirs):
+            if consumed:
+                theirs = self.shards.take(_core.order_at(n, seed, shuffle, slot, slots))
                 exclude = _core.consumed_bitmaps(
                     theirs, consumed, self.options, shuffle_seed=self._slot_seed(slot), sample_seed=self._sample_seed(),
                     exclude=exclude, table_reader=self._table_opener,
@@ -735,18 +778,18 @@ class WebLIStream(IterableDataset):
                 mine = resume["positions"].get(str(slot), {})
                 skip, yielded = int(mine.get("seq", 0)), int(mine.get("yielded", 0))
                 if resume.get("base"):
-                    exclude = self._exclusions(resume["base"], self.shards if equal else shards)
+                    exclude = self._exclusions(resume["base"], self.shards.to_list() if equal else shards)
             elif self.options.resampled:
                 raise ValueError(
                     f"cannot resume a resampled stream on another layout ({resume['slots']} readers in the state, {slots} "
                     "now): readers cycle over their own shards, so resume with the same ranks x num_workers"
                 )
             else:
-                exclude = self._exclusions(resume, self.shards if equal else shards)
+                exclude = self._exclusions(resume, self.shards.to_list() if equal else shards)
         limit, cycle = 0, False
         counted = equal or self.options.resampled
         if equal:
-            per_reader = self._batches_per_reader(slots, exclude) * self.options.batch_size
+            per_reader = self._shared_batches_per_reader(slots, exclude) * self.options.batch_size
             limit, cycle = per_reader - yielded, True
         elif self.options.resampled:
             batches = self._resampled_batches(world, worker, workers)
@@ -836,6 +879,10 @@ class WebLIStream(IterableDataset):
         per_rank = n // (self.options.batch_size * world)
         return per_rank // workers + (1 if worker < per_rank % workers else 0)
 
+    def __bool__(self) -> bool:
+        """A stream is true (``if stream:``), whether or not its length is known."""
+        return True
+
     def __len__(self) -> int:
         """Batches this rank yields an epoch, where that is known before reading: a resampled
         stream with ``samples_per_epoch`` (``samples_per_epoch // (batch_size * world_size)``,
@@ -875,7 +922,13 @@ class WebLIStream(IterableDataset):
         if workers > 0:
             kwargs.setdefault("persistent_workers", True)
         self._num_workers = workers
-        return DataLoader(self, batch_size=None, num_workers=workers, **kwargs)
+        loader = DataLoader(self, batch_size=None, num_workers=workers, **kwargs)
+        # Frameworks call set_epoch on a loader's sampler, never on its dataset (Lightning's
+        # fit loop does so each epoch): this loader's forwards it to the stream, so each epoch
+        # gets its own order, shuffle and crops. (DataLoader forbids setting its sampler after
+        # init, hence object.__setattr__; it still yields what DataLoader's own one yields.)
+        object.__setattr__(loader, "sampler", _EpochSampler(self))
+        return loader
 
     # -- resume ---------------------------------------------------------------------------
 
@@ -894,8 +947,8 @@ class WebLIStream(IterableDataset):
 
     def _identity(self) -> Dict[str, Any]:
         """What a state is bound to: the settings that decide the samples, and the shards."""
-        digest = hashlib.blake2b("\n".join(self.shards).encode(), digest_size=16).hexdigest()
-        return {"fingerprint": self.options.fingerprint(self.shards), "settings": self.options.identity(),
+        digest = self.shards.digest()
+        return {"fingerprint": self.options.fingerprint(digest), "settings": self.options.identity(),
                 "shards": len(self.shards), "shards_digest": digest}
 
     def state_dict(self) -> Dict[str, Any]:
@@ -968,7 +1021,7 @@ class WebLIStream(IterableDataset):
             # on several, or back): the samples are the same, only the padding differs; the
             # resume on the other layout excludes what was consumed, whatever the padding.
             theirs = (state.get("settings") or {}).get("equal_batches") if isinstance(state.get("settings"), dict) else None
-            if theirs in (None, "drop", "pad") and self.options.replace(equal_batches=theirs).fingerprint(self.shards) == state.get("fingerprint"):
+            if theirs in (None, "drop", "pad") and self.options.replace(equal_batches=theirs).fingerprint(self.shards.digest()) == state.get("fingerprint"):
                 mine["fingerprint"] = state["fingerprint"]
         if state.get("fingerprint") != mine["fingerprint"]:
             theirs = state.get("settings") if isinstance(state.get("settings"), dict) else {}
