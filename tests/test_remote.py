@@ -154,6 +154,34 @@ def test_s3_shards_are_indexed_then_counted_and_resumed_from_the_index(s3_server
     assert again.stats()["index_passed"] > 0
 
 
+def test_prepare_writes_to_an_object_store_and_a_rerun_checks_what_is_there(s3_server, make_shards, clean_cloud_env, tmp_path):
+    """Issue 27: `prepare -o s3://...`, as a cluster job must: shards, done markers, the
+    manifest and the shard index land in the store; a rerun redoes only a shard whose object
+    changed (size and ETag in its marker), and refuses the input prefix as output."""
+    from webli_io.cli import main as cli
+    from webli_io.prepare import prepare
+
+    s3_env(s3_server, clean_cloud_env)
+    local = make_shards(shards=3, per_shard=5)
+    m = prepare(local["paths"], "s3://webli/prepared", progress=False)
+    assert m["samples"] == 15 and m["shards_done_now"] == 3 and m["index"]["indexed"] == 3
+    listed = sorted(o["Key"] for o in s3_server["client"].list_objects_v2(Bucket="webli", Prefix="prepared/")["Contents"])
+    assert "prepared/manifest.json" in listed and "prepared/.prepare/shard-000000.tar.json" in listed
+    assert "prepared/shard-000002.tar" in listed and "prepared/index.json" in listed
+    urls = "s3://webli/prepared/shard-{000000..000002}.tar"
+    s = WebLIStream(urls, batch_size=5, image_size=16, equal_batches="pad", world_size=1, rank=0)
+    assert keys_of(s) == keys_of(WebLIStream(local["pattern"], batch_size=5, image_size=16))
+    assert s.stats().get("index_unusable", 0) == 0
+    assert prepare(local["paths"], "s3://webli/prepared", progress=False)["shards_done_now"] == 0
+    # An object replaced behind the run's back: its ETag no longer matches the marker.
+    s3_server["client"].put_object(Bucket="webli", Key="prepared/shard-000001.tar", Body=b"not a shard")
+    m = prepare(local["paths"], "s3://webli/prepared", progress=False)
+    assert m["shards_done_now"] == 1 and m["samples"] == 15
+    for p in local["paths"]:
+        s3_server["client"].upload_file(p, "webli", f"raw/{Path(p).name}")
+    assert cli(["prepare", "s3://webli/raw/shard-000000.tar", "-o", "s3://webli/raw", "--json"]) == 2
+
+
 def test_train_on_s3_shards_two_torchrun_ranks_then_resume_on_one(s3_server, make_shards, clean_cloud_env, tmp_path):
     """The documented multi-node command on an object store: index written to the store, two
     torchrun ranks train and checkpoint, one process resumes."""

@@ -10,6 +10,11 @@ the trainer's checkpoints), written one way:
   released by the kernel when the process dies, so a killed run leaves no stale lock);
 - never over the input: ``refuse_in_place`` stops a command whose output folder holds its input.
 
+An output folder may also be an object-store prefix (``s3://``, ``gs://``, ``az://``): a file is
+then written whole to a local temporary and uploaded in one PUT (an object appears whole or not
+at all); such a folder has no lock (run one job per prefix), and a done marker records the
+object's size and ETag instead of a hash.
+
 Written by hand rather than with a library (``atomicwrites`` is unmaintained; ``filelock``
 would add a dependency for twenty lines of ``fcntl``).
 """
@@ -25,6 +30,27 @@ from typing import IO, Any, Dict, Iterator, Sequence
 
 #: The lock file a writing run holds in its output folder.
 LOCK_NAME = ".webli-io.lock"
+
+#: Output folders that are object-store prefixes (one PUT a file).
+OBJECT_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "abfss://")
+
+
+def is_object(path: str) -> bool:
+    """Is ``path`` in an object store (``s3://``, ``gs://``, ``az://``)?"""
+    return path.startswith(OBJECT_SCHEMES)
+
+
+def join(folder: str, *names: str) -> str:
+    """``folder/name``: ``os.path.join`` for a folder, ``/`` for an object-store prefix."""
+    if is_object(folder):
+        return "/".join([folder.rstrip("/"), *names])
+    return os.path.join(folder, *names)
+
+
+def makedirs(folder: str) -> None:
+    """Create a local folder (an object-store prefix needs none)."""
+    if not is_object(folder):
+        os.makedirs(folder, exist_ok=True)
 
 
 class FolderBusy(RuntimeError):
@@ -71,8 +97,50 @@ def atomic_file(dst: str, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 @contextlib.contextmanager
+def output_file(dst: str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """:func:`atomic_file`, or for an object-store ``dst`` a local temporary uploaded whole."""
+    if not is_object(dst):
+        with atomic_file(dst, mode) as f:
+            yield f
+        return
+    from . import _core
+
+    with tempfile.TemporaryDirectory(prefix="webli-io-upload-") as tmp:
+        local = os.path.join(tmp, "part")
+        with open(local, mode) as f:
+            yield f
+        with open(local, "rb") as f:
+            _core.write_object(dst, f.read())
+
+
+def read_text(path: str) -> str:
+    """A small file's text, from a folder or an object store."""
+    if is_object(path):
+        from . import _core
+
+        return _core.read_bytes(path, 64 << 20).decode("utf-8")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def identity(path: str) -> Dict[str, Any]:
+    """What a done marker records of an output, and checks on a rerun: a local file's size and
+    SHA-256 (:func:`digest`), an object's size and ETag (one HEAD)."""
+    if is_object(path):
+        from . import _core
+
+        size, etag = _core.shard_identity(path)
+        return {"size": size, "etag": etag}
+    return digest(path)
+
+
+@contextlib.contextmanager
 def folder_lock(folder: str, what: str) -> Iterator[None]:
-    """Hold ``folder``'s write lock for the block; :class:`FolderBusy` if another run holds it."""
+    """Hold ``folder``'s write lock for the block; :class:`FolderBusy` if another run holds it.
+    An object-store prefix has no lock (nothing to hold): the block runs."""
+    if is_object(folder):
+        yield
+        return
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_NAME)
     try:
@@ -116,6 +184,13 @@ def digest(path: str) -> Dict[str, Any]:
 def refuse_in_place(inputs: Sequence[str], out_dir: str, what: str) -> None:
     """A ``ValueError`` when ``out_dir`` is the folder of one of the (local) ``inputs``: the
     command would write its output over its input."""
+    if is_object(out_dir):
+        prefix = out_dir.rstrip("/")
+        for src in inputs:
+            if src.split("?", 1)[0].rsplit("/", 1)[0] == prefix:
+                raise ValueError(f"the output prefix {out_dir!r} holds the input {src!r}: {what} would overwrite its input; "
+                                 "write to another prefix with -o")
+        return
     out = os.path.realpath(out_dir)
     for src in inputs:
         if "://" in src or src.startswith("pipe:"):

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Dict, Optional, Sequence
 
 from . import _core
-from ._files import atomic_file
+from ._files import atomic_file, is_object
 from ._progress import progress as progress_bar
 
 #: The ``format`` of the folder summary (``index.json``).
@@ -41,12 +41,8 @@ def _is_url(path: str) -> bool:
     return "://" in path or path.startswith("pipe:")
 
 
-#: Output folders an index can be written to besides local ones: object stores (one PUT a file).
-OBJECT_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "abfss://")
-
-
 def _is_object(path: str) -> bool:
-    return path.startswith(OBJECT_SCHEMES)
+    return is_object(path)
 
 
 def _write(path: str, text: str) -> None:

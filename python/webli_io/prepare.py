@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
 from ._extras import require
-from ._files import atomic_file, digest, folder_lock, refuse_in_place
+from ._files import folder_lock, identity, join, makedirs, output_file, read_text, refuse_in_place
 
 MANIFEST = "manifest.json"
 
@@ -203,7 +203,7 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
     counts = {"samples": 0, "metadata": 0, "lid": 0, "lid_und": 0, "bad_json": 0, "duplicates": 0}
     now = int(time.time())
     samples = _samples(src)
-    with atomic_file(dst) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT) as out:
+    with output_file(dst) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT) as out:
         for i, (key, members) in enumerate(samples):
             if i in dropped:
                 counts["duplicates"] += 1
@@ -227,7 +227,7 @@ def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str
     # marked done (see `prepare`), unless damaged shards are accepted.
     error = _damage(samples)
     problems = {k: v for k, v in samples.stats().items() if v and k.startswith(("skipped_", "shard_", "repaired_"))}
-    return {"source": src, "path": dst, "output": digest(dst), **counts, "languages": dict(sorted(langs.items())), "error": error,
+    return {"source": src, "path": dst, "output": identity(dst), **counts, "languages": dict(sorted(langs.items())), "error": error,
             "problems": problems, "lid_seconds": lid.seconds, "lid_captions": lid.count}
 
 
@@ -250,7 +250,7 @@ def _work(job: Dict[str, Any]) -> Dict[str, Any]:
     if result["error"] is None or job.get("allow_damaged"):
         # Done only when the whole source was read (or damage is accepted): a rerun redoes it.
         # The marker holds the output's size and hash: a rerun trusts it only while they match.
-        with atomic_file(job["done"], "w") as f:
+        with output_file(job["done"], "w") as f:
             json.dump(result, f, ensure_ascii=False)
     return result
 
@@ -260,14 +260,13 @@ def _still_done(done: str, dst: str, src: str, dedup: bool) -> Optional[Dict[str
     source and these settings, and the output is the file it wrote (size, then hash). A shard
     cut or replaced since, or made from another source of the same name, is redone."""
     try:
-        with open(done) as f:
-            earlier = json.load(f)
+        earlier = json.loads(read_text(done))
         out = earlier.get("output") or {}
         if earlier.get("source") != src or bool(earlier.get("dedup", False)) != dedup:
             return None
-        if os.path.getsize(dst) != out.get("size") or digest(dst) != out:
+        if identity(dst) != out:
             return None
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RuntimeError):
         return None
     return earlier
 
@@ -366,7 +365,7 @@ def prepare(
     model = lid_model or default_lid_model()
     if not os.path.exists(model):
         raise FileNotFoundError(f"LID model not found: {model!r}")
-    os.makedirs(os.path.join(out_dir, DONE_DIR), exist_ok=True)
+    makedirs(join(out_dir, DONE_DIR))
     # One writer per output folder: a second run into it fails at once, naming the first.
     with folder_lock(out_dir, "prepare"):
         return _prepare_locked(paths, names, out_dir, model, min_confidence, workers, lang_fields, progress, dedup,
@@ -381,7 +380,7 @@ def _prepare_locked(paths: List[str], names: List[str], out_dir: str, model: str
     results: Dict[str, Dict[str, Any]] = {}
     jobs: List[Dict[str, Any]] = []
     for i, (src, name) in enumerate(zip(paths, names)):
-        dst, done = os.path.join(out_dir, name), os.path.join(out_dir, DONE_DIR, name + ".json")
+        dst, done = join(out_dir, name), join(out_dir, DONE_DIR, name + ".json")
         earlier = _still_done(done, dst, src, dedup)
         if earlier is not None:
             results[name] = earlier  # finished by an earlier run with the same settings: not redone
@@ -449,10 +448,10 @@ def _prepare_locked(paths: List[str], names: List[str], out_dir: str, model: str
     # Only the shards written now are read again (the others' indexes are found fresh).
     from .index import build_index
 
-    written = [os.path.join(out_dir, n) for n in names if n.endswith(".tar")]
+    written = [join(out_dir, n) for n in names if n.endswith(".tar")]
     if written:
         ix = build_index(written, out_dir, progress=False)
         manifest["index"] = {"indexed": ix["indexed"], "fresh": ix["fresh"], "failed": ix["failed"]}
-    with atomic_file(os.path.join(out_dir, MANIFEST), "w") as f:
+    with output_file(join(out_dir, MANIFEST), "w") as f:
         json.dump(manifest, f, ensure_ascii=False, indent=1)
     return manifest
