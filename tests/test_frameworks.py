@@ -85,6 +85,37 @@ ACCELERATE = COMMON + textwrap.dedent(
 )
 
 
+ACCELERATE_PREPARE = COMMON + textwrap.dedent(
+    """
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    acc = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    stream = WebLIStream(shards, batch_size=4, image_size=16, shuffle=True, seed=0)
+    how = sys.argv[3]
+    if how == "plain":  # what Accelerate's docs show for a map-style dataset
+        model, opt, loader = acc.prepare(model, opt, DataLoader(stream, batch_size=None))
+    else:
+        model, opt, loader = acc.prepare(model, opt, stream.loader(num_workers=int(how)))
+    epochs = []
+    for epoch in range(2):
+        stream.set_epoch(epoch)
+        keys = []
+        for batch in loader:
+            keys += batch["keys"]
+            loss = model(features(batch)).pow(2).mean()
+            acc.backward(loss)
+            opt.step()
+            opt.zero_grad()
+        epochs.append(keys)
+    acc.wait_for_everyone()
+    record(acc.process_index, epochs)
+    """
+)
+
+
 @pytest.fixture
 def uneven(make_shards):
     """5 shards of 8 samples: on 2 ranks, 3 shards (24 samples) and 2 (16)."""
@@ -173,3 +204,33 @@ def test_lightning_sets_the_epoch_of_a_stream_loader(uneven):
     assert [model.orders[("epoch", e)] for e in range(3)] == [{0}, {1}, {2}]
     assert all(sorted(o) == sorted(uneven["samples"]) for o in orders), "every sample once an epoch"
     assert orders[0] != orders[1] != orders[2], "each epoch its own order"
+
+
+def _launch_accelerate(script_text, uneven, tmp_path, *args):
+    script = tmp_path / "loop.py"
+    script.write_text(script_text)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           str(script), ",".join(uneven["paths"]), str(out), *args]
+    return _run(cmd, tmp_path), out
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_accelerate_prepare_of_a_stream_loader_keeps_every_ranks_share(uneven, tmp_path, workers):
+    """Issue 24, item 1: `accelerator.prepare(model, opt, stream.loader())` runs, each rank
+    streaming its own shards (before: a TypeError on the first batch, or rank 0's shards only)."""
+    r, out = _launch_accelerate(ACCELERATE_PREPARE, uneven, tmp_path, workers)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    per_rank = [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)]
+    for epoch in (0, 1):
+        a, b = per_rank[0][epoch], per_rank[1][epoch]
+        assert len(a) == len(b) > 0 and set(a) | set(b) == set(uneven["samples"]), epoch
+    assert per_rank[0][0] != per_rank[0][1], "set_epoch: each epoch its own order"
+
+
+def test_accelerate_prepare_of_a_plain_loader_is_refused_not_silently_short(uneven, tmp_path):
+    r, _ = _launch_accelerate(ACCELERATE_PREPARE, uneven, tmp_path, "plain")
+    assert r.returncode != 0
+    assert "inside a DataLoader prepared by Accelerate" in r.stderr and "stream.loader(" in r.stderr, r.stderr[-3000:]

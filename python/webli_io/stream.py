@@ -184,6 +184,27 @@ def resolve_topology(rank: Optional[int] = None, world_size: Optional[int] = Non
     return Topology(0, 1, "default")
 
 
+def _refuse_accelerate_wrappers() -> None:
+    """A stream iterated by Accelerate's own loaders (``accelerator.prepare(DataLoader(stream))``)
+    loses data silently: ``DataLoaderDispatcher`` feeds every rank from rank 0's stream, which
+    reads rank 0's shards only, and ``IterableDatasetShard`` re-splits a stream of batches as if
+    it were samples. Seen from the calling frames (in the process that iterates), refused."""
+    import sys
+
+    frame = sys._getframe(2)
+    for _ in range(12):
+        if frame is None:
+            return
+        name = frame.f_code.co_filename.replace("\\", "/")
+        if name.endswith("accelerate/data_loader.py"):
+            raise TypeError(
+                "a WebLIStream inside a DataLoader prepared by Accelerate: its loaders would feed every rank from rank 0's "
+                "shards (or re-split batches as samples), losing data. Pass stream.loader(...) to accelerator.prepare "
+                "(Accelerate leaves it as it is: each rank streams its own shards), or iterate it without prepare"
+            )
+        frame = frame.f_back
+
+
 class _EpochSampler(_InfiniteConstantSampler):
     """The sampler of a loader made by :meth:`WebLIStream.loader`: what DataLoader gives an
     iterable dataset (``None`` forever), plus ``set_epoch``, forwarded to the stream."""
@@ -749,6 +770,7 @@ class WebLIStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             _die_with_parent()
+        _refuse_accelerate_wrappers()
         if info is not None and self.options.decode_device == "cuda":
             raise ValueError(
                 "decode_device='cuda' decodes in the process that iterates the stream, and CUDA cannot run in DataLoader "
@@ -928,6 +950,10 @@ class WebLIStream(IterableDataset):
         # gets its own order, shuffle and crops. (DataLoader forbids setting its sampler after
         # init, hence object.__setattr__; it still yields what DataLoader's own one yields.)
         object.__setattr__(loader, "sampler", _EpochSampler(self))
+        # Accelerate's prepare() would re-wrap it (rank 0 reading for everyone, or a stream of
+        # batches re-split as samples): marked as prepared, it is left as it is, each rank
+        # streaming its own shards (batches stay on the CPU: move them to accelerator.device).
+        loader._is_accelerate_prepared = True  # type: ignore[attr-defined]
         return loader
 
     # -- resume ---------------------------------------------------------------------------
