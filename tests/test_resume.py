@@ -233,3 +233,34 @@ def test_set_epoch_in_the_middle_of_an_iteration_does_not_carry_its_position(mak
     fresh = WebLIStream(ds["paths"], batch_size=2, image_size=16, num_threads=1, shuffle=True, seed=1)
     fresh.set_epoch(1)
     assert [k for b in again for k in b["keys"]] == [k for b in fresh for k in b["keys"]]
+
+
+def test_a_state_knows_its_ranks_one_ranks_state_is_refused_elsewhere(make_shards):
+    """Issue 24, item 2: a framework checkpoint keeps rank 0's state only. Loaded on rank 1 it
+    silently restarted rank 1's readers (32 samples seen twice); now it is refused, naming the
+    fix, and the merged state of every rank resumes anywhere."""
+    ds = make_shards(shards=4, per_shard=8)
+
+    def stream(rank, world):
+        return WebLIStream(ds["pattern"], batch_size=4, image_size=16, shuffle=True, seed=1, rank=rank, world_size=world)
+
+    states = []
+    for rank in (0, 1):
+        s = stream(rank, 2)
+        it = iter(s)
+        next(it)
+        states.append(s.state_dict())
+        it.close()
+    assert states[0]["ranks"] == {"world_size": 2, "covered": [0]}
+    stream(0, 2).load_state_dict(states[0])  # its own readers: fine
+    with pytest.raises(ValueError, match=r"rank\(s\) \[0\] of 2 only.*merge_states"):
+        stream(1, 2).load_state_dict(states[0])
+    with pytest.raises(ValueError, match="of 2 only"):
+        stream(0, 1).load_state_dict(states[0])
+    merged = WebLIStream.merge_states(states)
+    assert merged["ranks"] == {"world_size": 2, "covered": [0, 1]}
+    for rank, world in ((1, 2), (0, 1), (2, 3)):
+        stream(rank, world).load_state_dict(merged)
+    bad = {**states[0], "ranks": {"world_size": 2, "covered": [5]}}
+    with pytest.raises(ValueError, match="ranks.covered"):
+        stream(0, 2).load_state_dict(bad)

@@ -344,6 +344,13 @@ def _check_state(state: Any, depth: int = 0) -> Dict[str, Any]:
             raise bad(f"position of slot {slot} must be a dict")
         int_in(f"positions[{slot}].seq", pos.get("seq"), 0, 2**53)
         int_in(f"positions[{slot}].yielded", pos.get("yielded"), 0, 2**53)
+    ranks = state.get("ranks")
+    if ranks is not None:
+        if not isinstance(ranks, dict) or not isinstance(ranks.get("covered"), list):
+            raise bad("ranks must be a dict with world_size and covered")
+        world = int_in("ranks.world_size", ranks.get("world_size"), 1, 1 << 20)
+        for r in ranks["covered"]:
+            int_in("ranks.covered[]", r, 0, world - 1)
     if state.get("base") is not None:
         if depth > 64:
             raise bad("base states nested too deep")
@@ -1002,8 +1009,12 @@ class WebLIStream(IterableDataset):
                 slots, base = resume["slots"], resume.get("base")
             else:
                 base = resume  # another layout: the old state stays the base of this one
+        topo = self._topology_here()
+        # Which ranks' readers this state holds: this rank's only, until merge_states joins the
+        # others' (a framework checkpoint that keeps rank 0's state must not restart rank 1).
+        ranks = {"world_size": topo.world_size, "covered": [topo.rank]}
         return {"version": STATE_VERSION, "epoch": self.epoch, "slots": slots, "positions": positions, "base": base,
-                "equal_batches_auto": self._equal_auto, **self._identity()}
+                "equal_batches_auto": self._equal_auto, "ranks": ranks, **self._identity()}
 
     @staticmethod
     def merge_states(states: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -1034,7 +1045,12 @@ class WebLIStream(IterableDataset):
                 if slot not in positions or pos["seq"] > positions[slot]["seq"]:
                     positions[slot] = dict(pos)
         base = next((st["base"] for st in states if st.get("base") is not None), None)
-        return {**first, "slots": slots.pop() if slots else None, "positions": positions, "base": base}
+        ranks = [st.get("ranks") for st in states]
+        merged: Dict[str, Any] = {**first, "slots": slots.pop() if slots else None, "positions": positions, "base": base}
+        if all(isinstance(r, dict) for r in ranks):
+            merged["ranks"] = {"world_size": ranks[0]["world_size"],  # type: ignore[index]
+                               "covered": sorted({k for r in ranks for k in r["covered"]})}  # type: ignore[index]
+        return merged
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue from `state` (from ``state_dict``) at the next iteration: it sets the epoch,
@@ -1056,6 +1072,7 @@ class WebLIStream(IterableDataset):
             if state.get("shards_digest") != mine["shards_digest"]:
                 what.append(f"the shard list ({state.get('shards')} shards in the state, {mine['shards']} here, or another order)")
             raise ValueError("cannot resume: the state was taken with other settings or shards: " + ("; ".join(what) or "fingerprint differs"))
+        self._check_ranks(state)
         self._shared.epoch.value = int(state["epoch"])
         if state.get("slots") is None or not state.get("positions"):
             self._resume = None  # nothing consumed yet: start the epoch from the beginning
@@ -1064,6 +1081,26 @@ class WebLIStream(IterableDataset):
         self._positions, self._positions_epoch = {}, self.epoch
         self._slots = None
         self._worker_batches_mark = self._shared.worker_batches()
+
+    def _check_ranks(self, state: Dict[str, Any]) -> None:
+        """A state that holds some ranks' readers only (one rank's ``state_dict()``, as a
+        framework checkpoint keeps rank 0's) resumes those ranks on the same world size; on
+        another rank or world size it would silently restart the readers it lacks: refused."""
+        ranks = state.get("ranks")
+        if not isinstance(ranks, dict):
+            return
+        world, covered = ranks.get("world_size"), ranks.get("covered")
+        if not isinstance(world, int) or not isinstance(covered, list) or sorted(set(covered)) == list(range(world)):
+            return
+        topo = self._topology_here()
+        if topo.world_size == world and topo.rank in covered:
+            return
+        raise ValueError(
+            f"cannot resume rank {topo.rank} of {topo.world_size} from this state: it holds the readers of rank(s) "
+            f"{sorted(covered)} of {world} only (one rank's state_dict(), as a framework checkpoint keeps rank 0's). "
+            "Gather every rank's state_dict() (torch.distributed.all_gather_object) and join them with "
+            "WebLIStream.merge_states before saving, or save and load one state per rank"
+        )
 
     # -- counters -------------------------------------------------------------------------
 
