@@ -18,12 +18,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from multiprocessing.context import get_spawning_popen
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 from . import _core
+from ._settings import Settings
 from .extras import decode_member
 from .parquet import ParquetOpener, is_table_shard, num_rows, require_pyarrow
 
@@ -550,7 +554,7 @@ class WebLIStream(IterableDataset):
         world_size: Optional[int] = None,
         transform: Optional[Callable[[Any], Any]] = None,
         tokenizer: Optional[Callable[[List[str]], Any]] = None,
-        **settings: Any,
+        **settings: Unpack[Settings],
     ) -> None:
         super().__init__()
         for name, hook in (("transform", transform), ("tokenizer", tokenizer)):
