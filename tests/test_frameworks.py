@@ -234,3 +234,46 @@ def test_accelerate_prepare_of_a_plain_loader_is_refused_not_silently_short(unev
     r, _ = _launch_accelerate(ACCELERATE_PREPARE, uneven, tmp_path, "plain")
     assert r.returncode != 0
     assert "inside a DataLoader prepared by Accelerate" in r.stderr and "stream.loader(" in r.stderr, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_lightning_callback_resumes_mid_epoch_with_nothing_lost_or_repeated(uneven, tmp_path, workers):
+    """Issue 24, items 2 and 4: with WebLICallback, a mid-epoch Lightning checkpoint holds what
+    the steps trained on (Lightning's fetcher holds a batch ahead; counted at yield it was lost),
+    and the resumed fit trains on the rest of the epoch: consumed + rest = one epoch, once each."""
+    import lightning as L
+    import torch
+
+    from webli_io import WebLIStream
+    from webli_io.integrations.lightning import WebLICallback
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+            self.keys: list = []
+
+        def training_step(self, batch, i):
+            self.keys += batch["keys"]
+            x = torch.as_tensor(batch["images"]).float().mean(dim=(1, 2)) / 255
+            return self.lin(x).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(max_steps, ckpt=None):
+        stream = WebLIStream(uneven["paths"], batch_size=4, image_size=16, shuffle=True, seed=0)
+        model = Model()
+        # A checkpoint after step 3, mid-epoch, while the fetcher holds the next batch.
+        every = ModelCheckpoint(dirpath=tmp_path, filename="mid", every_n_train_steps=3, save_top_k=-1)
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, max_steps=max_steps, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, callbacks=[WebLICallback(stream), every])
+        trainer.fit(model, train_dataloaders=stream.loader(num_workers=workers, persistent_workers=False), ckpt_path=ckpt)
+        return model
+
+    first = fit(max_steps=3)
+    assert len(first.keys) == 12
+    rest = fit(max_steps=-1, ckpt=str(tmp_path / "mid.ckpt"))
+    assert sorted(first.keys + rest.keys) == sorted(uneven["samples"]), (len(first.keys), len(rest.keys))

@@ -619,6 +619,7 @@ class WebLIStream(IterableDataset):
         self._shared = _Shared()
         self._resume: Optional[Dict[str, Any]] = None
         self._positions: Dict[int, Dict[str, int]] = {}
+        self._observing = False  # observe() was called: positions follow it, not the yields
         self._positions_epoch = 0
         self._slots: Optional[int] = None
         self._worker_batches_mark = 0
@@ -853,7 +854,7 @@ class WebLIStream(IterableDataset):
                     _raise_if_shard_lost(counts, core.problems)
                 yielded += len(batch["keys"])
                 batch["position"] = {"epoch": epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
-                if self._positions_epoch == epoch:
+                if self._positions_epoch == epoch and not self._observing:
                     # (After a set_epoch() in the middle of this iteration, its batches belong to
                     # the old epoch: they must not become the new epoch's position.)
                     self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
@@ -979,7 +980,12 @@ class WebLIStream(IterableDataset):
         if epoch != self._positions_epoch:
             self._positions, self._positions_epoch = {}, epoch
         self._slots = slots
-        if seq >= self._positions.get(slot, {}).get("seq", -1):
+        # From the first observe() on, what the loop observed is what was consumed: an
+        # in-process iteration no longer counts a batch when it yields it (a framework's fetcher
+        # holds one ahead of the step: counted at yield, it was lost on resume).
+        first = not self._observing
+        self._observing = True
+        if first or seq >= self._positions.get(slot, {}).get("seq", -1):
             self._positions[slot] = {"seq": seq, "yielded": yielded}
 
     def _identity(self) -> Dict[str, Any]:
