@@ -116,6 +116,46 @@ ACCELERATE_PREPARE = COMMON + textwrap.dedent(
 )
 
 
+LIGHTNING_RESUME = COMMON + textwrap.dedent(
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from webli_io.integrations.lightning import WebLICallback
+
+    devices, phase, workers = int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+            self.keys = []
+
+        def training_step(self, batch, i):
+            self.keys += batch["keys"]
+            return self.lin(features(batch)).pow(2).mean()
+
+        def on_train_end(self):
+            record(f"{phase}{self.global_rank}", self.keys)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    # Built before the process group exists: equal_batches given, the rank found when the loader is made.
+    stream = WebLIStream(shards, batch_size=4, image_size=16, shuffle=True, seed=0, equal_batches="pad")
+
+    class Data(L.LightningDataModule):
+        def train_dataloader(self):
+            return stream.loader(num_workers=workers, persistent_workers=False)
+
+    every = ModelCheckpoint(dirpath=out, filename="mid", every_n_train_steps=2, save_top_k=-1)
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=1,
+                        max_steps=2 if phase == "first" else -1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[WebLICallback(stream), every])
+    trainer.fit(Model(), datamodule=Data(), ckpt_path=None if phase == "first" else os.path.join(out, "mid.ckpt"))
+    """
+)
+
+
 @pytest.fixture
 def uneven(make_shards):
     """5 shards of 8 samples: on 2 ranks, 3 shards (24 samples) and 2 (16)."""
@@ -277,3 +317,25 @@ def test_lightning_callback_resumes_mid_epoch_with_nothing_lost_or_repeated(unev
     assert len(first.keys) == 12
     rest = fit(max_steps=-1, ckpt=str(tmp_path / "mid.ckpt"))
     assert sorted(first.keys + rest.keys) == sorted(uneven["samples"]), (len(first.keys), len(rest.keys))
+
+
+@pytest.mark.parametrize("resume_on", [2, 1])
+def test_lightning_ddp_checkpoint_holds_every_ranks_share(make_shards, tmp_path, resume_on):
+    """Issue 24, item 2: 2 DDP ranks, a checkpoint mid-epoch (the callback merges both ranks'
+    states), resumed on 2 and on 1 device: every sample of the epoch trained, none twice but the
+    padding equal_batches adds (before: rank 1 restarted from rank 0's state)."""
+    ds = make_shards(shards=4, per_shard=8)
+    script = tmp_path / "fit.py"
+    script.write_text(LIGHTNING_RESUME)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [sys.executable, str(script), ",".join(ds["paths"]), str(out)]
+    r = _run([*args, "2", "first", "0"], tmp_path, MASTER_PORT=str(free_port()))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _run([*args, str(resume_on), "rest", "0"], tmp_path, MASTER_PORT=str(free_port()))
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = [k for rk in (0, 1) for k in json.loads((out / f"rankfirst{rk}.json").read_text())]
+    rest = [k for rk in range(resume_on) for k in json.loads((out / f"rankrest{rk}.json").read_text())]
+    assert len(first) == 2 * 2 * 4, "2 steps of 4 on each of 2 ranks"
+    assert sorted(set(first + rest)) == sorted(ds["samples"]), "every sample of the epoch"
+    assert len(first + rest) == len(ds["samples"]), "none twice (4 even shards: no padding)"
