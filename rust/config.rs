@@ -212,6 +212,14 @@ pub struct SelectOptions {
     pub drop_if: BTreeMap<String, Vec<String>>,
 }
 
+impl SelectOptions {
+    /// Does selection drop samples before decoding (a subset, exact dedup, a metadata filter)?
+    /// The one statement of it: counting, the resume by count and the bindings all ask here.
+    pub fn drops_before_decode(&self) -> bool {
+        self.subset.is_some() || self.dedup || !self.min_score.is_empty() || !self.drop_if.is_empty()
+    }
+}
+
 impl Default for SelectOptions {
     fn default() -> Self {
         Self {

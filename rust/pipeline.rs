@@ -87,6 +87,12 @@ pub struct Job {
 }
 
 impl Job {
+    /// The remote-shard cache (`cache_dir=`), when one is set: one place that makes it.
+    fn cache(&self) -> Option<crate::cache::Cache> {
+        let run = &self.settings.run;
+        run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, run.cache_max_bytes))
+    }
+
     /// A job over `shards` with these settings and a plan of one thread and no resume.
     pub fn new(shards: Vec<String>, settings: Settings) -> Self {
         Self::shared(shards, Arc::new(settings))
@@ -500,9 +506,10 @@ fn counted_phantom(j: u64, shard: &Arc<str>) -> Sample {
 /// number decides the stream: no selection (it reads keys and fields), no mixture (it draws by
 /// key), no exclusions (they name samples), not a count or replay (they want the samples).
 fn passes_by_count(cfg: &Job, shard: &str, view: View<'_>) -> bool {
-    let sel = &cfg.settings.select;
-    let selects = sel.subset.is_some() || sel.dedup || !sel.min_score.is_empty() || !sel.drop_if.is_empty();
-    !view.gate.all && !selects && !cfg.settings.mixture.enabled() && !view.exclude.is_some_and(|m| m.contains_key(shard))
+    !view.gate.all
+        && !cfg.settings.select.drops_before_decode()
+        && !cfg.settings.mixture.enabled()
+        && !view.exclude.is_some_and(|m| m.contains_key(shard))
 }
 
 /// Sample `j` of `ix`, known from the index alone (see [`Sample::span`]).
@@ -542,8 +549,7 @@ fn hydrate(cfg: &Job, s: &mut Sample, stats: &Stats) -> bool {
         }
     }
     let Some((start, end)) = s.span else { return true };
-    let run = &cfg.settings.run;
-    let cache = run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, run.cache_max_bytes));
+    let cache = cfg.cache();
     let read = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Option<crate::tar::RawSample>> {
         let validator = cfg.index.get(&s.shard, false, &Stats::new()).and_then(|ix| ix.validator.clone());
         let (reader, _) = open_shard_at(&s.shard, start, Some(end), validator.as_deref(), cache.as_ref())?;
@@ -588,8 +594,7 @@ fn hydrate(cfg: &Job, s: &mut Sample, stats: &Stats) -> bool {
 /// Fill `s` with the `n`-th sample (from 0) that the sample rule keeps in its shard, read from the
 /// shard's start: a sample passed by its count whose index entry cannot be had.
 fn read_nth(cfg: &Job, s: &mut Sample, n: u64, stats: &Stats) -> bool {
-    let run = &cfg.settings.run;
-    let cache = run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, run.cache_max_bytes));
+    let cache = cfg.cache();
     let found = catch_unwind(AssertUnwindSafe(|| {
         let (reader, _) = open_shard_counted(&s.shard, cache.as_ref()).ok()?;
         let (mut kept, mut raw_i, mut got) = (0u64, 0u64, None);
@@ -738,7 +743,7 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
             return true;
         }
         // Opening connects (remote shards): a panic there is this shard's problem only.
-        let cache = s.run.cache_dir.as_ref().map(|d| crate::cache::Cache::new(d, s.run.cache_max_bytes));
+        let cache = cfg.cache();
         let opened = catch_unwind(AssertUnwindSafe(|| match start.0 {
             0 => open_shard_counted(shard, cache.as_ref()),
             at => open_shard_at(shard, at, None, validator.as_deref(), cache.as_ref()),

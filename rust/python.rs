@@ -303,8 +303,7 @@ impl PyOptions {
     /// Does selection (subset, filters, dedup) drop samples before decoding?
     #[getter]
     fn selects_before_decode(&self) -> bool {
-        let s = &self.settings.select;
-        s.subset.is_some() || s.dedup || !s.min_score.is_empty() || !s.drop_if.is_empty()
+        self.settings.select.drops_before_decode()
     }
 
     /// The shuffle buffer's size, resolved (1000 when `shuffle` and unset).
