@@ -339,3 +339,21 @@ def test_lightning_ddp_checkpoint_holds_every_ranks_share(make_shards, tmp_path,
     assert len(first) == 2 * 2 * 4, "2 steps of 4 on each of 2 ranks"
     assert sorted(set(first + rest)) == sorted(ds["samples"]), "every sample of the epoch"
     assert len(first + rest) == len(ds["samples"]), "none twice (4 even shards: no padding)"
+
+
+def test_equal_batches_drop_counts_what_it_leaves_out(uneven):
+    """Issue 24, item 5: `equal_batches="drop"` left samples out with no counter (rank 0 of 2
+    over 24 and 16 samples yields 16): now `samples_dropped_equal` says how many."""
+    from torch.utils.data import DataLoader
+
+    from webli_io import WebLIStream
+
+    got = []
+    for rank in (0, 1):
+        s = WebLIStream(uneven["paths"], batch_size=4, image_size=16, rank=rank, world_size=2, equal_batches="drop")
+        n = sum(len(b["keys"]) for b in s)
+        got.append((n, s.stats()["samples_dropped_equal"]))
+    assert got == [(16, 8), (16, 0)]
+    s = WebLIStream(uneven["paths"], batch_size=4, image_size=16, rank=0, world_size=2, equal_batches="drop")
+    assert sum(len(b["keys"]) for b in DataLoader(s, batch_size=None, num_workers=2)) == 16
+    assert s.stats()["samples_dropped_equal"] == 8, "summed over the workers"

@@ -90,6 +90,12 @@ class ObserveWarning(UserWarning):
 #: The limit of a resampled reader without ``samples_per_epoch``: without end, in practice.
 RESAMPLED_FOREVER = 1 << 62
 
+#: Counters kept by the Python layer, beside the core's (``stream.stats()`` sums both):
+#: ``samples_dropped_equal``: samples of a reader's own shards that ``equal_batches="drop"`` left
+#: out of the epoch to give every reader the same number of batches (counted when the reader's
+#: epoch ends, from the shard counts).
+PY_COUNTERS = ("samples_dropped_equal",)
+
 #: A reader that must pad and has nothing of its own pads from at most this many of the epoch's
 #: shards (the first of its order): enough for any share, and bounded at 12.5 M shards.
 FALLBACK_SHARDS = 1024
@@ -252,7 +258,7 @@ class _Shared:
     ROWS = 257  # 256 worker rows + the main process
 
     def __init__(self) -> None:
-        self.names: List[str] = list(_core.STAT_NAMES)
+        self.names: List[str] = list(_core.STAT_NAMES) + list(PY_COUNTERS)
         self.table = mp.RawArray(ctypes.c_int64, self.ROWS * len(self.names))
         self.epoch = mp.RawValue(ctypes.c_int64, 0)
         # Rows are shared: worker 0 of two DataLoaders over one stream writes row 0 from two
@@ -721,6 +727,17 @@ class WebLIStream(IterableDataset):
             return min(n // batch for n in per_slot)
         return max(-(-n // batch) for n in per_slot)
 
+    def _own_samples(self, slot: int, slots: int, exclude: Dict[str, bytes]) -> int:
+        """Samples of reader ``slot``'s own shards this epoch (from the shard counts), less
+        those consumed before a resume on another layout: O(its share)."""
+        assert self._counts is not None
+        idx = _core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, slot, slots)
+        total = sum(self._counts[i] for i in idx)
+        if exclude:
+            mine = set(self.shards.take(idx))
+            total -= sum(bin(b).count("1") for key, bitmap in exclude.items() if key.split("\0")[0] in mine for b in bitmap)
+        return total
+
     def _shared_batches_per_reader(self, slots: int, exclude: Dict[str, bytes]) -> int:
         """:meth:`_batches_per_reader`, computed once per epoch for all the processes of this
         stream (the first reader to need it; the others read it from shared memory): it is
@@ -822,9 +839,12 @@ class WebLIStream(IterableDataset):
                 exclude = self._exclusions(resume, self.shards.to_list() if equal else shards)
         limit, cycle = 0, False
         counted = equal or self.options.resampled
+        left_out = 0
         if equal:
             per_reader = self._shared_batches_per_reader(slots, exclude) * self.options.batch_size
             limit, cycle = per_reader - yielded, True
+            if equal == "drop":
+                left_out = max(0, self._own_samples(slot, slots, exclude) - per_reader)
         elif self.options.resampled:
             batches = self._resampled_batches(world, worker, workers)
             limit, cycle = (RESAMPLED_FOREVER if batches is None else batches * self.options.batch_size - yielded), True
@@ -846,6 +866,7 @@ class WebLIStream(IterableDataset):
         self._slots = slots
         epoch = self.epoch
         strict = self.options.strict
+        ended = False
         try:
             for batch in core:
                 counts = core.stats()
@@ -859,8 +880,11 @@ class WebLIStream(IterableDataset):
                     # the old epoch: they must not become the new epoch's position.)
                     self._positions[slot] = {"seq": batch["position"]["seq"], "yielded": yielded}
                 yield self._finish(batch)
+            ended = True
         finally:
             stats = core.stats()
+            if ended and left_out:
+                stats = {**stats, "samples_dropped_equal": left_out}
             self._shared.add(row, written, stats)
             problems = core.problems()
             core.close()
