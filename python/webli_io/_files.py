@@ -114,13 +114,24 @@ def output_file(dst: str, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def read_text(path: str) -> str:
-    """A small file's text, from a folder or an object store."""
+    """A file's text, from a folder or an object store."""
     if is_object(path):
         from . import _core
 
-        return _core.read_bytes(path, 64 << 20).decode("utf-8")
+        return _core.read_bytes(path).decode("utf-8")
     with open(path, encoding="utf-8") as f:
         return f.read()
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` whole: :func:`atomic_file` in a folder, one PUT in an object store."""
+    if is_object(path):
+        from . import _core
+
+        _core.write_object(path, text.encode("utf-8"))
+        return
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def identity(path: str) -> Dict[str, Any]:

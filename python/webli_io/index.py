@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Dict, Optional, Sequence
 
 from . import _core
-from ._files import atomic_file, is_object
+from ._files import is_object, read_text, write_text
 from ._progress import progress as progress_bar
 
 #: The ``format`` of the folder summary (``index.json``).
@@ -41,31 +41,12 @@ def _is_url(path: str) -> bool:
     return "://" in path or path.startswith("pipe:")
 
 
-def _is_object(path: str) -> bool:
-    return is_object(path)
-
-
-def _write(path: str, text: str) -> None:
-    if _is_object(path):
-        _core.write_object(path, text.encode())
-    else:
-        _write_atomic(path, text)
-
-
 def _read_json(path: str) -> Any:
-    if _is_object(path):
-        return json.loads(_core.read_bytes(path))
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(read_text(path))
 
 
 def _folder(path: str) -> str:
-    return path.rsplit("/", 1)[0] if _is_object(path) else (os.path.dirname(path) or ".")
-
-
-def _write_atomic(path: str, text: str) -> None:
-    with atomic_file(path, "w") as f:
-        f.write(text)
+    return path.rsplit("/", 1)[0] if is_object(path) else (os.path.dirname(path) or ".")
 
 
 def _fresh(shard: str, dest: str, fields: Sequence[str]) -> Optional[Dict[str, Any]]:
@@ -96,7 +77,7 @@ def _index_one(shard: str, out: Optional[str], fields: Sequence[str], force: boo
     if entry is None:
         text, n, _problems = _core.build_index(shard, list(fields))
         ix = json.loads(text)
-        _write(dest, text)
+        write_text(dest, text)
         entry = {"samples_read": ix["samples_read"], "size": ix["size"], "validator": ix["validator"], "samples": n}
         kind = "indexed"
     return {"kind": kind, "key": shard.split("?")[0].rsplit("/", 1)[-1], "folder": _folder(dest), "entry": entry}
@@ -135,7 +116,7 @@ def build_index(
     specs = [os.fspath(s) for s in ([shards] if isinstance(shards, (str, os.PathLike)) else shards)]
     if not specs:
         raise ShardIndexError("no shards given")
-    if out is not None and _is_url(out) and not _is_object(out):
+    if out is not None and _is_url(out) and not is_object(out):
         raise ShardIndexError(
             f"-o {out}: the index is written to a folder or an object store (s3://, gs://, az://), not over http(s) "
             "or a pipe: write it to a folder, then serve that folder beside the shards and pass index=URL"
@@ -145,7 +126,7 @@ def build_index(
     names = [s for s in names if not _core.is_table_shard(s)]
     if out is None and any(_is_url(s) for s in names):
         raise ShardIndexError("remote shards: give the folder to write their index to (-o DIR), then pass index=DIR to the stream")
-    if out is not None and not _is_object(out):
+    if out is not None and not is_object(out):
         os.makedirs(out, exist_ok=True)
     threads = threads or min(32, 4 * (os.cpu_count() or 1))
     summaries: Dict[str, Dict[str, Dict[str, Any]]] = {}
@@ -178,7 +159,7 @@ def build_index(
     finally:
         bar.close()
     for folder, entries in summaries.items():
-        path = f"{folder}/index.json" if _is_object(folder) else os.path.join(folder, "index.json")
+        path = f"{folder}/index.json" if is_object(folder) else os.path.join(folder, "index.json")
         merged: Dict[str, Any] = {}
         try:
             old = _read_json(path)
@@ -187,7 +168,7 @@ def build_index(
         except (OSError, ValueError, RuntimeError):
             pass
         merged.update(entries)
-        _write(path, json.dumps({"format": SUMMARY_FORMAT, "version": INDEX_VERSION, "shards": merged}, sort_keys=True))
+        write_text(path, json.dumps({"format": SUMMARY_FORMAT, "version": INDEX_VERSION, "shards": merged}, sort_keys=True))
     return report
 
 

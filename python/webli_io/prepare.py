@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
 from ._extras import require
-from ._files import folder_lock, identity, join, makedirs, output_file, read_text, refuse_in_place
+from ._files import folder_lock, identity, join, makedirs, output_file, read_text, refuse_in_place, write_text
 
 MANIFEST = "manifest.json"
 
@@ -250,8 +250,7 @@ def _work(job: Dict[str, Any]) -> Dict[str, Any]:
     if result["error"] is None or job.get("allow_damaged"):
         # Done only when the whole source was read (or damage is accepted): a rerun redoes it.
         # The marker holds the output's size and hash: a rerun trusts it only while they match.
-        with output_file(job["done"], "w") as f:
-            json.dump(result, f, ensure_ascii=False)
+        write_text(job["done"], json.dumps(result, ensure_ascii=False))
     return result
 
 
@@ -452,6 +451,5 @@ def _prepare_locked(paths: List[str], names: List[str], out_dir: str, model: str
     if written:
         ix = build_index(written, out_dir, progress=False)
         manifest["index"] = {"indexed": ix["indexed"], "fresh": ix["fresh"], "failed": ix["failed"]}
-    with output_file(join(out_dir, MANIFEST), "w") as f:
-        json.dump(manifest, f, ensure_ascii=False, indent=1)
+    write_text(join(out_dir, MANIFEST), json.dumps(manifest, ensure_ascii=False, indent=1))
     return manifest
