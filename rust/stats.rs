@@ -214,6 +214,21 @@ pub struct Stats {
     fatal: Mutex<Option<String>>,
 }
 
+/// A problem's shard and message as they may be shown: a shard given as a presigned URL carries
+/// its secret in the query string, so the shard is named without it and the message loses it too
+/// (secrets never reach a message or a log).
+fn redacted(original: &str, message: String) -> (String, String) {
+    let shard = if crate::remote::is_remote(original) { crate::remote::redact(original) } else { original.to_string() };
+    let mut message = message.trim().to_string();
+    if shard != original {
+        message = message.replace(original, &shard);
+        if let Some((_, query)) = original.split_once('?').filter(|(_, q)| !q.is_empty()) {
+            message = message.replace(query, "<redacted>");
+        }
+    }
+    (shard, message)
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Self { counts: std::array::from_fn(|_| AtomicU64::new(0)), problems: Mutex::new(Vec::new()), fatal: Mutex::new(None) }
@@ -230,8 +245,8 @@ impl Stats {
         self.problem(counter, shard, "", message.clone());
         let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
         if fatal.is_none() {
-            let last = self.problems.lock().unwrap_or_else(|e| e.into_inner()).last().map(|p| format!("{}: {}", p.shard, p.message));
-            *fatal = Some(last.unwrap_or(message));
+            let (shard, message) = redacted(shard, message);
+            *fatal = Some(format!("{shard}: {message}"));
         }
     }
 
@@ -253,17 +268,7 @@ impl Stats {
         self.incr(counter);
         let mut problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
         if problems.len() < MAX_PROBLEMS {
-            // A shard given as a presigned URL carries its secret in the query string: the
-            // record names the shard without it (secrets never reach a message or a log).
-            let original = shard;
-            let shard = if crate::remote::is_remote(original) { crate::remote::redact(original) } else { original.to_string() };
-            let mut message = message.into().trim().to_string();
-            if shard != original {
-                message = message.replace(original, &shard);
-                if let Some((_, query)) = original.split_once('?').filter(|(_, q)| !q.is_empty()) {
-                    message = message.replace(query, "<redacted>");
-                }
-            }
+            let (shard, message) = redacted(shard, message.into());
             problems.push(Problem { counter, shard, key: key.to_string(), message });
         }
     }
@@ -290,6 +295,21 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fatal_reason_is_its_own_even_when_the_problem_list_is_full() {
+        let stats = Stats::new();
+        for i in 0..MAX_PROBLEMS + 5 {
+            stats.problem(Counter::CorruptImage, "s.tar", &i.to_string(), "bad");
+        }
+        stats.set_fatal(
+            Counter::UnreadableShard,
+            "https://h/x.tar?X-Amz-Signature=SECRET",
+            "HTTP 403 for https://h/x.tar?X-Amz-Signature=SECRET".into(),
+        );
+        let why = stats.fatal().unwrap();
+        assert!(why.contains("HTTP 403") && !why.contains("SECRET") && !why.contains(": bad"), "{why}");
+    }
 
     #[test]
     fn counts_and_keeps_problems() {
