@@ -698,8 +698,11 @@ class WebLIStream(IterableDataset):
         ``world_size * num_workers``-th of the epoch's order. Dealt in the core, so Python sees
         only this reader's names, in O(its share): the epoch's order is a random-access
         permutation, so no pass over all 12.5 M shards)."""
-        slot, slots = rank * num_workers + worker, world_size * num_workers
-        return self.shards.take(_core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, slot, slots))
+        return self.shards.take(self._indices_for(rank * num_workers + worker, world_size * num_workers))
+
+    def _indices_for(self, slot: int, slots: int) -> List[int]:
+        """The places in the shard list of reader ``slot``'s shards this epoch."""
+        return _core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, slot, slots)
 
     def _slot_seed(self, slot: int) -> int:
         """Seed of reader `slot`'s sample shuffle this epoch."""
@@ -727,14 +730,13 @@ class WebLIStream(IterableDataset):
             return min(n // batch for n in per_slot)
         return max(-(-n // batch) for n in per_slot)
 
-    def _own_samples(self, slot: int, slots: int, exclude: Dict[str, bytes]) -> int:
-        """Samples of reader ``slot``'s own shards this epoch (from the shard counts), less
-        those consumed before a resume on another layout: O(its share)."""
+    def _own_samples(self, idx: List[int], names: List[str], exclude: Dict[str, bytes]) -> int:
+        """Samples of a reader's own shards this epoch (their places ``idx`` and ``names``), from
+        the shard counts, less those consumed before a resume on another layout: O(its share)."""
         assert self._counts is not None
-        idx = _core.order_at(len(self.shards), self._order_seed(), self.options.shuffle, slot, slots)
         total = sum(self._counts[i] for i in idx)
         if exclude:
-            mine = set(self.shards.take(idx))
+            mine = set(names)
             total -= sum(bin(b).count("1") for key, bitmap in exclude.items() if key.split("\0")[0] in mine for b in bitmap)
         return total
 
@@ -807,7 +809,8 @@ class WebLIStream(IterableDataset):
             )
         if self._positions_epoch != self.epoch:
             self._positions, self._positions_epoch = {}, self.epoch
-        shards = self.shards_for(rank, world, worker, workers)
+        own = self._indices_for(rank * workers + worker, world * workers)
+        shards = self.shards.take(own)
         if world > 1 and not self._equal_chosen and not self.options.resampled and worker == 0 and rank == 0:
             log.warning(
                 "this stream was built before torch.distributed knew the world size (%d ranks now), so it does not give "
@@ -844,7 +847,7 @@ class WebLIStream(IterableDataset):
             per_reader = self._shared_batches_per_reader(slots, exclude) * self.options.batch_size
             limit, cycle = per_reader - yielded, True
             if equal == "drop":
-                left_out = max(0, self._own_samples(slot, slots, exclude) - per_reader)
+                left_out = max(0, self._own_samples(own, shards, exclude) - per_reader)
         elif self.options.resampled:
             batches = self._resampled_batches(world, worker, workers)
             limit, cycle = (RESAMPLED_FOREVER if batches is None else batches * self.options.batch_size - yielded), True
