@@ -855,9 +855,10 @@ fn expand_shards(py: Python<'_>, specs: Vec<String>, allow_pipe: bool) -> PyResu
 
 fn source_error(e: SourceError) -> PyErr {
     match e {
-        SourceError::BadPattern { .. } | SourceError::PipeNotAllowed { .. } | SourceError::NotAFile { .. } => {
-            PyValueError::new_err(e.to_string())
-        }
+        SourceError::BadPattern { .. }
+        | SourceError::PipeNotAllowed { .. }
+        | SourceError::NotAFile { .. }
+        | SourceError::EmptyFolder { .. } => PyValueError::new_err(e.to_string()),
         SourceError::Missing { .. } | SourceError::NoMatch { .. } => PyFileNotFoundError::new_err(e.to_string()),
     }
 }

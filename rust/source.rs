@@ -1,7 +1,8 @@
 //! Shard specs → shard paths → byte streams.
 //!
-//! A spec is a path, a glob (`data/*.tar`) or a brace pattern (`data/shard-{000000..000009}.tar`,
-//! `data/{train,extra}-0.tar`), as webdataset and img2dataset name their shards. Brace expansion
+//! A spec is a path, a glob (`data/*.tar`), a brace pattern (`data/shard-{000000..000009}.tar`,
+//! `data/{train,extra}-0.tar`), as webdataset and img2dataset name their shards, or a folder of
+//! shards (an img2dataset output folder: its side files are not shards, see [`is_side_file`]). Brace expansion
 //! is written by hand: it is a few dozen lines, and the crates that do it either pull in a parser
 //! framework or do not keep the zero padding of numeric ranges that shard names rely on.
 
@@ -25,8 +26,10 @@ pub enum SourceError {
     NoMatch { spec: String },
     /// A `pipe:` spec (a shell command) without the caller's consent.
     PipeNotAllowed { spec: String },
-    /// A path that exists but is not a regular file (a folder, a FIFO, a device).
+    /// A path that exists but is not a regular file (a FIFO, a device).
     NotAFile { path: String },
+    /// A folder that holds no shard file.
+    EmptyFolder { path: String },
 }
 
 impl std::fmt::Display for SourceError {
@@ -37,9 +40,11 @@ impl std::fmt::Display for SourceError {
             }
             SourceError::Missing { path } => write!(f, "shard not found: {path:?} (check the path, or the range of the brace pattern)"),
             SourceError::NoMatch { spec } => write!(f, "no shard matches the glob {spec:?}"),
-            SourceError::NotAFile { path } if Path::new(path).is_dir() => {
-                write!(f, "{path:?} is a folder, not a shard: give shard files, or a glob such as '{path}/*.tar'")
-            }
+            SourceError::EmptyFolder { path } => write!(
+                f,
+                "the folder {path:?} holds no shard ({}): give shard files, a glob, or a folder of shards",
+                SHARD_SUFFIXES.join(", ")
+            ),
             SourceError::NotAFile { path } => write!(f, "{path:?} is not a regular file (a FIFO or a device): shards are files"),
             SourceError::PipeNotAllowed { spec } => write!(
                 f,
@@ -116,6 +121,41 @@ fn local_name(path: String) -> String {
     }
 }
 
+/// The names a folder's shard files end with (a folder given as a spec means these files in it).
+pub const SHARD_SUFFIXES: [&str; 4] = [".tar", ".tar.gz", ".tgz", ".parquet"];
+
+/// A file img2dataset writes beside its shards, which is not a shard: `00000_stats.json` (the
+/// shard's download counts) and, beside a tar shard `00000.tar`, `00000.parquet` (that shard's
+/// metadata without the images). A glob and a folder take neither (`out/*` is the whole output
+/// of an img2dataset run); named one by one they are read as what they are.
+pub fn is_side_file(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    if name.ends_with("_stats.json") {
+        return true;
+    }
+    match name.strip_suffix(".parquet") {
+        Some(stem) => [".tar", ".tar.gz", ".tgz"].iter().any(|ext| path.with_file_name(format!("{stem}{ext}")).is_file()),
+        None => false,
+    }
+}
+
+/// The shards of a folder, sorted: its regular files whose names end with one of
+/// [`SHARD_SUFFIXES`], side files left out ([`is_side_file`]); not its subfolders.
+fn folder_shards(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            p.is_file() && SHARD_SUFFIXES.iter().any(|s| name.ends_with(s)) && !is_side_file(p)
+        })
+        .map(|p| local_name(p.to_string_lossy().into_owned()))
+        .collect();
+    found.sort();
+    found
+}
+
 /// Resolve shard specs to a list of existing shard paths, in the order given (globs sorted).
 ///
 /// Every local path must exist: a training run that silently skips a missing shard has lost
@@ -137,7 +177,7 @@ pub fn resolve_shards(specs: &[String], allow_pipe: bool) -> Result<Vec<String>,
                 let mut matched: Vec<String> = glob::glob(&path)
                     .map_err(|e| SourceError::BadPattern { spec: spec.clone(), why: e.to_string() })?
                     .filter_map(Result::ok)
-                    .filter(|p| p.is_file())
+                    .filter(|p| p.is_file() && !is_side_file(p))
                     .map(|p| local_name(p.to_string_lossy().into_owned()))
                     .collect();
                 if matched.is_empty() {
@@ -147,6 +187,12 @@ pub fn resolve_shards(specs: &[String], allow_pipe: bool) -> Result<Vec<String>,
                 out.extend(matched);
             } else if Path::new(&path).is_file() {
                 out.push(local_name(path));
+            } else if Path::new(&path).is_dir() {
+                let found = folder_shards(Path::new(&path));
+                if found.is_empty() {
+                    return Err(SourceError::EmptyFolder { path });
+                }
+                out.extend(found);
             } else if Path::new(&path).exists() {
                 return Err(SourceError::NotAFile { path });
             } else {
@@ -242,6 +288,29 @@ mod tests {
         assert_eq!(v, ["s-000008.tar", "s-000009.tar", "s-000010.tar", "s-000011.tar"]);
         assert_eq!(expand_braces("{3..1}").unwrap(), ["3", "2", "1"]);
         assert_eq!(expand_braces("{9..10}").unwrap(), ["9", "10"]);
+    }
+
+    #[test]
+    fn an_img2dataset_folder_gives_its_shards_not_its_side_files() {
+        let dir = std::env::temp_dir().join(format!("webli-side-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in
+            ["00000.tar", "00000.parquet", "00000_stats.json", "00001.tar", "00001.parquet", "00001_stats.json", "t.parquet", "notes.txt"]
+        {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        let d = dir.to_string_lossy().into_owned();
+        let names = |spec: String| -> Vec<String> {
+            resolve_shards(&[spec], false).unwrap().iter().map(|p| p.rsplit('/').next().unwrap().to_string()).collect()
+        };
+        assert_eq!(names(d.clone()), ["00000.tar", "00001.tar", "t.parquet"]);
+        assert_eq!(names(format!("{d}/*")), ["00000.tar", "00001.tar", "notes.txt", "t.parquet"], "a glob: only side files out");
+        assert_eq!(names(format!("{d}/00000.parquet")), ["00000.parquet"], "named: read as what it is");
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let err = resolve_shards(&[empty.to_string_lossy().into_owned()], false).unwrap_err();
+        assert!(matches!(err, SourceError::EmptyFolder { .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum Counter {
     TooLarge,
     /// A tar member larger than the member size limit.
     MemberTooLarge,
+    /// A gzip-compressed member (`KEY.txt.gz`, `KEY.json.gz`, as webdataset writes them) that
+    /// does not decompress: its sample is skipped (its other members are useless without it).
+    CorruptMember,
     /// A member its sample cannot use: an extension the sample already has, or a second image
     /// or caption (`img.0001.jpg`, `img.0002.jpg` share the key `img`): the first is kept,
     /// each other one counted.
@@ -107,7 +110,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 38] = [
+    pub const ALL: [Counter; 39] = [
         Counter::ShardsOpened,
         Counter::SamplesRead,
         Counter::SamplesYielded,
@@ -119,6 +122,7 @@ impl Counter {
         Counter::UnsupportedImage,
         Counter::TooLarge,
         Counter::MemberTooLarge,
+        Counter::CorruptMember,
         Counter::RepeatedMember,
         Counter::Panic,
         Counter::OutOfSubset,
@@ -161,6 +165,7 @@ impl Counter {
             Counter::UnsupportedImage => "skipped_unsupported_image",
             Counter::TooLarge => "skipped_too_large",
             Counter::MemberTooLarge => "skipped_member_too_large",
+            Counter::CorruptMember => "skipped_corrupt_member",
             Counter::RepeatedMember => "skipped_repeated_member",
             Counter::Panic => "skipped_panic",
             Counter::OutOfSubset => "skipped_out_of_subset",

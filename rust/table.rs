@@ -7,8 +7,8 @@
 //!
 //! Columns: the image is the first binary column named `jpg`, `jpeg`, `png`, `webp`, `image`,
 //! `img` or `image_bytes` (img2dataset names it after its encode format); the caption `caption`,
-//! `txt` or `text`; the key `key` or `__key__`. Every other column of a scalar type (integers,
-//! floats, booleans, strings) goes into the sample's metadata, so `min_score={"clip_score": …}`,
+//! `txt` or `text`; the key `key` or `__key__`. Every column but the image (caption and key
+//! included, as in img2dataset's `json`) goes into the sample's metadata, so `min_score={"clip_score": …}`,
 //! `drop_if` and the language fields work as with a tar shard's `json`.
 
 use std::sync::Arc;
@@ -144,12 +144,13 @@ pub fn rows(batch: &StructArray) -> Result<Vec<TableRow>, String> {
     };
     let caption = find(&CAPTION_COLUMNS, is_string);
     let key = find(&KEY_COLUMNS, is_string);
-    let used: Vec<&str> = [&IMAGE_COLUMNS[..], &CAPTION_COLUMNS[..], &KEY_COLUMNS[..]].concat();
+    // The metadata holds every column but the image, the caption and the key included: the
+    // same fields as the `json` img2dataset writes beside a tar shard's image.
     let fields = batch.fields();
     let meta_cols: Vec<(&str, &ArrayRef)> = fields
         .iter()
         .zip(batch.columns())
-        .filter(|(f, _)| !used.contains(&f.name().as_str()))
+        .filter(|(f, _)| !IMAGE_COLUMNS.contains(&f.name().as_str()))
         .map(|(f, c)| (f.name().as_str(), c))
         .collect();
     // One shared handle on the image values for the whole batch (an Arc clone per row).

@@ -270,9 +270,42 @@ fn read_entries<R: Read>(
             stats.problem(counter, shard, &current.key, why);
             return None;
         }
+        // `KEY.txt.gz`: webdataset's convention for a compressed member; the sample sees it as
+        // `KEY.txt`, decompressed (bounded by what is left of the sample's allowance).
+        let (ext, data) = match ext.strip_suffix(".gz") {
+            Some(inner) if !inner.is_empty() => match gunzip_member(&data, max_member_bytes.saturating_sub(held - size)) {
+                Ok(plain) => {
+                    held = held - size + plain.len() as u64;
+                    (inner.to_string(), plain)
+                }
+                Err(why) => {
+                    let counter = if why.starts_with("over") { Counter::MemberTooLarge } else { Counter::CorruptMember };
+                    stats.problem(counter, shard, &current.key, format!("member {path:?}: {why}"));
+                    current.skipped = true;
+                    current.members.clear();
+                    continue;
+                }
+            },
+            _ => (ext, data),
+        };
+        if current.members.iter().any(|(e, _)| *e == ext) {
+            stats.problem(Counter::RepeatedMember, shard, &current.key, format!("member {path:?}: a second .{ext} for this key"));
+            continue;
+        }
         current.members.push((ext, data));
     }
     Some((current, last_end))
+}
+
+/// A gzip member's content, refused past `limit` bytes (a gzip bomb costs at most the limit).
+fn gunzip_member(data: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    let mut plain = Vec::new();
+    let mut reader = flate2::read::MultiGzDecoder::new(data).take(limit.saturating_add(1));
+    reader.read_to_end(&mut plain).map_err(|e| format!("does not decompress as gzip ({e})"))?;
+    if plain.len() as u64 > limit {
+        return Err(format!("over the member size limit once decompressed ({limit} bytes)"));
+    }
+    Ok(plain)
 }
 
 /// Extension headers (GNU long names, pax records) larger than this are refused unread: a real
@@ -436,6 +469,40 @@ pub(crate) mod tests {
         assert_eq!(split_key("a.b/c.txt"), Some(("a.b/c", "txt")));
         assert_eq!(split_key("noext"), None);
         assert_eq!(split_key("__key__"), None);
+    }
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_members_are_read_decompressed_under_their_inner_extension() {
+        let (cap, meta) = (gz(b"a caption"), gz(br#"{"x": 1}"#));
+        let t = make_tar(&[
+            ("0001.jpg", b"img1"),
+            ("0001.txt.gz", &cap),
+            ("0001.json.gz", &meta),
+            ("0002.jpg", b"i"),
+            ("0002.txt.gz", b"not gzip"),
+        ]);
+        let (s, stats) = read_all(&t);
+        assert_eq!(s.len(), 1, "the sample with a member that does not decompress is skipped");
+        assert_eq!(s[0].members[1], ("txt".to_string(), b"a caption".to_vec()));
+        assert_eq!(s[0].members[2], ("json".to_string(), br#"{"x": 1}"#.to_vec()));
+        assert_eq!(stats.get(Counter::CorruptMember), 1);
+        // A bomb: 64 MiB of zeros in a few KB, against a 1 MiB allowance.
+        let bomb = gz(&vec![0u8; 64 << 20]);
+        let t = make_tar(&[("0001.jpg", b"img1"), ("0001.txt.gz", &bomb)]);
+        let stats = Stats::new();
+        let mut n = 0;
+        read_samples(&t[..], "t.tar", 1 << 20, &stats, |_| {
+            n += 1;
+            true
+        });
+        assert_eq!((n, stats.get(Counter::MemberTooLarge)), (0, 1));
     }
 
     #[test]

@@ -147,3 +147,49 @@ def clean_cloud_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return monkeypatch
+
+
+I2D_SCRIPT = """
+import sys
+from img2dataset import download
+
+if __name__ == "__main__":
+    urls, out, fmt = sys.argv[1:4]
+    download(url_list=urls, input_format="parquet", url_col="url", caption_col="caption", save_additional_columns=["language"],
+             output_folder=out, output_format=fmt, image_size=64, resize_mode="center_crop", processes_count=1,
+             thread_count=4, number_sample_per_shard=5, distributor="multiprocessing", timeout=5, retries=0,
+             enable_wandb=False)
+"""
+
+
+@pytest.fixture(scope="session")
+def img2dataset_out(tmp_path_factory, photos) -> Dict:
+    """The output of the real `img2dataset` package, both formats (`webdataset`, `parquet`), from
+    a loopback HTTP server: 12 real photographs (every third with a language tag, the rest left
+    to LID) and one URL that answers 404. Returns the folders and the captions by URL."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from _helpers import ShardServer
+
+    d = tmp_path_factory.mktemp("img2dataset")
+    server = ShardServer()
+    rows = []
+    try:
+        for i in range(12):
+            lang, caption = CAPTIONS[i % len(CAPTIONS)]
+            server.files[f"/p{i}.jpg"] = web_like(photos[i % len(photos)], 200 + 20 * i)
+            rows.append({"url": f"{server.url}/p{i}.jpg", "caption": caption, "language": lang if i % 3 == 0 else None})
+        rows.append({"url": f"{server.url}/gone.jpg", "caption": "a missing picture", "language": "en"})
+        pd.DataFrame(rows).to_parquet(d / "urls.parquet")
+        (d / "run.py").write_text(I2D_SCRIPT)
+        out = {}
+        for fmt in ("webdataset", "parquet"):
+            out[fmt] = d / fmt
+            r = subprocess.run([sys.executable, str(d / "run.py"), str(d / "urls.parquet"), str(out[fmt]), fmt], cwd=d,
+                               capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+            assert r.returncode == 0, r.stderr[-3000:]
+    finally:
+        server.close()
+    return {**out, "rows": rows, "url": server.url}

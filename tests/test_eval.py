@@ -201,3 +201,24 @@ def test_study_runs_the_grid_with_one_budget(trained, tmp_path):
     assert all(0 <= x["multilingual_worst_r1"] <= x["multilingual_mean_r1"] <= 1 for x in rows)
     assert all(0 <= x["groups_worst"] <= 1 and 0 <= x["groups_gap"] <= 1 for x in rows)
     assert sum(line.startswith("| subset ") for line in (out / "study.md").read_text().splitlines()) == 8 and (out / "study.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_score_reads_and_writes_img2dataset_parquet(trained, img2dataset_out, tmp_path):
+    """Issue 24, item 6: `webli-io score` on Parquet shards as img2dataset writes them (before:
+    refused): a copy of each with the score column, which the stream's filter reads."""
+    from webli_io import WebLIStream
+
+    out = tmp_path / "scored"
+    src = img2dataset_out["parquet"]
+    r = subprocess.run([sys.executable, "-m", "webli_io", "score", str(src), "--checkpoint", trained["ckpt"], "-o", str(out),
+                        "--report", "0.0", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    rows = img2dataset_out["rows"]
+    assert res["samples"] == len(rows) and res["unscored"] == 1, res  # the failed download has no image
+    assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == sorted(n for n in os.listdir(src) if n.endswith(".parquet"))
+    values = sorted(m["alignment_score"] for b in WebLIStream(str(out), batch_size=100, image_size=16) for m in b["meta"])
+    assert len(values) == len(rows) - 1 and all(-1.0 <= v <= 1.0 for v in values)
+    median = values[len(values) // 2]
+    kept = WebLIStream(str(out), batch_size=100, image_size=16, min_score={"alignment_score": median})
+    assert sum(len(b["keys"]) for b in kept) == sum(v >= median for v in values)

@@ -80,9 +80,11 @@ def test_no_secret_reaches_a_message_or_the_log(server, fast_retries, caplog):
 
 
 def test_a_folder_or_a_fifo_is_not_a_missing_shard(tmp_path):
-    with pytest.raises(ValueError, match="is a folder, not a shard"):
+    with pytest.raises(ValueError, match="holds no shard"):
         WebLIStream(str(tmp_path), batch_size=2)
     os.mkfifo(tmp_path / "f.tar")
+    with pytest.raises(ValueError, match="holds no shard"):
+        WebLIStream(str(tmp_path), batch_size=2)  # a folder's FIFO is not a shard either
     with pytest.raises(ValueError, match="not a regular file"):
         WebLIStream(str(tmp_path / "f.tar"), batch_size=2)
 

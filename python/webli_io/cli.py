@@ -336,8 +336,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     device = device_for(args.device)
     model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
     shards = expand_shards(args.shards)
-    if any(s.endswith(".parquet") for s in shards):
-        raise ValueError("score reads and writes tar shards (Parquet: not yet)")
     done = ev.score_shards(model, tokenizer, image_size, shards, args.out, device, field=args.field)
     result: dict = {k: v for k, v in done.items() if k != "shards"}
     result["out"] = args.out
@@ -353,7 +351,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"{done['samples']} samples scored ({done['unscored']} without a decodable image or caption: {args.field} null) -> {args.out}/")
     for group, shares in result.get("report", {}).get("kept_share", {}).items():
         print(f"kept at {args.field} >= {args.report}, by {group}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
-    note(f"use it: WebLIStream('{args.out}/*.tar', min_score={{'{args.field}': THRESHOLD}})")
+    note(f"use it: WebLIStream('{args.out}', min_score={{'{args.field}': THRESHOLD}})")
     return failed
 
 
@@ -437,8 +435,9 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"{r['samples']} samples -> {where}")
         for f in r["failed"][:10]:
             print(f"warning: {f['shard']}: {f['error']}", file=sys.stderr)
-        if r["parquet_skipped"]:
-            note(f"{r['parquet_skipped']} Parquet shards left out: their footers already say their row counts")
+        if r["parquet"]["shards"]:
+            note(f"{r['parquet']['shards']} Parquet shards checked ({r['parquet']['rows']} rows): a Parquet footer is its "
+                 "own index (row counts, row groups), read by the stream; nothing is written for them")
         if args.out:
             note(f"use it: WebLIStream(shards, index={args.out!r}, ...)")
     return 1 if r["failed"] else 0
@@ -541,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for threshold T, the share kept per language and per any --group-field: what the filter costs each culture.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    sc.add_argument("shards", nargs="+", help="tar shards to score")
+    sc.add_argument("shards", nargs="+", help="shards to score (tar or Parquet; paths, globs, folders)")
     sc.add_argument("--checkpoint", required=True, help="a checkpoint.pt of `webli-io train`")
     sc.add_argument("-o", "--out", required=True, help="folder for the scored shards")
     sc.add_argument("--field", default="alignment_score", help="the metadata field to write")

@@ -13,7 +13,7 @@ Remote Parquet (``s3://``, ``gs://``, ``hdfs://``) goes through pyarrow's own fi
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from . import _core
 from ._extras import require
@@ -80,3 +80,90 @@ class ParquetOpener:
 
     def __repr__(self) -> str:
         return f"ParquetOpener(meta_columns={self.meta_columns!r}, batch_size={self.batch_size})"
+
+
+# -- rewriting a table shard (`webli-io prepare`, `webli-io score`) ------------------------------
+
+
+def first_column(schema: object, names: Sequence[str], binary: bool) -> Optional[str]:
+    """The first of `names` that `schema` (a pyarrow schema) has as a binary (image) or a string
+    (caption) column: the rule of ``rust/table.rs``, so the copy and the stream read the same."""
+    import pyarrow as pa
+
+    ok = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view) if binary else (
+        pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    for name in names:
+        i = schema.get_field_index(name)  # type: ignore[attr-defined]
+        if i >= 0 and any(f(schema.field(i).type) for f in ok):  # type: ignore[attr-defined]
+            return name
+    return None
+
+
+class TableDamage(ValueError):
+    """A table shard that could not be read whole: the row groups before the damage were read."""
+
+
+def schema_of(path: str) -> object:
+    """A Parquet shard's schema, from its footer; :class:`TableDamage` when it has none."""
+    try:
+        return _open(path).schema_arrow
+    except (OSError, ValueError) as e:
+        raise TableDamage(f"not a readable Parquet file: {e}") from e
+
+
+def row_groups(path: str, columns: Optional[Sequence[str]] = None) -> Iterator[object]:
+    """A Parquet shard's row groups, one pyarrow Table each (the shard's own layout: memory is
+    one row group, not the file). A file that is not Parquet, or a row group that does not read,
+    raises :class:`TableDamage` naming it, after the row groups before it."""
+    try:
+        pf = _open(path)
+    except (OSError, ValueError) as e:
+        raise TableDamage(f"not a readable Parquet file: {e}") from e
+    for i in range(pf.num_row_groups):
+        try:
+            yield pf.read_row_group(i, columns=None if columns is None else list(columns), use_threads=False)
+        except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
+            raise TableDamage(f"row group {i} of {pf.num_row_groups} does not read: {e}") from e
+
+
+def rewrite(src: str, dst: str, annotate, drop: Iterable[int] = (), keep_damaged: bool = True) -> Dict[str, Any]:
+    """Copy the Parquet shard `src` to `dst` row group by row group, with the columns that
+    ``annotate(table)`` returns (``{name: values}``) set on each (added, or replacing
+    a column of that name), and the rows numbered in `drop` left out. Returns ``{"rows": rows
+    read, "written": rows written, "error": None or why the source could not be read whole}``.
+    A damaged source keeps the rows before the damage with ``keep_damaged``; without it nothing
+    is written (a copy of a part would look whole)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ._files import output_file
+
+    dropped = set(drop)
+    done: Dict[str, Any] = {"rows": 0, "written": 0, "error": None}
+    with output_file(dst) as fh:
+        writer = None
+        try:
+            for table in row_groups(src):
+                first = done["rows"]
+                done["rows"] += table.num_rows
+                keep = [i for i in range(table.num_rows) if first + i not in dropped]
+                if len(keep) < table.num_rows:
+                    table = table.take(pa.array(keep, type=pa.int64()))
+                for name, values in annotate(table).items():
+                    column = pa.array(values)
+                    i = table.schema.get_field_index(name)
+                    table = table.set_column(i, name, column) if i >= 0 else table.append_column(name, column)
+                if writer is None:
+                    writer = pq.ParquetWriter(fh, table.schema)
+                writer.write_table(table)
+                done["written"] += table.num_rows
+        except TableDamage as e:
+            done["error"] = str(e)
+            if not keep_damaged:
+                raise
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no row group (or damaged at the first): the schema alone
+            pq.write_table(_open(src).schema_arrow.empty_table() if done["error"] is None else pa.table({}), fh)
+    return done

@@ -114,8 +114,11 @@ def _output_name(src: str) -> str:
 
 
 def hash_shard(src: str) -> List[Tuple[int, int]]:
-    """``(sample index, xxh3-64 of its image)`` for each sample of a shard that has an image."""
+    """``(sample index, xxh3-64 of its image)`` for each sample of a shard that has an image
+    (of a Parquet shard: its row number)."""
     found: List[Tuple[int, bytes]] = []
+    if _core.is_table_shard(src):
+        return _hash_table(src)
     samples = _samples(src)
     for i, (_, members) in enumerate(samples):
         img = parse_members(members).image
@@ -124,6 +127,63 @@ def hash_shard(src: str) -> List[Tuple[int, int]]:
     # A damaged shard: the annotate pass reports it; the samples before the damage are hashed.
     hashes = _core.content_hashes([img for _, img in found]) if found else []
     return [(i, h) for (i, _), h in zip(found, hashes)]
+
+
+def _hash_table(src: str) -> List[Tuple[int, int]]:
+    from .parquet import IMAGE_COLUMNS, TableDamage, first_column, row_groups, schema_of
+
+    out: List[Tuple[int, int]] = []
+    try:
+        image = first_column(schema_of(src), IMAGE_COLUMNS, binary=True)
+        first = 0
+        for table in row_groups(src, [image] if image else []):
+            images = table.column(image).to_pylist() if image else []
+            found = [(first + i, img) for i, img in enumerate(images) if img]
+            out += [(i, h) for (i, _), h in zip(found, _core.content_hashes([img for _, img in found]) if found else [])]
+            first += table.num_rows
+    except TableDamage:
+        pass  # the annotate pass reports it; the rows before the damage are hashed
+    return out
+
+
+def prepare_table_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str], drop: Sequence[int] = ()) -> Dict[str, Any]:
+    """:func:`prepare_shard` for a Parquet shard (img2dataset's ``--output_format parquet``):
+    a copy with the columns ``language``, ``language_source`` and ``language_score`` set, row
+    group by row group, the rows numbered in `drop` left out. The language is the first of
+    `lang_fields` a row holds, else fastText's on its caption, as for a tar shard."""
+    from .parquet import CAPTION_COLUMNS, rewrite
+
+    langs: Dict[str, int] = {}
+    counts = {"samples": 0, "metadata": 0, "lid": 0, "lid_und": 0, "bad_json": 0, "duplicates": 0}
+
+    def annotate(table: Any) -> Dict[str, list]:
+        from .parquet import first_column
+
+        caption = first_column(table.schema, CAPTION_COLUMNS, binary=False)
+        texts = table.column(caption).to_pylist() if caption else [None] * table.num_rows
+        tags = {f: table.column(f).to_pylist() for f in lang_fields if f in table.column_names}
+        out: Dict[str, list] = {"language": [], "language_source": [], "language_score": []}
+        for i, text in enumerate(texts):
+            lang = meta_language({f: values[i] for f, values in tags.items()}, lang_fields)
+            if lang != "und":
+                source, score = "metadata", None
+                counts["metadata"] += 1
+            else:
+                lang, score = lid(text if isinstance(text, str) else "")
+                source, score = "lid", round(score, 4)
+                counts["lid"] += 1
+                counts["lid_und"] += lang == "und"
+            langs[lang] = langs.get(lang, 0) + 1
+            out["language"].append(lang)
+            out["language_source"].append(source)
+            out["language_score"].append(score)
+        counts["samples"] += len(texts)
+        return out
+
+    done = rewrite(src, dst, annotate, drop)
+    counts["duplicates"] = done["rows"] - done["written"]
+    return {"source": src, "path": dst, "output": identity(dst), **counts, "languages": dict(sorted(langs.items())),
+            "error": done["error"], "problems": {}, "lid_seconds": lid.seconds, "lid_captions": lid.count}
 
 
 def _last_ext(ext: str) -> str:
@@ -198,6 +258,8 @@ def duplicates_local(hashed: Sequence[Tuple[int, List[Tuple[int, int]]]]) -> Dic
 
 def prepare_shard(src: str, dst: str, lid: LanguageId, lang_fields: Sequence[str], drop: Sequence[int] = ()) -> Dict[str, Any]:
     """Annotate one shard, leaving out the samples numbered in `drop`. Returns its counts."""
+    if _core.is_table_shard(src):
+        return prepare_table_shard(src, dst, lid, lang_fields, drop)
     langs: Dict[str, int] = {}
     dropped = set(drop)
     counts = {"samples": 0, "metadata": 0, "lid": 0, "lid_und": 0, "bad_json": 0, "duplicates": 0}

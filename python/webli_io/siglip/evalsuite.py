@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -263,10 +263,12 @@ def _score_one(model: SigLIP, tokenizer: Any, image_size: int, shard: str, out_d
     import tarfile
     import time
 
-    from .. import _core, decode_resize
+    from .. import _core
     from .._files import atomic_file
     from ..prepare import _damage, _output_name, parse_members, write_sample
 
+    if _core.is_table_shard(shard):
+        return _score_table(model, tokenizer, image_size, shard, out_dir, device, field, done)
     read = _core.TarSamples(shard)
     samples = [(key, list(members)) for key, members in read]
     damage = _damage(read)
@@ -275,23 +277,7 @@ def _score_one(model: SigLIP, tokenizer: Any, image_size: int, shard: str, out_d
         done["damaged"].append({"source": shard, "error": damage, "samples_read": len(samples)})
         return
     parsed = [parse_members(members) for _, members in samples]
-    scores: List[Optional[float]] = [None] * len(samples)
-    for start in range(0, len(samples), 64):
-        tiles, texts, where = [], [], []
-        for i in range(start, min(start + 64, len(samples))):
-            p = parsed[i]
-            if p.image is None or not p.text:
-                continue
-            try:
-                tiles.append(decode_resize(p.image, image_size, "center_crop"))
-            except ValueError:
-                continue
-            texts.append(p.text)
-            where.append(i)
-        if tiles:
-            sims = (_embed_images(model, tiles, device) * _embed_texts(model, tokenizer, texts, device)).sum(dim=1).tolist()
-            for i, sim in zip(where, sims):
-                scores[i] = round(float(sim), 6)
+    scores = _scores(model, tokenizer, image_size, device, [(p.image, p.text) for p in parsed])
     path = os.path.join(out_dir, _output_name(shard))
     now = int(time.time())
     with atomic_file(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT) as t:
@@ -302,17 +288,84 @@ def _score_one(model: SigLIP, tokenizer: Any, image_size: int, shard: str, out_d
     done["unscored"] += sum(x is None for x in scores)
 
 
+def _scores(model: SigLIP, tokenizer: Any, image_size: int, device: torch.device,
+            pairs: Sequence[Tuple[Optional[bytes], Optional[str]]]) -> List[Optional[float]]:
+    """Each (image bytes, caption) pair's cosine similarity; None where either is unusable."""
+    from .. import decode_resize
+
+    scores: List[Optional[float]] = [None] * len(pairs)
+    for start in range(0, len(pairs), 64):
+        tiles, texts, where = [], [], []
+        for i in range(start, min(start + 64, len(pairs))):
+            image, text = pairs[i]
+            if not image or not isinstance(text, str) or not text.strip():
+                continue
+            try:
+                tiles.append(decode_resize(image, image_size, "center_crop"))
+            except ValueError:
+                continue
+            texts.append(text.strip())
+            where.append(i)
+        if tiles:
+            sims = (_embed_images(model, tiles, device) * _embed_texts(model, tokenizer, texts, device)).sum(dim=1).tolist()
+            for i, sim in zip(where, sims):
+                scores[i] = round(float(sim), 6)
+    return scores
+
+
+def _score_table(model: SigLIP, tokenizer: Any, image_size: int, shard: str, out_dir: str, device: torch.device,
+                 field: str, done: Dict[str, Any]) -> None:
+    """:func:`_score_one` for a Parquet shard: a copy with the column `field` set."""
+    from ..parquet import CAPTION_COLUMNS, IMAGE_COLUMNS, TableDamage, first_column, rewrite
+    from ..prepare import _output_name
+
+    unscored = [0]
+
+    def annotate(table: Any) -> Dict[str, list]:
+        image = first_column(table.schema, IMAGE_COLUMNS, binary=True)
+        caption = first_column(table.schema, CAPTION_COLUMNS, binary=False)
+        images = table.column(image).to_pylist() if image else [None] * table.num_rows
+        texts = table.column(caption).to_pylist() if caption else [None] * table.num_rows
+        scores = _scores(model, tokenizer, image_size, device, list(zip(images, texts)))
+        unscored[0] += sum(x is None for x in scores)
+        return {field: scores}
+
+    path = os.path.join(out_dir, _output_name(shard))
+    try:
+        copied = rewrite(shard, path, annotate, keep_damaged=False)
+    except TableDamage as e:
+        done["damaged"].append({"source": shard, "error": str(e), "samples_read": None})
+        return
+    done["shards"].append(path)
+    done["samples"] += copied["written"]
+    done["unscored"] += unscored[0]
+
+
+def _metas(shard: str, fields: Sequence[str]) -> Iterator[Dict[str, Any]]:
+    """Each sample's metadata (of a Parquet shard: the named columns it has), in shard order."""
+    from .. import _core
+    from ..prepare import parse_members
+
+    if not _core.is_table_shard(shard):
+        for _, members in _core.TarSamples(shard):
+            yield parse_members(members).meta
+        return
+    from ..parquet import row_groups, schema_of
+
+    names = [f for f in dict.fromkeys(fields) if schema_of(shard).get_field_index(f) >= 0]  # type: ignore[attr-defined]
+    for table in row_groups(shard, names):
+        yield from table.to_pylist()
+
+
 def filter_report(shards: Sequence[str], threshold: float, field: str = "alignment_score",
                   group_fields: Sequence[str] = ("language",)) -> Dict[str, Any]:
     """For a threshold, the share of samples kept per value of each group field (the language is
     normalised): what the filter would cost each language or culture, before anyone applies it."""
     from .. import _core
-    from ..prepare import parse_members
 
     counts: Dict[str, Dict[str, List[int]]] = {g: {} for g in group_fields}
     for shard in shards:
-        for _, members in _core.TarSamples(shard):
-            meta = parse_members(members).meta
+        for meta in _metas(shard, [field, *group_fields]):
             score = meta.get(field)
             kept = isinstance(score, (int, float)) and score >= threshold
             for g in group_fields:
