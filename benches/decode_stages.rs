@@ -130,7 +130,8 @@ fn stages(c: &mut Criterion) {
     g.bench_function("resize_224", |b| {
         b.iter(|| {
             for d in &decoded {
-                resize_into(&d.image, (0.0, 0.0, d.image.width as f64, d.image.height as f64), SIZE, &mut tile).unwrap();
+                resize_into(&d.image, (0.0, 0.0, d.image.width as f64, d.image.height as f64), &resize_opts(ResizeMode::Squash), &mut tile)
+                    .unwrap();
             }
         })
     });

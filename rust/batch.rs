@@ -75,6 +75,9 @@ pub struct Batch {
     /// Resume position after this batch: samples of the shuffled stream consumed so far
     /// (restarting with `Config::skip` set to it continues right after this batch).
     pub next_seq: u64,
+    /// Each sample's number in the shuffled stream (ascending; `next_seq` is the last one's + 1):
+    /// where a batch cut in two resumes (a loader that merges its workers' last batches).
+    pub seqs: Vec<u64>,
 }
 
 impl Batch {
@@ -140,6 +143,7 @@ pub fn assemble(items: Vec<(Sample, Tile)>, size: u32, opts: &BatchOptions, extr
         shards: Vec::with_capacity(n),
         extras: extra_members.iter().map(|m| (m.clone(), Vec::with_capacity(n))).collect(),
         next_seq: items.last().map_or(0, |(s, _)| s.seq + 1),
+        seqs: items.iter().map(|(s, _)| s.seq).collect(),
         ..Default::default()
     };
     let any_encoded = items.iter().any(|(_, t)| matches!(t, Tile::Encoded { .. }));

@@ -51,25 +51,54 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// How an image is brought to a square `image_size × image_size`.
+/// How an image is brought to a square `image_size × image_size`. OpenCLIP's `resize_mode`
+/// names are aliases: `shortest` is `center_crop`, `longest` is `letterbox`, `squash` is itself.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResizeMode {
     /// Resize both sides to the target, ignoring the aspect ratio (big_vision's `resize`).
     Squash,
     /// Take the central square (side = the shorter side), then resize (torchvision's
-    /// `Resize(s) + CenterCrop(s)`).
+    /// `Resize(s) + CenterCrop(s)`, OpenCLIP's `resize_mode="shortest"`).
+    #[serde(alias = "shortest")]
     CenterCrop,
     /// torchvision's `RandomResizedCrop(s, scale=crop_scale, ratio=crop_ratio)`, seeded per sample.
     RandomResizedCrop,
+    /// The whole image, its longer side resized to the target, centred on black (OpenCLIP's
+    /// `resize_mode="longest"`: `ResizeKeepRatio` then `CenterCrop` with `fill=0`).
+    #[serde(alias = "longest")]
+    Letterbox,
 }
 
 impl FromStr for ResizeMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        serde_json::from_value(Value::String(s.into()))
-            .map_err(|_| format!("must be 'squash', 'center_crop' or 'random_resized_crop', not {s:?}"))
+        serde_json::from_value(Value::String(s.into())).map_err(|_| {
+            format!(
+                "must be 'squash', 'center_crop', 'random_resized_crop' or 'letterbox' (OpenCLIP's 'shortest' and \
+                 'longest' are aliases of center_crop and letterbox), not {s:?}"
+            )
+        })
     }
+}
+
+/// The resampling filter of the resize, each as Pillow's (antialiased: the support widens with
+/// the downscale factor), so a tile matches `PIL.Image.resize(..., FILTER)` to within rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// Pillow's `BILINEAR` (the default; torchvision's `Resize` default on PIL images).
+    Bilinear,
+    /// Pillow's `BICUBIC` (Catmull-Rom, a = -0.5): OpenCLIP's and timm's eval transforms.
+    Bicubic,
+    /// Pillow's `BOX`: each output pixel the mean of the source pixels it covers (OpenCV's
+    /// `INTER_AREA` when downscaling).
+    #[serde(alias = "box")]
+    Area,
+    /// Pillow's `LANCZOS` (Lanczos-3).
+    Lanczos,
+    /// Nearest neighbour (no antialiasing).
+    Nearest,
 }
 
 /// Memory layout of the `images` array of a batch.
@@ -385,11 +414,20 @@ pub struct ResizeOptions {
     pub crop_ratio: (f64, f64),
     /// Probability of a horizontal flip, drawn per sample (seeded like the crop).
     pub hflip: f64,
+    /// The resampling filter.
+    pub interpolation: Interpolation,
 }
 
 impl Default for ResizeOptions {
     fn default() -> Self {
-        Self { image_size: 224, resize: ResizeMode::Squash, crop_scale: (0.08, 1.0), crop_ratio: (3.0 / 4.0, 4.0 / 3.0), hflip: 0.0 }
+        Self {
+            image_size: 224,
+            resize: ResizeMode::Squash,
+            crop_scale: (0.08, 1.0),
+            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+            hflip: 0.0,
+            interpolation: Interpolation::Bilinear,
+        }
     }
 }
 
@@ -630,7 +668,7 @@ impl Settings {
                 return err("shards_in_flight", format!("must be between 1 and 256, not {k}"));
             }
         }
-        const BATCH_KEYS: [&str; 9] = ["images", "texts", "keys", "meta", "langs", "shards", "position", "tokens", "next_seq"];
+        const BATCH_KEYS: [&str; 10] = ["images", "texts", "keys", "meta", "langs", "shards", "position", "tokens", "next_seq", "seqs"];
         for m in &self.read.extra_members {
             let bad_char = |c: char| c.is_whitespace() || c == '/' || c == '\\' || c.is_control();
             if m.is_empty() || m.starts_with('.') || m.ends_with('.') || m.chars().any(bad_char) {

@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
 use crate::batch::{assemble, Batch, Tile};
-use crate::config::{bit_is_set, DecodeDevice, DecodeOptions, ResizeMode, Settings};
+use crate::config::{bit_is_set, DecodeDevice, DecodeOptions, Interpolation, ResizeMode, Settings};
 use crate::decode::{check_pixels, decode_oriented, exif, is_jpeg, jpeg, jpeg_is_complete, DecodeError, Request};
 use crate::fingerprint::{fingerprint, Fingerprint};
 use crate::index::{index_location, IndexSet, ShardIndex};
@@ -30,7 +30,7 @@ use crate::lang::sample_lang;
 use crate::neardup::{FrozenIndex, HashIndex};
 use crate::rebalance::{MixtureConfig, Rebalancer, Target};
 use crate::remote::is_remote;
-use crate::resize::{crop_box, flips, hflip, resize_into};
+use crate::resize::{crop_box, flips, hflip, min_scale, resize_into};
 use crate::rng::{seed_for, SplitMix64};
 use crate::sample::{is_table_shard, row_to_sample, to_sample, Sample, TableReader};
 use crate::select::Selector;
@@ -61,6 +61,10 @@ pub struct ReaderPlan {
     pub limit: u64,
     /// When the shards run out, read them again (another shuffle each pass); use with `limit`.
     pub cycle: bool,
+    /// With `limit` and without `cycle`: a stream whose shards run out before the limit is
+    /// padded by repeating its last good samples, no shard read twice (`equal_batches="drop"`,
+    /// whose share is at most what its own shards hold: short only when samples fail to decode).
+    pub pad: bool,
     /// With `cycle`: when a whole pass over this reader's shards gives nothing (all of it fails
     /// to decode or is filtered out), pad from these instead (the epoch's other shards).
     pub fallback_shards: Vec<String>,
@@ -940,7 +944,13 @@ pub fn prepare_image(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Resul
 fn leave_encoded(sample: &Sample, cfg: &Job, seed: u64, fingerprints: bool) -> Option<Prepared> {
     let (d, r) = (&cfg.settings.decode, &cfg.settings.resize);
     let bytes: &[u8] = &sample.image;
-    if d.decode_device != DecodeDevice::Cuda || fingerprints {
+    // The device resizes by antialiased bilinear into the whole tile: other filters and the
+    // letterbox are decoded here.
+    if d.decode_device != DecodeDevice::Cuda
+        || fingerprints
+        || r.interpolation != Interpolation::Bilinear
+        || r.resize == ResizeMode::Letterbox
+    {
         return None;
     }
     if !is_jpeg(bytes) || !jpeg_is_complete(bytes) || (d.exif_transpose && exif::orientation(bytes) != 1) {
@@ -984,15 +994,14 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
             }
             return done;
         }
-        let size = r.image_size as f64;
-        let region_ok = d.crop_decode && !fingerprints && r.resize != ResizeMode::Squash;
+        let region_ok = d.crop_decode && !fingerprints && !matches!(r.resize, ResizeMode::Squash | ResizeMode::Letterbox);
         // The crop is chosen on the full-size image, so a scaled or region decode changes
         // nothing but cost: the decoder may shrink the image as long as the crop stays >= the
         // target on both sides, and may leave out what the crop does not read.
         let decoded = decode_oriented(&sample.image, d.max_pixels, d.exif_transpose, |w, h| {
             let (l, t, cw, ch) = crop_box(r, w, h, seed);
             Request {
-                min_factor: if d.scaled_decode { (size / cw).max(size / ch) } else { 1.0 },
+                min_factor: if d.scaled_decode { min_scale(r, (l, t, cw, ch)) } else { 1.0 },
                 region: region_ok.then_some(((l, t, cw, ch), r.image_size)),
                 fast: d.fast_decode,
             }
@@ -1013,7 +1022,7 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
         let crop = decoded.locate(crop_box(r, fw, fh, seed));
         let s = r.image_size as usize;
         let mut tile = vec![0u8; s * s * 3];
-        resize_into(img, crop, r.image_size, &mut tile)
+        resize_into(img, crop, r, &mut tile)
             .map_err(|m| DecodeError { counter: Counter::CorruptImage, message: format!("resize failed: {m}") })?;
         if flips(r.hflip, seed) {
             hflip(&mut tile, r.image_size);
@@ -1053,7 +1062,7 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
     let mut near: [HashIndex; 2] = [HashIndex::new(), HashIndex::new()];
     // With a limit and cycling (equal batches): the last good tiles, to pad with when the shards
     // cannot fill the share (all of a pass failed to decode or was filtered).
-    let keep_for_padding = plan.cycle && plan.limit > 0;
+    let keep_for_padding = (plan.cycle || plan.pad) && plan.limit > 0;
     let mut recent: std::collections::VecDeque<(Sample, Tile)> = Default::default();
     let send = |items: Vec<(Sample, Tile)>| -> bool {
         let t = Instant::now();

@@ -100,6 +100,7 @@ fn batch_to_py<'py>(py: Python<'py>, batch: Batch) -> PyResult<Bound<'py, PyDict
     let shards: Vec<&str> = batch.shards.iter().map(|s| &**s).collect();
     d.set_item("shards", shards)?;
     d.set_item("next_seq", batch.next_seq)?;
+    d.set_item("seqs", batch.seqs)?;
     Ok(d)
 }
 
@@ -381,7 +382,7 @@ impl PyStream {
     #[new]
     #[pyo3(signature = (
         shards, options, *, shuffle_seed, sample_seed, num_threads, skip=0, exclude=None, limit=0,
-        cycle=false, fallback_shards=None, table_reader=None
+        cycle=false, fallback_shards=None, table_reader=None, pad=false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -396,10 +397,11 @@ impl PyStream {
         cycle: bool,
         fallback_shards: Option<Vec<String>>,
         table_reader: Option<Py<PyAny>>,
+        pad: bool,
     ) -> PyResult<Self> {
         let mut job = options.job(shards, table_reader)?;
         let (exclude, fallback_shards) = (exclude.unwrap_or_default(), fallback_shards.unwrap_or_default());
-        job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads, skip, exclude, limit, cycle, fallback_shards, phantom: false };
+        job.plan = ReaderPlan { shuffle_seed, sample_seed, num_threads, skip, exclude, limit, cycle, pad, fallback_shards, phantom: false };
         let pipeline = Pipeline::start(job).map_err(PyValueError::new_err)?;
         let stats = pipeline.stats().clone();
         Ok(Self { pipeline: Some(pipeline), stats })
@@ -1003,7 +1005,7 @@ fn position_of(n: usize, seed: u64, shuffle: bool, index: usize) -> usize {
 /// Decode and resize one encoded image exactly as the stream does; returns `[S, S, 3]` uint8.
 /// Raises ValueError naming the reason (e.g. `skipped_corrupt_image`) for an image it would skip.
 #[pyfunction]
-#[pyo3(signature = (data, image_size=224, resize="squash", seed=0, key="", max_pixels=DEFAULT_MAX_PIXELS, scaled_decode=true, crop_decode=true, fast_decode=false))]
+#[pyo3(signature = (data, image_size=224, resize="squash", seed=0, key="", max_pixels=DEFAULT_MAX_PIXELS, scaled_decode=true, crop_decode=true, fast_decode=false, interpolation="bilinear"))]
 #[allow(clippy::too_many_arguments)] // the public signature: positional image_size and resize, as tests and users call it
 fn decode_resize<'py>(
     py: Python<'py>,
@@ -1016,8 +1018,10 @@ fn decode_resize<'py>(
     scaled_decode: bool,
     crop_decode: bool,
     fast_decode: bool,
+    interpolation: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut flat = Map::new();
+    flat.insert("interpolation".into(), Value::from(interpolation));
     flat.insert("image_size".into(), Value::from(image_size));
     flat.insert("resize".into(), Value::from(resize));
     flat.insert("max_pixels".into(), Value::from(max_pixels));

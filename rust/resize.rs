@@ -1,13 +1,14 @@
 //! Decoded RGB → a square `size × size` RGB tile, by SIMD convolution (`fast_image_resize`,
-//! whose bilinear filter is Pillow's: the support widens with the downscale factor, i.e.
-//! antialiased, so results match `PIL.Image.resize(..., BILINEAR)` to within rounding).
+//! whose filters are Pillow's: the support widens with the downscale factor, i.e. antialiased,
+//! so results match `PIL.Image.resize(..., BILINEAR | BICUBIC | BOX | LANCZOS)` to within
+//! rounding).
 
 use std::cell::RefCell;
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, Resizer};
 
-use crate::config::{ResizeMode, ResizeOptions};
+use crate::config::{Interpolation, ResizeMode, ResizeOptions};
 use crate::decode::RgbImage;
 use crate::rng::SplitMix64;
 
@@ -23,12 +24,25 @@ pub type CropBox = (f64, f64, f64, f64);
 pub fn crop_box(r: &ResizeOptions, w: u32, h: u32, seed: u64) -> CropBox {
     let (wf, hf) = (w as f64, h as f64);
     match r.resize {
-        ResizeMode::Squash => (0.0, 0.0, wf, hf),
-        ResizeMode::CenterCrop => {
-            let s = wf.min(hf);
-            ((wf - s) / 2.0, (hf - s) / 2.0, s, s)
-        }
+        ResizeMode::Squash | ResizeMode::Letterbox => (0.0, 0.0, wf, hf),
+        ResizeMode::CenterCrop => center_crop_box(wf, hf, r.image_size as f64),
         ResizeMode::RandomResizedCrop => random_resized_crop(w, h, r.crop_scale, r.crop_ratio, seed),
+    }
+}
+
+/// torchvision's `Resize(s)` then `CenterCrop(s)`, as one box in source pixels: the shorter side
+/// resized to `s`, the longer to `int(s * long / short)`, the crop at `int(round((long' - s) / 2))`
+/// of the resized image. One resize of this box is that resize and crop (the filter's centres
+/// and support are the same), with none of the pixels thrown away resized first.
+fn center_crop_box(w: f64, h: f64, s: f64) -> CropBox {
+    let (short, long) = if w <= h { (w, h) } else { (h, w) };
+    let resized = (s * long / short).floor().max(s);
+    let scale = long / resized; // source pixels per resized pixel, along the longer side
+    let offset = ((resized - s) / 2.0).round_ties_even() * scale;
+    if w <= h {
+        (0.0, offset, w, s * scale)
+    } else {
+        (offset, 0.0, s * scale, h)
     }
 }
 
@@ -79,14 +93,61 @@ fn random_resized_crop(w: u32, h: u32, scale: (f64, f64), ratio: (f64, f64), see
     (((w as f64 - cw) / 2.0).floor(), ((h as f64 - ch) / 2.0).floor(), cw, ch)
 }
 
-/// Resize `src` (cropped to `crop`) into `out`, a `size × size × 3` buffer.
-pub fn resize_into(src: &RgbImage, crop: CropBox, size: u32, out: &mut [u8]) -> Result<(), String> {
+/// The smallest scale (decoded size / full size) at which a `crop` of the full image still
+/// holds at least the pixels the tile takes from it: what a scaled decode may shrink to.
+pub fn min_scale(r: &ResizeOptions, crop: CropBox) -> f64 {
+    let size = r.image_size as f64;
+    match r.resize {
+        // The longer side fills the tile; the shorter one needs less.
+        ResizeMode::Letterbox => size / crop.2.max(crop.3),
+        _ => (size / crop.2).max(size / crop.3),
+    }
+}
+
+/// Where the resized crop lies in the `size × size` tile: `(left, top, width, height)`. The
+/// whole tile, but with `letterbox`: the image's longer side is `size`, the shorter one scaled
+/// alike (rounded half to even, as Python's `round` in OpenCLIP's `ResizeKeepRatio`), centred as torchvision's `CenterCrop`
+/// pads (the odd pixel right and below).
+pub fn placement(r: &ResizeOptions, crop: CropBox) -> (u32, u32, u32, u32) {
+    let size = r.image_size;
+    if r.resize != ResizeMode::Letterbox {
+        return (0, 0, size, size);
+    }
+    let ratio = crop.2.max(crop.3) / size as f64;
+    let w = ((crop.2 / ratio).round_ties_even() as u32).clamp(1, size);
+    let h = ((crop.3 / ratio).round_ties_even() as u32).clamp(1, size);
+    ((size - w) / 2, (size - h) / 2, w, h)
+}
+
+fn algorithm(i: Interpolation) -> ResizeAlg {
+    match i {
+        Interpolation::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+        Interpolation::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
+        Interpolation::Area => ResizeAlg::Convolution(FilterType::Box),
+        Interpolation::Lanczos => ResizeAlg::Convolution(FilterType::Lanczos3),
+        Interpolation::Nearest => ResizeAlg::Nearest,
+    }
+}
+
+/// Resize `src` (cropped to `crop`) into `out`, a `size × size × 3` buffer of zeros, by `r`'s
+/// filter, at `r`'s [`placement`] (letterbox: the rest stays black).
+pub fn resize_into(src: &RgbImage, crop: CropBox, r: &ResizeOptions, out: &mut [u8]) -> Result<(), String> {
     let src_ref = ImageRef::new(src.width, src.height, &src.data, PixelType::U8x3).map_err(|e| e.to_string())?;
-    let mut dst = Image::from_slice_u8(size, size, out, PixelType::U8x3).map_err(|e| e.to_string())?;
-    let options = fast_image_resize::ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-        .crop(crop.0, crop.1, crop.2, crop.3);
-    RESIZER.with(|r| r.borrow_mut().resize(&src_ref, &mut dst, &options)).map_err(|e| e.to_string())
+    let options = fast_image_resize::ResizeOptions::new().resize_alg(algorithm(r.interpolation)).crop(crop.0, crop.1, crop.2, crop.3);
+    let (left, top, w, h) = placement(r, crop);
+    let size = r.image_size;
+    if (w, h) == (size, size) {
+        let mut dst = Image::from_slice_u8(size, size, out, PixelType::U8x3).map_err(|e| e.to_string())?;
+        return RESIZER.with(|z| z.borrow_mut().resize(&src_ref, &mut dst, &options)).map_err(|e| e.to_string());
+    }
+    let mut inner = Image::new(w, h, PixelType::U8x3);
+    RESIZER.with(|z| z.borrow_mut().resize(&src_ref, &mut inner, &options)).map_err(|e| e.to_string())?;
+    let (row, stride) = (w as usize * 3, size as usize * 3);
+    for (y, line) in inner.buffer().chunks_exact(row).enumerate() {
+        let at = (top as usize + y) * stride + left as usize * 3;
+        out[at..at + row].copy_from_slice(line);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -111,7 +172,13 @@ mod tests {
     fn squash_keeps_a_ramp_a_ramp() {
         let src = ramp(300, 200);
         let mut out = vec![0u8; 32 * 32 * 3];
-        resize_into(&src, crop_box(&opts(ResizeMode::Squash), 300, 200, 0), 32, &mut out).unwrap();
+        resize_into(
+            &src,
+            crop_box(&opts(ResizeMode::Squash), 300, 200, 0),
+            &ResizeOptions { image_size: 32, ..opts(ResizeMode::Squash) },
+            &mut out,
+        )
+        .unwrap();
         // Left edge dark, right edge bright, blue constant.
         assert!(out[0] < 10 && out[(31 * 3) as usize] > 245);
         assert!(out.chunks(3).all(|p| p[2] == 128));
@@ -119,14 +186,53 @@ mod tests {
 
     #[test]
     fn center_crop_takes_the_middle() {
-        let (l, t, w, h) = crop_box(&opts(ResizeMode::CenterCrop), 400, 100, 0);
+        let (l, t, w, h) = crop_box(&ResizeOptions { image_size: 16, ..opts(ResizeMode::CenterCrop) }, 400, 100, 0);
         assert_eq!((l, t, w, h), (150.0, 0.0, 100.0, 100.0));
+        // torchvision: 640x427 -> Resize(224) gives 335x224 (int(224 * 640 / 427)), CenterCrop
+        // at round(111 / 2) = 56 (half to even); in source pixels, times 640 / 335.
+        let tv = crop_box(&ResizeOptions { image_size: 224, ..opts(ResizeMode::CenterCrop) }, 640, 427, 0);
+        let scale = 640.0 / 335.0;
+        assert_eq!(tv, (56.0 * scale, 0.0, 224.0 * scale, 427.0));
         let src = ramp(400, 100);
         let mut out = vec![0u8; 16 * 16 * 3];
-        resize_into(&src, (l, t, w, h), 16, &mut out).unwrap();
+        resize_into(&src, (l, t, w, h), &ResizeOptions { image_size: 16, ..opts(ResizeMode::CenterCrop) }, &mut out).unwrap();
         // The middle quarter of a 0..255 ramp spans about 96..159.
         assert!((90..110).contains(&out[0]), "{}", out[0]);
         assert!((145..165).contains(&out[15 * 3]), "{}", out[15 * 3]);
+    }
+
+    #[test]
+    fn letterbox_keeps_the_whole_image_centred_on_black() {
+        let r = ResizeOptions { image_size: 32, ..opts(ResizeMode::Letterbox) };
+        let src = RgbImage { width: 400, height: 100, data: vec![200; 400 * 100 * 3] };
+        let crop = crop_box(&r, 400, 100, 0);
+        assert_eq!(crop, (0.0, 0.0, 400.0, 100.0));
+        assert_eq!(placement(&r, crop), (0, 12, 32, 8));
+        assert_eq!(min_scale(&r, crop), 32.0 / 400.0);
+        let mut out = vec![0u8; 32 * 32 * 3];
+        resize_into(&src, crop, &r, &mut out).unwrap();
+        let row = |y: usize| &out[y * 96..(y + 1) * 96];
+        assert!(row(11).iter().all(|&v| v == 0) && row(20).iter().all(|&v| v == 0), "black above and below");
+        assert!(row(12).iter().all(|&v| v == 200) && row(19).iter().all(|&v| v == 200), "the image between");
+    }
+
+    #[test]
+    fn each_filter_is_its_own_and_keeps_a_flat_image_flat() {
+        let src = ramp(300, 200);
+        let tile = |interpolation| {
+            let r = ResizeOptions { image_size: 24, interpolation, ..opts(ResizeMode::Squash) };
+            let mut out = vec![0u8; 24 * 24 * 3];
+            resize_into(&src, crop_box(&r, 300, 200, 0), &r, &mut out).unwrap();
+            out
+        };
+        let all = [Interpolation::Bilinear, Interpolation::Bicubic, Interpolation::Area, Interpolation::Lanczos, Interpolation::Nearest];
+        let tiles: Vec<Vec<u8>> = all.iter().map(|&i| tile(i)).collect();
+        for (i, a) in tiles.iter().enumerate() {
+            assert!(a.chunks(3).all(|p| p[2] == 128), "{:?}: blue stays flat", all[i]);
+            for b in &tiles[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     #[test]

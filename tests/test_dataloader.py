@@ -107,3 +107,35 @@ def test_stats_count_two_loaders_over_one_stream(make_shards, context):
     assert seen == 80
     stats = s.stats()
     assert stats["samples_yielded"] == 80 and stats["batches_yielded"] == 16, stats
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_loader_batches_are_full_but_the_epochs_last_and_resume_exactly(make_shards, workers):
+    """Issue 24, item 8: each worker reads its own shards, so each ended its epoch with a short
+    batch (sizes 2, 2, 3 of batch 4 with 3 workers). stream.loader() merges them: every batch is
+    full but the last. A batch cut in two (part of a worker's last samples completes a batch,
+    the rest wait) resumes exactly: a state taken after any step, then the rest, is the epoch."""
+    ds = make_shards(shards=5, per_shard=7)  # 35 samples; 3 workers: 14, 14 and 7 of them
+
+    def stream():
+        return WebLIStream(ds["paths"], batch_size=4, image_size=16, shuffle=True, seed=0)
+
+    def loader(s):
+        return s.loader(num_workers=workers, persistent_workers=False)
+
+    batches = [list(b["keys"]) for b in loader(stream())]
+    sizes = [len(b) for b in batches]
+    assert all(n == 4 for n in sizes[:-1]) and sizes[-1] == 35 % 4, sizes
+    assert sorted(k for b in batches for k in b) == sorted(ds["samples"])
+    for stop in sorted({0, len(batches) - 3, len(batches) - 2}):
+        s, seen = stream(), []
+        for i, b in enumerate(loader(s)):
+            s.observe(b)
+            seen += b["keys"]
+            if i == stop:
+                break
+        state = s.state_dict()
+        again = stream()
+        again.load_state_dict(state)
+        rest = [k for b in loader(again) for k in b["keys"]]
+        assert sorted(seen + rest) == sorted(ds["samples"]), (stop, len(seen), len(rest))

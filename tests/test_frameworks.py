@@ -156,6 +156,80 @@ LIGHTNING_RESUME = COMMON + textwrap.dedent(
 )
 
 
+TORCHDATA = COMMON + textwrap.dedent(
+    """
+    import torch.distributed as dist
+    from torchdata.stateful_dataloader import StatefulDataLoader
+    from webli_io.integrations.torchdata import gather_state
+
+    phase, workers = sys.argv[3], int(sys.argv[4])
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    stream = WebLIStream(shards, batch_size=4, image_size=16, shuffle=True, seed=0)  # after init: equal batches
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    if phase == "rest":
+        with open(os.path.join(out, "state.json")) as f:
+            stream.load_state_dict(json.load(f))
+    epochs = {}
+    for epoch in range(stream.epoch, 2):
+        stream.set_epoch(epoch)
+        loader = StatefulDataLoader(stream, batch_size=None, num_workers=workers)
+        keys = epochs.setdefault(epoch, [])
+        for step, batch in enumerate(loader):
+            keys += batch["keys"]
+            loss = model(features(batch)).pow(2).mean()
+            loss.backward()  # an all-reduce a step: unequal steps would hang
+            opt.step()
+            opt.zero_grad()
+            if phase == "first" and epoch == 1 and step == 1:  # preempted mid-epoch, after 2 steps
+                state = gather_state(loader)
+                if rank == 0:
+                    with open(os.path.join(out, "state.json"), "w") as f:
+                        json.dump(state, f)
+                break
+    record(f"{phase}{rank}", {str(k): v for k, v in epochs.items()})
+    dist.barrier()
+    dist.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("resume_on", [2, 1])
+def test_torchdata_stateful_dataloader_under_ddp_resumes_every_ranks_share(make_shards, tmp_path, workers, resume_on):
+    """Issue 24: torchdata's StatefulDataLoader under torchrun, 2 ranks x {0, 2} workers, 2 epochs,
+    preempted mid-epoch 1 with gather_state (every rank's readers, one state), resumed on 2 and
+    on 1 rank: each epoch every sample exactly once, equal steps (no hang), epochs differ."""
+    import torchdata  # noqa: F401  (a test extra)
+
+    ds = make_shards(shards=4, per_shard=8)
+    script = tmp_path / "loop.py"
+    script.write_text(TORCHDATA)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def launch(n, phase):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(free_port()),
+               str(script), ",".join(ds["paths"]), str(out), phase, str(workers)]
+        r = _run(cmd, tmp_path)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+        return [json.loads((out / f"rank{phase}{k}.json").read_text()) for k in range(n)]
+
+    first = launch(2, "first")
+    rest = launch(resume_on, "rest")
+    epoch0 = [r["0"] for r in first]
+    assert len(epoch0[0]) == len(epoch0[1]) and sorted(epoch0[0] + epoch0[1]) == sorted(ds["samples"]), "epoch 0: once each"
+    before = [k for r in first for k in r["1"]]
+    assert len(before) == 2 * 2 * 4, "2 steps of 4 on each rank before the preemption"
+    after = [k for r in rest for k in r["1"]]
+    assert sorted(before + after) == sorted(ds["samples"]), "epoch 1: what was trained + the rest = once each"
+    assert "0" not in rest[0], "the resume continues epoch 1"
+    if resume_on == 2:
+        assert len(rest[0]["1"]) == len(rest[1]["1"]), "equal steps after the resume"
+    assert first[0]["0"][:8] != first[0]["1"][:8], "each epoch its own order"
+
+
 @pytest.fixture
 def uneven(make_shards):
     """5 shards of 8 samples: on 2 ranks, 3 shards (24 samples) and 2 (16)."""
@@ -354,6 +428,13 @@ def test_equal_batches_drop_counts_what_it_leaves_out(uneven):
         n = sum(len(b["keys"]) for b in s)
         got.append((n, s.stats()["samples_dropped_equal"]))
     assert got == [(16, 8), (16, 0)]
+    # Each reader opens its own shards once, none of another rank's (3 and 2 shards): its
+    # shuffle buffer is not filled by reading shards again.
+    for rank, own in ((0, 3), (1, 2)):
+        s = WebLIStream(uneven["paths"], batch_size=4, image_size=16, rank=rank, world_size=2, equal_batches="drop",
+                        shuffle=True, seed=0)
+        assert sum(len(b["keys"]) for b in s) == 16
+        assert s.stats()["shards_opened"] == own, (rank, s.stats()["shards_opened"])
     s = WebLIStream(uneven["paths"], batch_size=4, image_size=16, rank=0, world_size=2, equal_batches="drop")
     assert sum(len(b["keys"]) for b in DataLoader(s, batch_size=None, num_workers=2)) == 16
     assert s.stats()["samples_dropped_equal"] == 8, "summed over the workers"

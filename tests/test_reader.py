@@ -133,7 +133,8 @@ def test_missing_shard_and_bad_arguments(make_shards, tmp_path):
         WebLIStream([])
     # A bad setting is a ConfigError (a ValueError) that names it and says what it accepts.
     for kw, setting, says in [
-        ({"resize": "stretch"}, "resize", "expected one of `squash`, `center_crop`, `random_resized_crop`"),
+        ({"resize": "stretch"}, "resize", "expected one of `squash`, `center_crop`, `shortest`, `random_resized_crop`, `letterbox`"),
+        ({"interpolation": "cubic"}, "interpolation", "expected one of `bilinear`, `bicubic`, `area`"),
         ({"batch_size": 0}, "batch_size", "must be between 1 and"),
         ({"image_size": 224.0}, "image_size", "invalid type: floating point"),
         ({"layout": "HWC"}, "layout", "must be 'NHWC' or 'NCHW'"),

@@ -17,14 +17,15 @@ fuzz_target!(|data: &[u8]| {
         assert!(d.full_width as u64 * d.full_height as u64 <= max_pixels);
         // The resize, called directly so that a panic is seen (the pipeline would catch it).
         let seed = data.len() as u64;
-        let opts = ResizeOptions { resize: ResizeMode::RandomResizedCrop, ..Default::default() };
+        let opts = ResizeOptions { resize: ResizeMode::RandomResizedCrop, image_size: 16, ..Default::default() };
         let crop = crop_box(&opts, d.image.width, d.image.height, seed);
         let mut tile = vec![0u8; 16 * 16 * 3];
-        resize_into(&d.image, crop, 16, &mut tile).expect("resize of a decoded image");
+        resize_into(&d.image, crop, &opts, &mut tile).expect("resize of a decoded image");
     }
-    let mode = match data.first().map(|b| b % 3) {
+    let mode = match data.first().map(|b| b % 4) {
         Some(0) => ResizeMode::Squash,
         Some(1) => ResizeMode::CenterCrop,
+        Some(2) => ResizeMode::Letterbox,
         _ => ResizeMode::RandomResizedCrop,
     };
     let mut settings = Settings::default();

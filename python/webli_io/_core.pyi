@@ -98,6 +98,7 @@ class Stream(Iterator[Dict[str, Any]]):
         cycle: bool = False,
         fallback_shards: Optional[Sequence[str]] = None,
         table_reader: Optional[Callable[[str], Iterator[Any]]] = None,
+        pad: bool = False,
     ) -> Stream: ...
     def __iter__(self) -> Stream: ...
     def __next__(self) -> Dict[str, Any]: ...
@@ -255,5 +256,6 @@ def decode_resize(
     scaled_decode: bool = True,
     crop_decode: bool = True,
     fast_decode: bool = False,
+    interpolation: str = "bilinear",
 ) -> npt.NDArray[np.uint8]:
     """Decode and resize one image as the stream does: `[S, S, 3]` uint8; ValueError if skipped."""

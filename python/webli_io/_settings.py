@@ -11,10 +11,18 @@ every default fits its type, so the two cannot drift apart unnoticed.
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Mapping, Optional, Sequence, TypedDict, Union
+from typing import Dict, Literal, Mapping, Optional, Sequence, TypedDict, Union, get_args
 
 #: A value ``drop_if`` compares (see the README's comparison rule).
 FlagValue = Union[str, bool, int, float]
+#: ``resize``: the core's modes, and OpenCLIP's ``resize_mode`` names as aliases (``shortest`` is
+#: ``center_crop``, ``longest`` is ``letterbox``).
+ResizeName = Literal["squash", "center_crop", "random_resized_crop", "letterbox", "shortest", "longest"]
+#: ``interpolation``: Pillow's filters (``box`` is ``area``).
+InterpolationName = Literal["bilinear", "bicubic", "area", "box", "lanczos", "nearest"]
+#: The names, for the command line's choices.
+RESIZE_MODES = get_args(ResizeName)
+INTERPOLATIONS = get_args(InterpolationName)
 
 
 class Settings(TypedDict, total=False):
@@ -68,7 +76,8 @@ class Settings(TypedDict, total=False):
     hflip: float
     image_size: int
     max_pixels: int
-    resize: Literal["squash", "center_crop", "random_resized_crop"]
+    interpolation: InterpolationName
+    resize: ResizeName
     scaled_decode: bool
     # batches
     batch_size: int

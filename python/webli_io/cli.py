@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from ._extras import MissingExtra
 from ._progress import progress
+from ._settings import INTERPOLATIONS, RESIZE_MODES
 
 EPILOG = """\
 examples:
@@ -72,9 +73,12 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resize",
         default="squash",
-        choices=["squash", "center_crop", "random_resized_crop"],
-        help="how images become squares (default: %(default)s)",
+        choices=RESIZE_MODES,
+        help="how images become squares (default: %(default)s; OpenCLIP's 'shortest' and 'longest' are "
+        "center_crop and letterbox)",
     )
+    p.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS,
+                   help="the resize filter, as Pillow's (default: %(default)s; OpenCLIP evaluates with bicubic)")
     p.add_argument("--workers", type=non_negative, default=None, help="DataLoader worker processes (default: 2, or 0 with one CPU)")
     p.add_argument("--threads", dest="num_threads", type=positive, default=None, help="decode threads per worker (default: CPUs / workers)")
     p.add_argument("--shuffle", action="store_true", help="shuffle shards and samples")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 from . import _core
+from ._batches import StreamLoader
 from ._settings import Settings
 from .extras import decode_member
 from .parquet import ParquetOpener, is_table_shard, num_rows, require_pyarrow
@@ -408,8 +409,15 @@ class WebLIStream(IterableDataset):
         batch_size: samples per batch.
         image_size: side of the square output images, in pixels.
         resize: ``"squash"`` (resize both sides, big_vision's default), ``"center_crop"``
-            (central square, then resize) or ``"random_resized_crop"`` (torchvision's, seeded
-            per sample by ``seed``, epoch and key).
+            (central square, then resize), ``"random_resized_crop"`` (torchvision's, seeded
+            per sample by ``seed``, epoch and key) or ``"letterbox"`` (the whole image, its
+            longer side resized to ``image_size``, centred on black). OpenCLIP's
+            ``resize_mode`` names are aliases: ``"shortest"`` is ``center_crop``, ``"longest"``
+            ``letterbox``.
+        interpolation: the resize filter, each as Pillow's (antialiased): ``"bilinear"``
+            (default), ``"bicubic"`` (OpenCLIP's and timm's eval transforms), ``"area"``
+            (``"box"``), ``"lanczos"``, ``"nearest"``. docs/howto/openclip.md bounds the
+            difference from OpenCLIP's own transform.
         crop_scale, crop_ratio: ``random_resized_crop``'s range of the crop's area (fraction of
             the image, default ``(0.08, 1.0)``; OpenCLIP trains with ``(0.9, 1.0)``) and of its
             width/height (default ``(3/4, 4/3)``), as torchvision's ``scale=``/``ratio=``.
@@ -845,13 +853,16 @@ class WebLIStream(IterableDataset):
         left_out = 0
         if equal:
             per_reader = self._shared_batches_per_reader(slots, exclude) * self.options.batch_size
-            limit, cycle = per_reader - yielded, True
+            # "pad" cycles (its own shards, then the epoch's); "drop" reads its own shards once
+            # (its share is what the smallest reader holds) and, should samples fail to decode,
+            # repeats its own last ones: no other reader's shard is opened.
+            limit, cycle = per_reader - yielded, equal == "pad"
             if equal == "drop":
                 left_out = max(0, self._own_samples(own, shards, exclude) - per_reader)
         elif self.options.resampled:
             batches = self._resampled_batches(world, worker, workers)
             limit, cycle = (RESAMPLED_FOREVER if batches is None else batches * self.options.batch_size - yielded), True
-        if counted and not shards and limit > 0:
+        if cycle and not shards and limit > 0:
             # A reader with no shard of its own pads from (or cycles over) the epoch's shards.
             shards = self._order(FALLBACK_SHARDS)
         if not shards or (counted and limit <= 0):
@@ -862,7 +873,7 @@ class WebLIStream(IterableDataset):
             skip=skip, exclude=exclude, limit=limit, cycle=cycle, table_reader=self._table_opener,
             # A reader whose own shards cannot fill its share pads from the epoch's other shards
             # (the first of the epoch's order: enough to pad, bounded at any scale).
-            fallback_shards=self._order(FALLBACK_SHARDS) if counted else None,
+            fallback_shards=self._order(FALLBACK_SHARDS) if cycle else None, pad=counted and not cycle,
         )
         row = self._shared.row_of(info.id if info is not None else None)
         written = self._shared.zeros()
@@ -877,7 +888,8 @@ class WebLIStream(IterableDataset):
                 if strict:
                     _raise_if_shard_lost(counts, core.problems)
                 yielded += len(batch["keys"])
-                batch["position"] = {"epoch": epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded}
+                batch["position"] = {"epoch": epoch, "slot": slot, "slots": slots, "seq": batch.pop("next_seq"), "yielded": yielded,
+                                     "seqs": batch.pop("seqs")}
                 if self._positions_epoch == epoch and not self._observing:
                     # (After a set_epoch() in the middle of this iteration, its batches belong to
                     # the old epoch: they must not become the new epoch's position.)
@@ -966,7 +978,9 @@ class WebLIStream(IterableDataset):
     def loader(self, num_workers: Optional[int] = None, **kwargs: Any) -> DataLoader:
         """A DataLoader over this stream, set up as it needs: ``batch_size=None`` (the stream
         batches), ``persistent_workers`` and ``pin_memory`` (when CUDA is available) on by
-        default, ``num_workers`` by default min(4, CPUs). Other keyword arguments go to the
+        default, ``num_workers`` by default min(4, CPUs). Its batches are full but the epoch's
+        last: the workers' last, short batches are merged as they arrive (each worker reads its
+        own shards, so each ends with one; see ``_batches.py``). Other keyword arguments go to the
         DataLoader (``prefetch_factor``, ``multiprocessing_context``, ...); ``batch_size``,
         ``shuffle``, ``sampler`` and ``collate_fn``-batching are the stream's settings, not the
         loader's, and are refused."""
@@ -983,7 +997,8 @@ class WebLIStream(IterableDataset):
         if workers > 0:
             kwargs.setdefault("persistent_workers", True)
         self._num_workers = workers
-        loader = DataLoader(self, batch_size=None, num_workers=workers, **kwargs)
+        # Its workers' last, short batches are merged into full ones (see _batches.py).
+        loader = StreamLoader(self, batch_size=None, num_workers=workers, **kwargs)
         # Frameworks call set_epoch on a loader's sampler, never on its dataset (Lightning's
         # fit loop does so each epoch): this loader's forwards it to the stream, so each epoch
         # gets its own order, shuffle and crops. (DataLoader forbids setting its sampler after
@@ -1003,6 +1018,11 @@ class WebLIStream(IterableDataset):
         pos = batch.get("position")
         if not isinstance(pos, dict):
             raise ValueError("observe() takes a batch of this stream (a dict with a 'position')")
+        # A batch its loader merged from several readers' last samples: each reader's part.
+        for part in pos.get("parts") or [pos]:
+            self._observe_position(part)
+
+    def _observe_position(self, pos: Dict[str, Any]) -> None:
         epoch, slot, slots, seq, yielded = (int(pos[k]) for k in ("epoch", "slot", "slots", "seq", "yielded"))
         if epoch != self._positions_epoch:
             self._positions, self._positions_epoch = {}, epoch

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._settings import INTERPOLATIONS, RESIZE_MODES
 from .siglip.config import MODELS
 
 DESCRIPTION = __doc__
@@ -45,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--resize", default="random_resized_crop", choices=["squash", "center_crop", "random_resized_crop"])
+    p.add_argument("--resize", default="random_resized_crop", choices=RESIZE_MODES)
+    p.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS, help="the resize filter, as Pillow's")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=50)
