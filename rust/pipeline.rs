@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -190,7 +190,18 @@ impl Pipeline {
             let (cfg, stats) = (cfg.clone(), stats.clone());
             std::thread::Builder::new()
                 .name("webli-batcher".into())
-                .spawn(move || batch_loop(&cfg, &stats, pool, sample_rx, batch_tx, &made))
+                .spawn(move || {
+                    // However it ends (its share delivered, the consumer gone, a panic), the
+                    // reader waiting on its progress must learn it.
+                    struct Ended<'a>(&'a Progress);
+                    impl Drop for Ended<'_> {
+                        fn drop(&mut self) {
+                            self.0.ended.store(true, Ordering::Release);
+                        }
+                    }
+                    let _ended = Ended(&made);
+                    batch_loop(&cfg, &stats, pool, sample_rx, batch_tx, &made)
+                })
                 .map_err(|e| e.to_string())?
         };
         Ok(Self { rx: Some(batch_rx), stats, threads: vec![reader, batcher], pool_alive })
@@ -265,6 +276,7 @@ impl Drop for Pipeline {
 pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&Progress>, mut sink: impl FnMut(Sample) -> bool) {
     let gate = Gate { skip: cfg.plan.skip, emitted: AtomicU64::new(0), all: cfg.plan.phantom };
     let seq = || gate.emitted.load(Ordering::Acquire);
+    let sent = AtomicU64::new(0);
     let mut emit = |mut s: Sample| -> bool {
         s.seq = gate.emitted.fetch_add(1, Ordering::AcqRel);
         if s.seq < cfg.plan.skip {
@@ -274,6 +286,7 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&Progress>, mut sink: im
         if s.span.is_some() && !cfg.plan.phantom && !hydrate(cfg, &mut s, stats) {
             return true;
         }
+        sent.fetch_add(1, Ordering::Relaxed);
         sink(s)
     };
     let mut rebalancer = cfg.mixture().map(|m| Rebalancer::new(m, cfg.plan.sample_seed));
@@ -297,7 +310,17 @@ pub fn read_loop(cfg: &Job, stats: &Stats, made: Option<&Progress>, mut sink: im
             return;
         }
         if !cfg.plan.cycle {
-            past_end(seq());
+            if pass == 0 {
+                past_end(seq());
+            }
+            // `pad` (equal_batches="drop"): its own shards are read once; only when nothing of
+            // them decoded (nothing to repeat) are the fallback shards read, once.
+            let sent = sent.load(Ordering::Relaxed);
+            if cfg.plan.pad && fallback && made.is_some_and(|m| m.made_nothing_of(sent)) {
+                fallback = false;
+                shards = &cfg.plan.fallback_shards;
+                continue;
+            }
             return;
         }
         // A pass that gave nothing (nothing selected, or, a pass later, nothing that decodes):
@@ -1049,6 +1072,24 @@ pub struct Progress {
     pub tiles: AtomicU64,
     /// Samples tried (made into tiles, or failed, or dropped as near-duplicates).
     pub tried: AtomicU64,
+    /// The batcher has returned.
+    pub ended: AtomicBool,
+}
+
+impl Progress {
+    /// Wait until the batcher has made a tile, or tried all `sent` samples, or returned:
+    /// whether it tried them all and made nothing of them.
+    fn made_nothing_of(&self, sent: u64) -> bool {
+        loop {
+            if self.tiles.load(Ordering::Acquire) > 0 || self.ended.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.tried.load(Ordering::Acquire) >= sent {
+                return self.tiles.load(Ordering::Acquire) == 0;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sample>, tx: Sender<Batch>, made: &Progress) {
@@ -1081,9 +1122,17 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
             Err(_) => open = false,
         }
         while open && chunk.len() < want {
-            match rx.recv() {
+            // With `pad`, the reader may wait for this batcher to have tried what it sent (see
+            // `read_loop`): take what is there, never wait for more.
+            let next = if plan.pad { rx.try_recv().map_err(|e| e.is_disconnected()) } else { rx.recv().map_err(|_| true) };
+            match next {
                 Ok(s) => chunk.push(s),
-                Err(_) => open = false,
+                Err(disconnected) => {
+                    open = !disconnected;
+                    if open {
+                        break;
+                    }
+                }
             }
         }
         let results: Vec<Prepared> = pool.install(|| chunk.par_iter().map(|s| prepare(s, cfg, Some(stats))).collect());

@@ -116,6 +116,41 @@ ACCELERATE_PREPARE = COMMON + textwrap.dedent(
 )
 
 
+ACCELERATE_RESUME = COMMON + textwrap.dedent(
+    """
+    from accelerate import Accelerator
+
+    phase, workers = sys.argv[3], int(sys.argv[4])
+    acc = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    stream = WebLIStream(shards, batch_size=4, image_size=16, shuffle=True, seed=0)
+    if phase == "rest":
+        with open(os.path.join(out, "state.json")) as f:
+            stream.load_state_dict(json.load(f))
+    model, opt, loader = acc.prepare(model, opt, stream.loader(num_workers=workers, persistent_workers=False))
+    epochs = {}
+    for epoch in range(stream.epoch, 2):
+        stream.set_epoch(epoch)
+        keys = epochs.setdefault(str(epoch), [])
+        for step, batch in enumerate(loader):
+            keys += batch["keys"]
+            acc.backward(model(features(batch)).pow(2).mean())
+            opt.step()
+            opt.zero_grad()
+            stream.observe(batch)
+            if phase == "first" and epoch == 1 and step == 1:  # preempted 2 steps into epoch 1
+                state = stream.gathered_state_dict()  # every rank calls it
+                if acc.is_main_process:
+                    with open(os.path.join(out, "state.json"), "w") as f:
+                        json.dump(state, f)
+                break
+    acc.wait_for_everyone()
+    record(f"{phase}{acc.process_index}", epochs)
+    """
+)
+
+
 LIGHTNING_RESUME = COMMON + textwrap.dedent(
     """
     import lightning as L
@@ -128,10 +163,10 @@ LIGHTNING_RESUME = COMMON + textwrap.dedent(
         def __init__(self):
             super().__init__()
             self.lin = torch.nn.Linear(3, 1)
-            self.keys = []
+            self.keys = {}
 
         def training_step(self, batch, i):
-            self.keys += batch["keys"]
+            self.keys.setdefault(str(self.current_epoch), []).extend(batch["keys"])
             return self.lin(features(batch)).pow(2).mean()
 
         def on_train_end(self):
@@ -147,9 +182,10 @@ LIGHTNING_RESUME = COMMON + textwrap.dedent(
         def train_dataloader(self):
             return stream.loader(num_workers=workers, persistent_workers=False)
 
-    every = ModelCheckpoint(dirpath=out, filename="mid", every_n_train_steps=2, save_top_k=-1)
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=1,
-                        max_steps=2 if phase == "first" else -1, logger=False, enable_progress_bar=False,
+    # 4 steps an epoch on 2 ranks: the first run stops 2 steps into epoch 1, with a checkpoint.
+    every = ModelCheckpoint(dirpath=out, filename="mid", every_n_train_steps=6, save_top_k=-1)
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=2,
+                        max_steps=6 if phase == "first" else -1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[WebLICallback(stream), every])
     trainer.fit(Model(), datamodule=Data(), ckpt_path=None if phase == "first" else os.path.join(out, "mid.ckpt"))
     """
@@ -216,18 +252,7 @@ def test_torchdata_stateful_dataloader_under_ddp_resumes_every_ranks_share(make_
         assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
         return [json.loads((out / f"rank{phase}{k}.json").read_text()) for k in range(n)]
 
-    first = launch(2, "first")
-    rest = launch(resume_on, "rest")
-    epoch0 = [r["0"] for r in first]
-    assert len(epoch0[0]) == len(epoch0[1]) and sorted(epoch0[0] + epoch0[1]) == sorted(ds["samples"]), "epoch 0: once each"
-    before = [k for r in first for k in r["1"]]
-    assert len(before) == 2 * 2 * 4, "2 steps of 4 on each rank before the preemption"
-    after = [k for r in rest for k in r["1"]]
-    assert sorted(before + after) == sorted(ds["samples"]), "epoch 1: what was trained + the rest = once each"
-    assert "0" not in rest[0], "the resume continues epoch 1"
-    if resume_on == 2:
-        assert len(rest[0]["1"]) == len(rest[1]["1"]), "equal steps after the resume"
-    assert first[0]["0"][:8] != first[0]["1"][:8], "each epoch its own order"
+    _check_resumed(launch(2, "first"), launch(resume_on, "rest"), ds, resume_on)
 
 
 @pytest.fixture
@@ -344,6 +369,45 @@ def test_accelerate_prepare_of_a_stream_loader_keeps_every_ranks_share(uneven, t
     assert per_rank[0][0] != per_rank[0][1], "set_epoch: each epoch its own order"
 
 
+def _check_resumed(first, rest, ds, resume_on):
+    """2 epochs over 4 even shards of 8 on 2 ranks (4 steps of 4 an epoch), preempted 2 steps
+    into epoch 1, resumed on `resume_on` ranks: each epoch every sample once, equal steps."""
+    assert len(first[0]["0"]) == len(first[1]["0"]) == 16, "equal steps in epoch 0"
+    assert sorted(first[0]["0"] + first[1]["0"]) == sorted(ds["samples"]), "epoch 0: every sample once"
+    before = first[0]["1"] + first[1]["1"]
+    assert len(before) == 2 * 2 * 4, "2 steps of 4 on each of 2 ranks into epoch 1"
+    assert all(set(r) <= {"1"} for r in rest), "the resume continues epoch 1"
+    after = [k for r in rest for k in r.get("1", [])]
+    assert sorted(before + after) == sorted(ds["samples"]), "epoch 1: trained + the rest = every sample once"
+    if resume_on == 2:
+        assert len(rest[0]["1"]) == len(rest[1]["1"]), "equal steps after the resume"
+    assert first[0]["0"][:8] != first[0]["1"][:8], "each epoch its own order"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("resume_on", [2, 1])
+def test_accelerate_resumes_mid_epoch_on_the_same_and_another_world_size(make_shards, tmp_path, workers, resume_on):
+    """Issue 24, item 2: under `accelerate launch`, 2 processes x {0, 2} workers, the state of
+    every rank (stream.gathered_state_dict) saved 2 steps into epoch 1 and resumed on 2 and on
+    1 process (before: rank 0's state alone, rank 1 restarted, the resumed run hung)."""
+    ds = make_shards(shards=4, per_shard=8)
+    script = tmp_path / "loop.py"
+    script.write_text(ACCELERATE_RESUME)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def launch(n, phase):
+        multi = ["--multi_gpu"] if n > 1 else []
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes", str(n), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+               str(script), ",".join(ds["paths"]), str(out), phase, str(workers)]
+        r = _run(cmd, tmp_path)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+        return [json.loads((out / f"rank{phase}{k}.json").read_text()) for k in range(n)]
+
+    _check_resumed(launch(2, "first"), launch(resume_on, "rest"), ds, resume_on)
+
+
 def test_accelerate_prepare_of_a_plain_loader_is_refused_not_silently_short(uneven, tmp_path):
     r, _ = _launch_accelerate(ACCELERATE_PREPARE, uneven, tmp_path, "plain")
     assert r.returncode != 0
@@ -393,26 +457,26 @@ def test_lightning_callback_resumes_mid_epoch_with_nothing_lost_or_repeated(unev
     assert sorted(first.keys + rest.keys) == sorted(uneven["samples"]), (len(first.keys), len(rest.keys))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("resume_on", [2, 1])
-def test_lightning_ddp_checkpoint_holds_every_ranks_share(make_shards, tmp_path, resume_on):
-    """Issue 24, item 2: 2 DDP ranks, a checkpoint mid-epoch (the callback merges both ranks'
-    states), resumed on 2 and on 1 device: every sample of the epoch trained, none twice but the
-    padding equal_batches adds (before: rank 1 restarted from rank 0's state)."""
+def test_lightning_ddp_checkpoint_holds_every_ranks_share(make_shards, tmp_path, resume_on, workers):
+    """Issue 24, item 2: 2 DDP ranks x {0, 2} workers, 2 epochs, a checkpoint 2 steps into
+    epoch 1 (the callback merges both ranks' states), resumed on 2 and on 1 device: each epoch
+    every sample once (4 even shards: no padding), equal steps, epochs differ (before: rank 1
+    restarted from rank 0's state)."""
     ds = make_shards(shards=4, per_shard=8)
     script = tmp_path / "fit.py"
     script.write_text(LIGHTNING_RESUME)
     out = tmp_path / "out"
     out.mkdir()
     args = [sys.executable, str(script), ",".join(ds["paths"]), str(out)]
-    r = _run([*args, "2", "first", "0"], tmp_path, MASTER_PORT=str(free_port()))
+    r = _run([*args, "2", "first", str(workers)], tmp_path, MASTER_PORT=str(free_port()))
     assert r.returncode == 0, r.stderr[-3000:]
-    r = _run([*args, str(resume_on), "rest", "0"], tmp_path, MASTER_PORT=str(free_port()))
+    r = _run([*args, str(resume_on), "rest", str(workers)], tmp_path, MASTER_PORT=str(free_port()))
     assert r.returncode == 0, r.stderr[-3000:]
-    first = [k for rk in (0, 1) for k in json.loads((out / f"rankfirst{rk}.json").read_text())]
-    rest = [k for rk in range(resume_on) for k in json.loads((out / f"rankrest{rk}.json").read_text())]
-    assert len(first) == 2 * 2 * 4, "2 steps of 4 on each of 2 ranks"
-    assert sorted(set(first + rest)) == sorted(ds["samples"]), "every sample of the epoch"
-    assert len(first + rest) == len(ds["samples"]), "none twice (4 even shards: no padding)"
+    first = [json.loads((out / f"rankfirst{rk}.json").read_text()) for rk in (0, 1)]
+    rest = [json.loads((out / f"rankrest{rk}.json").read_text()) for rk in range(resume_on)]
+    _check_resumed(first, rest, ds, resume_on)
 
 
 def test_equal_batches_drop_counts_what_it_leaves_out(uneven):

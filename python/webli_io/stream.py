@@ -855,7 +855,8 @@ class WebLIStream(IterableDataset):
             per_reader = self._shared_batches_per_reader(slots, exclude) * self.options.batch_size
             # "pad" cycles (its own shards, then the epoch's); "drop" reads its own shards once
             # (its share is what the smallest reader holds) and, should samples fail to decode,
-            # repeats its own last ones: no other reader's shard is opened.
+            # repeats its own last ones: no other reader's shard is opened (but where none of
+            # its own decodes, and there is nothing to repeat).
             limit, cycle = per_reader - yielded, equal == "pad"
             if equal == "drop":
                 left_out = max(0, self._own_samples(own, shards, exclude) - per_reader)
@@ -873,7 +874,7 @@ class WebLIStream(IterableDataset):
             skip=skip, exclude=exclude, limit=limit, cycle=cycle, table_reader=self._table_opener,
             # A reader whose own shards cannot fill its share pads from the epoch's other shards
             # (the first of the epoch's order: enough to pad, bounded at any scale).
-            fallback_shards=self._order(FALLBACK_SHARDS) if cycle else None, pad=counted and not cycle,
+            fallback_shards=self._order(FALLBACK_SHARDS) if counted else None, pad=counted and not cycle,
         )
         row = self._shared.row_of(info.id if info is not None else None)
         written = self._shared.zeros()
@@ -1072,6 +1073,21 @@ class WebLIStream(IterableDataset):
         ranks = {"world_size": topo.world_size, "covered": [topo.rank]}
         return {"version": STATE_VERSION, "epoch": self.epoch, "slots": slots, "positions": positions, "base": base,
                 "equal_batches_auto": self._equal_auto, "ranks": ranks, **self._identity()}
+
+    def gathered_state_dict(self) -> Dict[str, Any]:
+        """:meth:`state_dict` of every rank of a DDP job, merged (:meth:`merge_states`): a
+        collective (``all_gather_object``), so call it on every rank; each gets the same state,
+        which a resume on any number of ranks loads. Without a process group of more than one
+        rank, :meth:`state_dict`. What to save with the model under Accelerate or a bare DDP loop
+        (a checkpoint of rank 0's ``state_dict()`` alone would not restore rank 1's readers)."""
+        state = self.state_dict()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states: List[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(states, state)
+            state = WebLIStream.merge_states(states)
+        return state
 
     @staticmethod
     def merge_states(states: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Any, Dict
 
 import lightning.pytorch as pl
-import torch
 
 from ..stream import WebLIStream
 
@@ -52,13 +51,7 @@ class WebLICallback(pl.Callback):
 
     def state_dict(self) -> Dict[str, Any]:
         # Lightning builds a checkpoint on every rank (rank 0 writes it): a collective is safe here.
-        state = self.stream.state_dict()
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            states: list = [None] * dist.get_world_size()
-            dist.all_gather_object(states, state)
-            state = WebLIStream.merge_states(states)
-        return {"stream": state}
+        return {"stream": self.stream.gathered_state_dict()}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.stream.load_state_dict(state_dict["stream"])
