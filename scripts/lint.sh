@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The guardrails (scripts/test.sh runs them, so CI does): rustfmt, clippy with warnings as
-# errors (with and without the PyO3 bindings), ruff, and stubtest of `_core.pyi` against the
-# built extension. Needs the test extras (ruff, mypy) and the package installed.
+# errors (with and without the PyO3 bindings), ruff, mypy on the package, and stubtest of
+# `_core.pyi` against the built extension. Needs the test extras (ruff, mypy) and the package installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -14,6 +14,8 @@ echo "-- the fuzz targets compile (cargo check; running them needs cargo-fuzz an
 cargo check --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check -q
 echo "-- ruff check"
 "$PY" -m ruff check python tests benches
+echo "-- mypy python/webli_io (the package, default mode; settings in pyproject.toml)"
+"$PY" -m mypy python/webli_io
 echo "-- stubtest webli_io._core"
 "$PY" -m mypy.stubtest webli_io._core --allowlist scripts/stubtest-allowlist.txt
 echo "-- workflow files: GitHub's schema, zizmor"

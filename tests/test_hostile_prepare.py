@@ -137,3 +137,23 @@ def test_prepare_reads_a_url_and_refuses_an_unreadable_one(tmp_path, jpg, monkey
         assert not (tmp_path / "out2" / DONE_DIR / "gone.tar.json").exists()
     finally:
         server.close()
+
+
+def test_prepare_picks_each_samples_image_and_caption_by_the_streams_rule(tmp_path, jpg):
+    """Issue 23, item 1: prepare re-picked a sample's image and caption its own way: a sample
+    whose first image member is empty (the stream skips it) had its `.png` hashed, so
+    `--dedup` dropped the only good copy of that image (the stream went from ['z'] to []); a
+    sample with a blank caption (skipped too) was a first copy as well."""
+    from webli_io import WebLIStream
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "a.tar", [("a.jpg", b""), ("a.png", jpg), ("a.txt", b"an empty first image"),
+                              ("b.jpg", jpg), ("b.txt", b"  "), ("b.json", b'{"caption": "not this one"}'),
+                              ("z.jpg", jpg), ("z.txt", b"the good copy")])
+    kw = dict(batch_size=4, image_size=16)
+    before = [k for b in WebLIStream(str(src / "a.tar"), **kw) for k in b["keys"]]
+    assert before == ["z"], "a: empty first image; b: a blank caption (not the json's)"
+    prepare([str(src / "a.tar")], str(tmp_path / "out"), progress=False, dedup=True)
+    after = [k for b in WebLIStream(str(tmp_path / "out" / "a.tar"), **kw) for k in b["keys"]]
+    assert after == before

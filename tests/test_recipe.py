@@ -239,7 +239,8 @@ def test_parquet_projection_keeps_the_columns_filters_need(tmp_path, web_images)
                                  drop_if={"NSFW": "NSFW"}))
     assert keys(projected) == full and len(full) == 8
     assert projected[0]["langs"][0] == "he", "the language column is read too"
-    assert set(projected[0]["meta"][0]) == {"width", "clip_score", "NSFW", "language"}
+    # Caption and key are read always, and are metadata as in img2dataset's tar json (issue 24).
+    assert set(projected[0]["meta"][0]) == {"width", "clip_score", "NSFW", "language", "caption", "key"}
 
 
 # -- optional dependencies --------------------------------------------------------------------

@@ -71,7 +71,7 @@ def web_jpeg(photo, rng: np.random.Generator) -> bytes:
     img = _random_crop(photo, rng)
     cw, ch = img.size
     s = int(rng.integers(300, 1601)) / max(cw, ch)
-    img = img.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.BICUBIC)
+    img = img.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=int(rng.integers(70, 96)))
     return buf.getvalue()
@@ -107,7 +107,7 @@ def web_photo_jpeg(photo, rng: np.random.Generator, quality: int, megapixels: Tu
     img = _random_crop(photo, rng)
     cw, ch = img.size
     s = (rng.uniform(*megapixels) * 1e6 / (cw * ch)) ** 0.5
-    img = img.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.LANCZOS if s < 1 else Image.BICUBIC)
+    img = img.resize((max(1, round(cw * s)), max(1, round(ch * s))), Image.Resampling.LANCZOS if s < 1 else Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality, subsampling=2)
     return buf.getvalue(), s > 1
@@ -241,14 +241,14 @@ def _decoder(kind: str, size: int) -> Callable[[bytes], Any]:
         def decode(data: bytes):
             img = Image.open(io.BytesIO(data))
             img.draft("RGB", (size, size))  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
-            arr = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+            arr = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
             return torch.from_numpy(arr.copy()).permute(2, 0, 1)
     elif kind == "simplejpeg":
         import simplejpeg
 
         def decode(data: bytes):
             arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size)
-            arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
+            arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR))
             return torch.from_numpy(arr.copy()).permute(2, 0, 1)
     else:
         raise ValueError(kind)
@@ -553,7 +553,7 @@ def per_set(sets: Dict[str, List[str]], size: int, batch: int, threads: int, rep
     return out
 
 
-MODES = (("squash", {}), ("squash, fast_decode", {"fast_decode": True}),
+MODES: Tuple[Tuple[str, Dict[str, Any]], ...] = (("squash", {}), ("squash, fast_decode", {"fast_decode": True}),
          ("center_crop, whole decode", {"resize": "center_crop", "crop_decode": False}),
          ("center_crop", {"resize": "center_crop"}),
          ("random_resized_crop, whole decode", {"resize": "random_resized_crop", "crop_decode": False}),

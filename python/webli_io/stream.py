@@ -113,8 +113,8 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _mix_seed(*parts: int) -> int:
-    """A 64-bit seed from several integers, the same in every process and on every machine."""
+def _mix_seed(*parts: Union[int, str]) -> int:
+    """A 64-bit seed from several integers (and names), the same in every process and on every machine."""
     h = hashlib.blake2b(":".join(str(p) for p in parts).encode(), digest_size=8)
     return int.from_bytes(h.digest(), "little")
 
@@ -201,8 +201,9 @@ def _refuse_accelerate_wrappers() -> None:
     reads rank 0's shards only, and ``IterableDatasetShard`` re-splits a stream of batches as if
     it were samples. Seen from the calling frames (in the process that iterates), refused."""
     import sys
+    from types import FrameType
 
-    frame = sys._getframe(2)
+    frame: Optional[FrameType] = sys._getframe(2)
     for _ in range(12):
         if frame is None:
             return
@@ -1139,9 +1140,9 @@ class WebLIStream(IterableDataset):
             if theirs in (None, "drop", "pad") and self.options.replace(equal_batches=theirs).fingerprint(self.shards.digest()) == state.get("fingerprint"):
                 mine["fingerprint"] = state["fingerprint"]
         if state.get("fingerprint") != mine["fingerprint"]:
-            theirs = state.get("settings") if isinstance(state.get("settings"), dict) else {}
-            differ = sorted(k for k in set(theirs) | set(mine["settings"]) if theirs.get(k) != mine["settings"].get(k))
-            what = [f"{k}: state {theirs.get(k)!r}, stream {mine['settings'].get(k)!r}" for k in differ]
+            saved: Dict[str, Any] = state["settings"] if isinstance(state.get("settings"), dict) else {}
+            differ = sorted(k for k in set(saved) | set(mine["settings"]) if saved.get(k) != mine["settings"].get(k))
+            what = [f"{k}: state {saved.get(k)!r}, stream {mine['settings'].get(k)!r}" for k in differ]
             if state.get("shards_digest") != mine["shards_digest"]:
                 what.append(f"the shard list ({state.get('shards')} shards in the state, {mine['shards']} here, or another order)")
             raise ValueError("cannot resume: the state was taken with other settings or shards: " + ("; ".join(what) or "fingerprint differs"))

@@ -50,8 +50,8 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
 
 def group_summary(per_group: Dict[str, float]) -> Dict[str, Any]:
     """The worst group and the gap between the best and the worst."""
-    worst = min(per_group, key=per_group.get)
-    best = max(per_group, key=per_group.get)
+    worst = min(per_group, key=per_group.__getitem__)
+    best = max(per_group, key=per_group.__getitem__)
     return {"per_group": per_group, "worst_group": worst, "worst": per_group[worst], "gap": per_group[best] - per_group[worst]}
 
 
@@ -352,7 +352,7 @@ def _metas(shard: str, fields: Sequence[str]) -> Iterator[Dict[str, Any]]:
         return
     from ..parquet import row_groups, schema_of
 
-    names = [f for f in dict.fromkeys(fields) if schema_of(shard).get_field_index(f) >= 0]  # type: ignore[attr-defined]
+    names = [f for f in dict.fromkeys(fields) if schema_of(shard).get_field_index(f) >= 0]
     for table in row_groups(shard, names):
         yield from table.to_pylist()
 
@@ -407,7 +407,7 @@ def overlay(image: bytes, rel: np.ndarray, path: str) -> None:
     from PIL import Image
 
     img = Image.open(io.BytesIO(image)).convert("RGB")
-    heat = Image.fromarray((rel * 255).astype(np.uint8), "L").resize(img.size, Image.BILINEAR)
+    heat = Image.fromarray((rel * 255).astype(np.uint8), "L").resize(img.size, Image.Resampling.BILINEAR)
     red = Image.new("RGB", img.size, (255, 30, 30))
     alpha = heat.point(lambda v: int(v * 0.6))
     Image.composite(red, img, alpha).save(path)

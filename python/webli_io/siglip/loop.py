@@ -52,7 +52,7 @@ def _shards(args: argparse.Namespace, ckpt: Optional[Dict[str, Any]]):
             raise ValueError("--resume: the checkpoint trained on shards not given now: " + ", ".join(missing[:3]))
         # A shard the checkpoint neither trained nor evaluated on is new: a resume continues the
         # checkpoint's epoch over its own shards, so a new one would be silently left out.
-        known = set(saved) | set(ckpt.get("eval_shards") or eval_shards)
+        known = set(saved) | set((ckpt or {}).get("eval_shards") or eval_shards)
         added = [s for s in shards + eval_shards if s not in known]
         if added:
             raise ValueError(

@@ -15,7 +15,7 @@ import os
 import random
 import tempfile
 from collections import defaultdict
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import torch
 
@@ -133,7 +133,7 @@ def balanced_sample(captions: Iterable[Tuple[str, str]], seed: int = 0) -> Tuple
     return out, kept
 
 
-def train_sentencepiece(captions: Iterable[Tuple[str, str]], out: str, vocab_size: int = 8000, seed: int = 0) -> Dict[str, object]:
+def train_sentencepiece(captions: Iterable[Tuple[str, str]], out: str, vocab_size: int = 8000, seed: int = 0) -> Dict[str, Any]:
     """Train a SentencePiece unigram model on captions balanced across languages; write
     ``out`` (the ``.model`` file, and ``.vocab`` beside it). Returns what it kept per language."""
     spm = require("sentencepiece", "sentencepiece (to train a tokenizer)", "train")
