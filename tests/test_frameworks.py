@@ -239,20 +239,10 @@ def test_torchdata_stateful_dataloader_under_ddp_resumes_every_ranks_share(make_
     on 1 rank: each epoch every sample exactly once, equal steps (no hang), epochs differ."""
     import torchdata  # noqa: F401  (a test extra)
 
-    ds = make_shards(shards=4, per_shard=8)
-    script = tmp_path / "loop.py"
-    script.write_text(TORCHDATA)
-    out = tmp_path / "out"
-    out.mkdir()
+    def launcher(n):
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(free_port())]
 
-    def launch(n, phase):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(free_port()),
-               str(script), ",".join(ds["paths"]), str(out), phase, str(workers)]
-        r = _run(cmd, tmp_path)
-        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-        return [json.loads((out / f"rank{phase}{k}.json").read_text()) for k in range(n)]
-
-    _check_resumed(launch(2, "first"), launch(resume_on, "rest"), ds, resume_on)
+    _preempt_and_resume(TORCHDATA, launcher, make_shards, tmp_path, workers, resume_on)
 
 
 @pytest.fixture
@@ -384,28 +374,35 @@ def _check_resumed(first, rest, ds, resume_on):
     assert first[0]["0"][:8] != first[0]["1"][:8], "each epoch its own order"
 
 
+def _preempt_and_resume(script_text, launcher, make_shards, tmp_path, workers, resume_on):
+    """Run `script_text` (phases "first", "rest") under `launcher(n)` (the launcher's command for
+    n processes): 2 processes preempted 2 steps into epoch 1, then `resume_on` to the end."""
+    ds = make_shards(shards=4, per_shard=8)
+    script = tmp_path / "loop.py"
+    script.write_text(script_text)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def launch(n, phase):
+        r = _run([*launcher(n), str(script), ",".join(ds["paths"]), str(out), phase, str(workers)], tmp_path)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+        return [json.loads((out / f"rank{phase}{k}.json").read_text()) for k in range(n)]
+
+    _check_resumed(launch(2, "first"), launch(resume_on, "rest"), ds, resume_on)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("resume_on", [2, 1])
 def test_accelerate_resumes_mid_epoch_on_the_same_and_another_world_size(make_shards, tmp_path, workers, resume_on):
     """Issue 24, item 2: under `accelerate launch`, 2 processes x {0, 2} workers, the state of
     every rank (stream.gathered_state_dict) saved 2 steps into epoch 1 and resumed on 2 and on
     1 process (before: rank 0's state alone, rank 1 restarted, the resumed run hung)."""
-    ds = make_shards(shards=4, per_shard=8)
-    script = tmp_path / "loop.py"
-    script.write_text(ACCELERATE_RESUME)
-    out = tmp_path / "out"
-    out.mkdir()
-
-    def launch(n, phase):
+    def launcher(n):
         multi = ["--multi_gpu"] if n > 1 else []
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes", str(n), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-               str(script), ",".join(ds["paths"]), str(out), phase, str(workers)]
-        r = _run(cmd, tmp_path)
-        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-        return [json.loads((out / f"rank{phase}{k}.json").read_text()) for k in range(n)]
+        return [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes", str(n), "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
 
-    _check_resumed(launch(2, "first"), launch(resume_on, "rest"), ds, resume_on)
+    _preempt_and_resume(ACCELERATE_RESUME, launcher, make_shards, tmp_path, workers, resume_on)
 
 
 def test_accelerate_prepare_of_a_plain_loader_is_refused_not_silently_short(uneven, tmp_path):

@@ -1081,7 +1081,13 @@ class WebLIStream(IterableDataset):
         which a resume on any number of ranks loads. Without a process group of more than one
         rank, :meth:`state_dict`. What to save with the model under Accelerate or a bare DDP loop
         (a checkpoint of rank 0's ``state_dict()`` alone would not restore rank 1's readers)."""
-        state = self.state_dict()
+        return WebLIStream.gather_states(self.state_dict())
+
+    @staticmethod
+    def gather_states(state: Dict[str, Any]) -> Dict[str, Any]:
+        """This rank's `state` and every other rank's, gathered (``all_gather_object``: a
+        collective) and merged (:meth:`merge_states`); `state` itself without a process group
+        of more than one rank."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-import torch
-
 from ..stream import WebLIStream
 
 
@@ -60,10 +58,4 @@ def gather_state(loader: Any) -> Dict[str, Any]:
     """The state of every rank's readers, from each rank's ``StatefulDataLoader``: call it on
     every rank (``all_gather_object``); each gets the same merged state, which a resume on any
     number of ranks and workers loads with ``stream.load_state_dict``."""
-    state = stream_state(loader.state_dict())
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        states: list = [None] * dist.get_world_size()
-        dist.all_gather_object(states, state)
-        state = WebLIStream.merge_states(states)
-    return state
+    return WebLIStream.gather_states(stream_state(loader.state_dict()))
