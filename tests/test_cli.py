@@ -153,5 +153,5 @@ def test_demo_study_runs_the_grid_on_the_sample_data(tmp_path):
             "--train-steps", "0", "--study", "--study-steps", "2", "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(r.stdout)["study"]
-    assert len(rows) == 8 and all({"multilingual_mean_r1", "retrieval_i2t_r1", "classify_top1", "groups_gap"} <= set(x) for x in rows)
+    assert len(rows) == 8 and all({"multilingual_mean_r1", "retrieval_i2t_r1", "classify_top1", "groups_spread"} <= set(x) for x in rows)
     assert (tmp_path / "demo" / "study" / "study.md").exists() and (tmp_path / "demo" / "eval" / "classify" / "red").is_dir()

@@ -12,7 +12,8 @@ import sys
 import pytest
 import torch
 
-from webli_io.siglip.evalsuite import group_summary, recall_at_k, topk_accuracy
+from webli_io.siglip.evaluate import recall_at_k
+from webli_io.siglip.evalsuite import group_summary, topk_accuracy
 
 
 def test_recall_counts_the_rank_of_the_match():
@@ -32,7 +33,7 @@ def test_topk_accuracy_and_groups():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.5, 0.4, 0.3], [0.2, 0.3, 0.5]])
     assert topk_accuracy(logits, torch.tensor([1, 1, 0]), (1, 2)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3)}
     s = group_summary({"africa": 0.4, "europe": 0.9, "asia": 0.7})
-    assert s["worst_group"] == "africa" and s["gap"] == pytest.approx(0.5)
+    assert s["worst_group"] == "africa" and s["spread"] == pytest.approx(0.5)
 
 
 def _jpeg(color, size=(96, 72)):
@@ -85,7 +86,7 @@ def test_eval_writes_the_four_parts(tmp_path):
     m = report["multilingual"]
     assert set(m["recall_at_1"]) == {"en", "sw", "bn"} and m["worst"] == min(m["recall_at_1"].values())
     g = report["subgroups"]
-    assert set(g["per_group"]) == {"africa", "asia"} and g["gap"] == pytest.approx(max(g["per_group"].values()) - g["worst"])
+    assert set(g["per_group"]) == {"africa", "asia"} and g["spread"] == pytest.approx(max(g["per_group"].values()) - g["worst"])
     for png in ("languages.png", "groups.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
@@ -199,7 +200,7 @@ def test_study_runs_the_grid_with_one_budget(trained, tmp_path):
         (s, f, m) for s in (0.5, 1.0) for f in (False, True) for m in (False, True)}
     assert all(x["steps"] == 2 for x in rows), "the same budget in every cell"
     assert all(0 <= x["multilingual_worst_r1"] <= x["multilingual_mean_r1"] <= 1 for x in rows)
-    assert all(0 <= x["groups_worst"] <= 1 and 0 <= x["groups_gap"] <= 1 for x in rows)
+    assert all(0 <= x["groups_worst"] <= 1 and 0 <= x["groups_spread"] <= 1 for x in rows)
     assert sum(line.startswith("| subset ") for line in (out / "study.md").read_text().splitlines()) == 8 and (out / "study.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -176,7 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         study = run_study(shards[:-1], os.path.join(out, "study"), subsets=[0.5, 1.0], filter_field="width", filter_min=600,
                           mixture="webli-100b", manifest=None,
                           evals={"retrieval": shards[-1:], "multilingual": [sets["shard"]], "classify": sets["folder"],
-                                 "classnames": _classnames(sets["classnames"]), "groups": [sets["shard"]]},
+                                 "classnames": sets["classnames"], "groups": [sets["shard"]]},
                           train_argv=["--model", "tiny", "--steps", str(args.study_steps), "--batch-size", "16", "--image-size", "32",
                                       "--seed", str(args.seed)], log=note)
         result["study"] = study["rows"]
@@ -288,33 +288,48 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _classnames(path: Optional[str]) -> Optional[dict]:
-    """A file of ``folder<TAB>class name`` lines → {folder: name} (None: no file)."""
-    if not path:
-        return None
-    with open(path, encoding="utf-8") as f:
-        pairs = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
-    return {p[0]: (p[1] if len(p) > 1 else p[0]) for p in pairs}
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from .siglip import evalbench as eb
     from .siglip import evalsuite as ev
+    from .siglip.benchmarks import read as read_benchmark
     from .siglip.dist import device_for
+    from .siglip.prompts import SETS
 
-    if not (args.classify or args.retrieval or args.multilingual or args.groups):
-        raise ValueError("nothing to evaluate: give --classify DIR, --retrieval SHARDS, --multilingual SHARDS and/or --groups SHARDS")
+    if not (args.benchmark or args.classify or args.retrieval or args.multilingual or args.groups or args.bias_images):
+        raise ValueError("nothing to evaluate: give --benchmark KIND=PATH (e.g. coco=~/data/coco), --classify DIR, "
+                         "--retrieval SHARDS, --multilingual SHARDS, --groups SHARDS and/or --bias-images DIR")
+    for flag in ("retrieval", "multilingual", "groups"):
+        for s in getattr(args, flag) or []:
+            if s.endswith((".json", ".jsonl", ".csv")):
+                raise ValueError(f"--{flag} reads WebDataset/Parquet shards, and {s!r} is a benchmark's own file: "
+                                 f"read it with --benchmark KIND=PATH (coco, karpathy, xm3600, dollar_street, geode, gldv2)")
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank != 0:
+        # Under a launcher every rank runs this command: rank 0 measures the whole set once.
+        note(f"rank {rank}: the evaluation runs on rank 0 (the whole set, one report); nothing to do here")
+        return 0
+    # Read every benchmark first: a file that does not match fails before the model loads.
+    benches = [read_benchmark(*eb.parse_spec(spec), classnames=args.classnames, labels=args.labels, split=args.split)
+               for spec in args.benchmark or []]
     from . import expand_shards
 
     device = device_for(args.device)
     model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
-    classnames = _classnames(args.classnames)
-    templates = args.template or list(ev.DEFAULT_TEMPLATES)
+    templates = args.template or list(SETS[args.templates] if args.benchmark else ev.DEFAULT_TEMPLATES)
     report: dict = {"checkpoint": args.checkpoint, "image_size": image_size, "templates": templates}
+    towers = eb.Towers(model, tokenizer, image_size, device)
     with torch.no_grad():
+        if benches:
+            report["benchmarks"] = {b.name: {**eb.run(towers, b, templates, shots=args.shots), "source": b.source} for b in benches}
+        if args.bias_images:
+            from .evalset import iter_images
+
+            paths = [name for name, _ in iter_images([args.bias_images]) if os.path.isfile(name)]
+            report["representation_bias"] = eb.representation_bias(towers, paths, args.bias_prompt or eb.BIAS_PROMPTS)
         if args.classify:
-            report["classification"] = ev.classify_folder(model, tokenizer, image_size, args.classify, classnames, templates, device)
+            report["classification"] = ev.classify_folder(model, tokenizer, image_size, args.classify, args.classnames, templates, device)
         if args.retrieval:
             report["retrieval"] = ev.retrieval(model, tokenizer, image_size, expand_shards(args.retrieval), device)
         if args.multilingual:
@@ -388,7 +403,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     shards = expand_shards(args.shards)
     evals = {"retrieval": expand_shards(args.eval_retrieval) if args.eval_retrieval else None,
              "multilingual": expand_shards(args.eval_multilingual) if args.eval_multilingual else None,
-             "classify": args.eval_classify, "classnames": _classnames(args.classnames),
+             "classify": args.eval_classify, "classnames": args.classnames,
              "groups": expand_shards(args.eval_groups) if args.eval_groups else None,
              "group_field": args.group_field, "label_field": args.label_field}
     if not any(evals[k] for k in ("retrieval", "multilingual", "classify", "groups")):
@@ -516,13 +531,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--retrieval SHARDS (COCO/Flickr style: recall@1/5/10 both ways), --multilingual SHARDS (Crossmodal-3600 "
         "style: each sample's json has captions {language: caption}; recall@1 per language, mean, worst), "
         "--groups SHARDS (Dollar Street / GeoDE style: json fields --label-field and --group-field; accuracy per "
-        "group, worst group, gap). Writes OUT/report.json, report.md and PNG charts.",
+        "group, worst group, spread). Writes OUT/report.json, report.md and PNG charts.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     evp.add_argument("checkpoint", help="a checkpoint.pt of `webli-io train`")
     evp.add_argument("-o", "--out", required=True, help="folder for report.json, report.md and the charts")
+    evp.add_argument("--benchmark", action="append", default=None, metavar="KIND=PATH",
+                     help="a benchmark as downloaded (repeatable): imagenet=DIR (class folders, or the flat val folder "
+                     "with --labels; names from LOC_synset_mapping.txt or --classnames), coco=DIR (annotations/"
+                     "captions_val2017.json + val2017/), karpathy=FILE (dataset_flickr30k.json / dataset_coco.json, "
+                     "--split), xm3600=DIR (captions.jsonl + images/), dollar_street=DIR (images_v2.csv), geode=DIR "
+                     "(index.csv), gldv2=DIR (train.csv or recognition_solution_v2.1.csv + train_label_to_category.csv)")
+    evp.add_argument("--labels", default=None, help="imagenet: the flat validation folder's ground truth "
+                     "(LOC_val_solution.csv, or val.txt of 'file index' lines)")
+    evp.add_argument("--split", default="test", help="karpathy: the split to evaluate")
+    evp.add_argument("--templates", default="imagenet80", choices=["imagenet80", "simple", "name"],
+                     help="prompt ensemble for --benchmark classification: CLIP's 80 ImageNet templates, "
+                     "'a photo of a {}.', or the bare name (--template overrides)")
+    evp.add_argument("--shots", type=int, default=10, help="shots per class of the linear-probe geo-localisation")
+    evp.add_argument("--bias-images", default=None, help="a folder of images without people: the gender "
+                     "representation bias (share matched to the first --bias-prompt rather than the second, minus 0.5)")
+    evp.add_argument("--bias-prompt", action="append", default=None,
+                     help="the two prompts of --bias-images (default: 'a photo of a man.', 'a photo of a woman.')")
     evp.add_argument("--classify", default=None, help="an image folder, one subfolder per class")
-    evp.add_argument("--classnames", default=None, help="file of 'folder<TAB>class name' lines (default: the folder names)")
+    evp.add_argument("--classnames", default=None, help="class names: LOC_synset_mapping.txt, a list in class order "
+                     "(.txt one per line, or .json), or 'folder<TAB>name' lines (default: the folder names)")
     evp.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable; default: three English ones)")
     evp.add_argument("--retrieval", nargs="+", default=None, help="shards of image-caption pairs")
     evp.add_argument("--multilingual", nargs="+", default=None, help="shards whose json has captions {language: caption}")

@@ -8,7 +8,8 @@ user brings, in the layouts of the real benchmarks (nothing is downloaded):
    here a shard whose ``json`` holds ``"captions": {"bn": "...", ...}``): recall@1 per language,
    the mean and the worst language;
 4. subgroups (Dollar Street / GeoDE style: shards whose ``json`` names a ``label`` and a group
-   field such as ``region``): zero-shot accuracy per group, the worst group, the best − worst gap.
+   field such as ``region``): zero-shot accuracy per group, the worst group, the
+   best − worst spread (with ``income``: quartiles and the signed richest − poorest disparity).
 
 Definitions follow big_vision's evaluators: class embeddings are the normalised mean of the
 normalised template embeddings; retrieval ranks every candidate of the set; recall@k is the
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .evaluate import recall_at_k, to_device_images
+from .evaluate import to_device_images
 from .model import SigLIP
 from .tokenizers import load_tokenizer
 
@@ -49,10 +50,11 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
 
 
 def group_summary(per_group: Dict[str, float]) -> Dict[str, Any]:
-    """The worst group and the gap between the best and the worst."""
+    """The worst group and the best − worst ``spread`` (unsigned; a signed disparity between
+    two named groups is :func:`.metrics.disparity`)."""
     worst = min(per_group, key=per_group.__getitem__)
     best = max(per_group, key=per_group.__getitem__)
-    return {"per_group": per_group, "worst_group": worst, "worst": per_group[worst], "gap": per_group[best] - per_group[worst]}
+    return {"per_group": per_group, "worst_group": worst, "worst": per_group[worst], "spread": per_group[best] - per_group[worst]}
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -91,86 +93,147 @@ def _class_embeddings(model: SigLIP, tokenizer: Any, names: List[str], templates
 
 
 def _samples(shards: Sequence[str], image_size: int):
-    """(tile, caption, meta) of each sample of the shards, decoded as the stream does."""
+    """(tile, caption, meta) of each sample of the shards, decoded as the stream does: every
+    sample, whatever RANK/WORLD_SIZE the launcher set (the evaluation runs whole, on one rank)."""
     from ..stream import WebLIStream
 
-    for b in WebLIStream(list(shards), batch_size=128, image_size=image_size, resize="center_crop"):
+    for b in WebLIStream(list(shards), batch_size=128, image_size=image_size, resize="center_crop", rank=0, world_size=1):
         yield from zip(b["images"], b["texts"], b["meta"])
 
 
 # -- the four parts ----------------------------------------------------------------------------
 
 
-def classify_folder(model: SigLIP, tokenizer: Any, image_size: int, folder: str, classnames: Optional[Dict[str, str]],
+def classify_folder(model: SigLIP, tokenizer: Any, image_size: int, folder: str, classnames: Optional[str],
                     templates: Sequence[str], device: torch.device) -> Dict[str, Any]:
-    from .. import decode_resize
+    """Zero-shot accuracy on an image folder in ImageNet's layout, read by
+    :func:`.benchmarks.imagenet` (``classnames``: a names file in any of its formats)."""
+    from .benchmarks import imagenet
+    from .evalbench import Towers, classification
 
-    dirs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-    if not dirs:
-        raise ValueError(f"{folder}: no class folders (ImageNet's layout: one folder per class)")
-    names = [(classnames or {}).get(d, d.replace("_", " ")) for d in dirs]
-    tiles, labels, skipped = [], [], 0
-    for label, d in enumerate(dirs):
-        for f in sorted(os.listdir(os.path.join(folder, d))):
-            if not f.lower().endswith(IMAGE_EXTS):
-                continue
-            try:
-                with open(os.path.join(folder, d, f), "rb") as fh:
-                    tiles.append(decode_resize(fh.read(), image_size, "center_crop"))
-                labels.append(label)
-            except ValueError:
-                skipped += 1
-    logits = _embed_images(model, tiles, device) @ _class_embeddings(model, tokenizer, names, templates, device).T
-    acc = topk_accuracy(logits, torch.tensor(labels, device=logits.device))
-    return {"images": len(tiles), "classes": len(dirs), "skipped": skipped, "top1": acc[1], "top5": acc[5]}
+    r = classification(Towers(model, tokenizer, image_size, device), imagenet(folder, classnames=classnames), templates)
+    return {k: r[k] for k in ("images", "classes", "skipped", "top1", "top5")}
+
+
+def _captions(meta: Dict[str, Any], text: str) -> List[str]:
+    """A shard sample's captions: its json's ``captions`` list when it has one, else its text."""
+    caps = meta.get("captions")
+    if isinstance(caps, list):
+        got = [c.strip() for c in caps if isinstance(c, str) and c.strip()]
+        if got:
+            return got
+    return [text] if text else []
 
 
 def retrieval(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], device: torch.device) -> Dict[str, Any]:
-    tiles, texts = [], []
-    for img, text, _ in _samples(shards, image_size):
-        tiles.append(img)
-        texts.append(text)
-    sim = _embed_images(model, tiles, device) @ _embed_texts(model, tokenizer, texts, device).T
-    i2t, t2i = recall_at_k(sim, same=texts), recall_at_k(sim.T, same=texts)
-    return {"pairs": len(texts), **{f"i2t_r{k}": v for k, v in i2t.items()}, **{f"t2i_r{k}": v for k, v in t2i.items()}}
+    """Recall@1/5/10 both ways on shards of pairs (a sample's json ``captions`` list gives it
+    several texts), as big_vision's ``image_text_retrieval`` ranks them."""
+    from .metrics import retrieval_recall
+
+    tiles, texts, owner = [], [], []
+    for img, text, meta in _samples(shards, image_size):
+        caps = _captions(meta, text)
+        if caps:
+            owner.extend([len(tiles)] * len(caps))
+            texts.extend(caps)
+            tiles.append(img)
+    if not tiles:
+        raise ValueError("retrieval: no sample of the shards has an image and a caption")
+    sim = (_embed_images(model, tiles, device) @ _embed_texts(model, tokenizer, texts, device).T).cpu().numpy()
+    r = retrieval_recall(sim, owner)
+    return {"pairs": len(tiles), "texts": len(texts), **{f"i2t_r{k}": v for k, v in r["i2t"].items()},
+            **{f"t2i_r{k}": v for k, v in r["t2i"].items()}}
 
 
 def multilingual(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], device: torch.device) -> Dict[str, Any]:
+    """Crossmodal-3600's protocol on shards whose json holds ``captions: {language: caption or
+    [captions]}``: per language, recall@1 image→text and text→image over all its captions;
+    ``recall_at_1`` is their mean, kept per direction in ``i2t_r1``/``t2i_r1``."""
+    from .metrics import language_means, retrieval_recall
+
     tiles, captions = [], []
     for img, _, meta in _samples(shards, image_size):
         caps = meta.get("captions")
         if isinstance(caps, dict) and caps:
-            tiles.append(img)
-            captions.append({lang: (c[0] if isinstance(c, list) else c) for lang, c in caps.items() if c})
+            per = {lang: [x.strip() for x in (c if isinstance(c, list) else [c]) if isinstance(x, str) and x.strip()]
+                   for lang, c in caps.items()}
+            per = {k: v for k, v in per.items() if v}
+            if per:
+                tiles.append(img)
+                captions.append(per)
     if not tiles:
         raise ValueError("multilingual: no sample has a 'captions' object in its json ({language: caption})")
-    images = _embed_images(model, tiles, device)
-    per_lang: Dict[str, float] = {}
+    images = _embed_images(model, tiles, device).cpu().numpy()
+    i2t: Dict[str, float] = {}
+    t2i: Dict[str, float] = {}
     for lang in sorted({lang for c in captions for lang in c}):
         idx = [i for i, c in enumerate(captions) if lang in c]
-        caps = [captions[i][lang] for i in idx]
-        sim = images[idx] @ _embed_texts(model, tokenizer, caps, device).T
-        per_lang[lang] = (recall_at_k(sim, (1,), same=caps)[1] + recall_at_k(sim.T, (1,), same=caps)[1]) / 2
+        texts = [t for i in idx for t in captions[i][lang]]
+        owner = [j for j, i in enumerate(idx) for _ in captions[i][lang]]
+        r = retrieval_recall(images[idx] @ _embed_texts(model, tokenizer, texts, device).cpu().numpy().T, owner, ks=(1,))
+        i2t[lang], t2i[lang] = r["i2t"][1], r["t2i"][1]
+    per_lang = {k: (i2t[k] + t2i[k]) / 2 for k in i2t}
     s = group_summary(per_lang)
-    return {"images": len(tiles), "recall_at_1": per_lang, "mean": float(np.mean(list(per_lang.values()))),
+    means = language_means(per_lang)
+    return {"images": len(tiles), "recall_at_1": per_lang, "i2t_r1": i2t, "t2i_r1": t2i, "mean": means["mean"],
+            "low_resource_mean": means["low_resource_mean"], "high_resource_mean": means["high_resource_mean"],
             "worst_language": s["worst_group"], "worst": s["worst"]}
 
 
+def _label_values(value: Any) -> List[str]:
+    """A json label: a string, an integer id (GLDv2's ``landmark_id``) or a list (Dollar
+    Street's ``topics``: any is right)."""
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, (str, int)):
+        return [str(value)] if str(value).strip() else []
+    if isinstance(value, list):
+        return [str(v) for v in value if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip()]
+    return []
+
+
 def subgroups(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], group_field: str, label_field: str,
-              templates: Sequence[str], device: torch.device) -> Dict[str, Any]:
+              templates: Sequence[str], device: torch.device, classnames: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Zero-shot accuracy per group on shards whose json names a label and a group. The class
+    vocabulary is ``classnames`` when given, else every label of the shards (``vocabulary``
+    says which); ``income`` (a number) is binned into quartiles with the signed richest −
+    poorest ``disparity``; other groups report the worst group and the best − worst ``spread``."""
+    from .evalbench import group_rows
+    from .metrics import correct_top1
+
     tiles, labels, groups = [], [], []
     for img, _, meta in _samples(shards, image_size):
-        if isinstance(meta.get(label_field), str) and meta.get(group_field) is not None:
+        got = _label_values(meta.get(label_field))
+        g = meta.get(group_field)
+        if got and g is not None and not isinstance(g, (dict, list)):
+            if group_field == "income" and not isinstance(g, (int, float)):
+                continue
             tiles.append(img)
-            labels.append(meta[label_field])
-            groups.append(str(meta[group_field]))
+            labels.append(got)
+            groups.append(g)
     if not tiles:
         raise ValueError(f"subgroups: no sample has both {label_field!r} and {group_field!r} in its json")
-    names = sorted(set(labels))
-    logits = _embed_images(model, tiles, device) @ _class_embeddings(model, tokenizer, names, templates, device).T
-    hit = (logits.argmax(dim=1).cpu() == torch.tensor([names.index(x) for x in labels])).float()
-    per_group = {g: float(hit[[i for i, x in enumerate(groups) if x == g]].mean()) for g in sorted(set(groups))}
-    return {"images": len(tiles), "classes": len(names), "accuracy": float(hit.mean()), **group_summary(per_group)}
+    names = list(classnames) if classnames else sorted({x for ls in labels for x in ls})
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted({x for ls in labels for x in ls if x not in index})
+    if unknown:
+        raise ValueError(f"subgroups: labels {unknown[:5]} are not in the class vocabulary ({len(names)} names)")
+    emb = _embed_images(model, tiles, device).cpu().numpy()
+    cls = _class_embeddings(model, tokenizer, names, templates, device).cpu().numpy()
+    correct = correct_top1(emb @ cls.T, [frozenset(index[x] for x in ls) for ls in labels])
+    rows = group_rows(correct, [{group_field: g} for g in groups])[group_field]
+    out: Dict[str, Any] = {"images": len(tiles), "classes": len(names), "vocabulary": "given" if classnames else "labels present",
+                           "accuracy": float(correct.mean()), "group_field": group_field}
+    if group_field == "income":
+        per = {k: v["accuracy"] for k, v in rows["per_quartile"].items()}
+        return {**out, "per_group": per, "disparity": rows["disparity"], **_worst(per)}
+    per = {k: v["accuracy"] for k, v in rows["per_group"].items()}
+    return {**out, "per_group": per, **_worst(per)}
+
+
+def _worst(per: Dict[str, float]) -> Dict[str, Any]:
+    s = group_summary(per)
+    return {"worst_group": s["worst_group"], "worst": s["worst"], "spread": s["spread"]}
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -221,7 +284,17 @@ def write_report(report: Dict[str, Any], out: str) -> List[str]:
     if "subgroups" in report:
         g = report["subgroups"]
         per_key("Subgroups (zero-shot accuracy)", "group", g["per_group"],
-                [(f"worst ({g['worst_group']})", g["worst"]), ("gap (best - worst)", g["gap"])], "groups.png")
+                [(f"worst ({g['worst_group']})", g["worst"]), *([("disparity (richest - poorest quartile)", g["disparity"])] if "disparity" in g else []), ("spread (best - worst)", g["spread"])], "groups.png")
+    if "benchmarks" in report:
+        from .evalbench import markdown
+
+        for name, part in report["benchmarks"].items():
+            lines.extend(markdown(name, part))
+    if "representation_bias" in report:
+        b = report["representation_bias"]
+        lines += ["## Representation bias (gender)", "", "| images | share matched to the first prompt | bias (share - 0.5) |",
+                  "|---:|---:|---:|", f"| {b['images']} | {b['male_share']:.3f} | {b['bias']:+.3f} |", "",
+                  f"prompts: {b['prompts'][0]!r} vs {b['prompts'][1]!r}", ""]
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines))
     return charts

@@ -60,7 +60,7 @@ def run_study(shards: Sequence[str], out: str, *, subsets: Sequence[float], filt
             if evals.get("groups"):
                 g = subgroups(model, tokenizer, size, evals["groups"], evals.get("group_field", "region"),
                               evals.get("label_field", "label"), templates, torch.device("cpu"))
-                row["groups_worst"], row["groups_gap"] = g["worst"], g["gap"]
+                row["groups_worst"], row["groups_spread"] = g["worst"], g["spread"]
         log("   " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float) and k != "subset"))
         rows.append(row)
     os.makedirs(out, exist_ok=True)
