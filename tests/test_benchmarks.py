@@ -5,7 +5,6 @@ on a checkpoint trained here, including under a launcher's RANK."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 
 from tests.conftest import web_like
 from webli_io.siglip import metrics as M
+from webli_io.siglip import replicas as R
 from webli_io.siglip.benchmarks import BenchmarkError, read
 
 # -- metrics on constructed inputs ---------------------------------------------------------------
@@ -119,49 +119,32 @@ def _img(photos, i: int) -> bytes:
     return web_like(photos[i % len(photos)], 96 + 8 * (i % 5))
 
 
+def real(photos):
+    """The replicas' images: real photographs, 96-128 px."""
+    return lambda i: _img(photos, i)
+
+
 def _write(path, data: bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
 
 
-SYNSETS = [("n01440764", "tench, Tinca tinca"), ("n01443537", "goldfish, Carassius auratus"),
-           ("n01484850", "great white shark, white shark"), ("n01491361", "tiger shark, Galeocerdo cuvieri"),
-           ("n01494475", "hammerhead, hammerhead shark")]
 
 
-def imagenet_kaggle(root, photos) -> str:
-    """Kaggle's ImageNet: LOC_synset_mapping.txt, LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/val/*.JPEG."""
-    with open(os.path.join(root, "LOC_synset_mapping.txt"), "w") as f:
-        f.writelines(f"{s} {n}\n" for s, n in SYNSETS)
-    val = os.path.join(root, "ILSVRC", "Data", "CLS-LOC", "val")
-    with open(os.path.join(root, "LOC_val_solution.csv"), "w") as f:
-        f.write("ImageId,PredictionString\n")
-        for i in range(6):
-            s = SYNSETS[i % 3][0]
-            f.write(f"ILSVRC2012_val_{i + 1:08d},{s} 10 20 110 120 {s} 5 5 50 50\n")
-            _write(os.path.join(val, f"ILSVRC2012_val_{i + 1:08d}.JPEG"), _img(photos, i))
-    return str(root)
-
-
-def imagenet_folders(root, photos, synsets=SYNSETS[:3]) -> str:
-    for j, (s, _) in enumerate(synsets):
-        for i in range(2):
-            _write(os.path.join(root, "val", s, f"ILSVRC2012_val_{j * 2 + i + 1:08d}.JPEG"), _img(photos, j * 2 + i))
-    return os.path.join(root, "val")
 
 
 def test_imagenet_folder_with_the_synset_mapping_has_the_whole_vocabulary(tmp_path, photos):
-    val = imagenet_folders(tmp_path, photos)
+    val = R.imagenet_folders(str(tmp_path), real(photos))
     with open(tmp_path / "LOC_synset_mapping.txt", "w") as f:  # beside val/, as Kaggle ships it
-        f.writelines(f"{s} {n}\n" for s, n in SYNSETS)
+        f.writelines(f"{s} {n}\n" for s, n in R.SYNSETS)
     b = read("imagenet", val)
     assert b.classnames == ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead"]  # all 5, not the 3 present
     assert len(b.items) == 6 and sorted({min(it.labels) for it in b.items}) == [0, 1, 2]
 
 
 def test_imagenet_name_lists_in_synset_order_and_unmatched_files(tmp_path, photos):
-    val = imagenet_folders(tmp_path, photos)
+    val = R.imagenet_folders(str(tmp_path), real(photos))
     names = tmp_path / "openclip_classnames.txt"
     names.write_text("tench\ngoldfish\ngreat white shark\n")  # OpenCLIP-style: names in class order
     b = read("imagenet", val, classnames=str(names))
@@ -169,7 +152,7 @@ def test_imagenet_name_lists_in_synset_order_and_unmatched_files(tmp_path, photo
     names.write_text("tench\ngoldfish\ngreat white shark\ntiger shark\nhammerhead\n")  # 5 names, 3 folders, no synset file
     with pytest.raises(BenchmarkError, match="LOC_synset_mapping.txt"):
         read("imagenet", val, classnames=str(names))
-    (tmp_path / "LOC_synset_mapping.txt").write_text("".join(f"{s} {n}\n" for s, n in SYNSETS))
+    (tmp_path / "LOC_synset_mapping.txt").write_text("".join(f"{s} {n}\n" for s, n in R.SYNSETS))
     assert read("imagenet", val, classnames=str(names)).classnames[3] == "tiger shark"
     js = tmp_path / "en_classnames.json"  # CLIP_benchmark's file: {dataset: [names]}
     js.write_text(json.dumps({"imagenet1k": ["tench", "goldfish", "white shark", "tiger shark", "hammerhead"], "cars": ["a"]}))
@@ -181,7 +164,7 @@ def test_imagenet_name_lists_in_synset_order_and_unmatched_files(tmp_path, photo
 
 
 def test_imagenet_flat_validation_folder_with_kaggle_or_caffe_ground_truth(tmp_path, photos):
-    root = imagenet_kaggle(tmp_path, photos)
+    root = R.imagenet_kaggle(str(tmp_path), real(photos))
     b = read("imagenet", root)
     assert len(b.items) == 6 and len(b.classnames) == 5
     assert [min(it.labels) for it in b.items] == [0, 1, 2, 0, 1, 2]
@@ -195,131 +178,62 @@ def test_imagenet_flat_validation_folder_with_kaggle_or_caffe_ground_truth(tmp_p
         read("imagenet", val)
 
 
-def coco_replica(root, photos, n=4) -> str:
-    images = [{"license": 1, "file_name": f"{397133 + i:012d}.jpg", "coco_url": "http://images.cocodataset.org/val2017/x.jpg",
-               "height": 96, "width": 96, "date_captured": "2013-11-14 17:02:52", "flickr_url": "http://farm7.staticflickr.com/x.jpg",
-               "id": 397133 + i} for i in range(n)]
-    anns = [{"image_id": 397133 + i, "id": 1000 + 5 * i + k, "caption": f"photo {i}, caption {k}."} for i in range(n) for k in range(5)]
-    os.makedirs(os.path.join(root, "annotations"))
-    with open(os.path.join(root, "annotations", "captions_val2017.json"), "w") as f:
-        json.dump({"info": {"year": 2017}, "licenses": [], "images": images, "annotations": anns}, f)
-    for i, im in enumerate(images):
-        _write(os.path.join(root, "val2017", im["file_name"]), _img(photos, i))
-    return str(root)
-
 
 def test_coco_captions_json_gives_five_captions_per_image(tmp_path, photos):
-    b = read("coco", coco_replica(tmp_path, photos))
+    b = read("coco", R.coco(str(tmp_path), real(photos)))
     assert b.task == "retrieval" and len(b.items) == 4 and all(len(it.captions) == 5 for it in b.items)
     b2 = read("coco", str(tmp_path / "annotations" / "captions_val2017.json"))  # the file itself
     assert [it.image for it in b2.items] == [it.image for it in b.items]
 
 
-def karpathy_replica(root, photos) -> str:
-    imgs = []
-    for i, split in enumerate(["train", "test", "test", "val", "test"]):
-        fn = f"{1000092795 + i}.jpg"
-        sents = [{"tokens": ["a", "dog"], "raw": f"Image {i} sentence {k}.", "imgid": i, "sentid": 5 * i + k} for k in range(5)]
-        imgs.append({"sentids": list(range(5 * i, 5 * i + 5)), "imgid": i, "sentences": sents, "split": split, "filename": fn})
-        _write(os.path.join(root, "flickr30k-images", fn), _img(photos, i))
-    with open(os.path.join(root, "dataset_flickr30k.json"), "w") as f:
-        json.dump({"images": imgs, "dataset": "flickr30k"}, f)
-    return os.path.join(root, "dataset_flickr30k.json")
-
 
 def test_flickr30k_karpathy_split(tmp_path, photos):
-    b = read("karpathy", karpathy_replica(tmp_path, photos))
-    assert b.name == "flickr30k" and len(b.items) == 3 and b.items[0].captions[0] == "Image 1 sentence 0."
+    b = read("karpathy", R.flickr30k(str(tmp_path), real(photos)))
+    assert b.name == "flickr30k" and len(b.items) == 4 and b.items[0].captions[0] == "Picture 1, sentence 0."
+    assert len(read("karpathy", str(tmp_path), split="val").items) == 1
 
-
-def xm3600_replica(root, photos, langs=("en", "sw", "bn", "de")) -> str:
-    os.makedirs(os.path.join(root, "images"))
-    with open(os.path.join(root, "captions.jsonl"), "w", encoding="utf-8") as f:
-        for i in range(4):
-            key = f"{0x000411001ff7dd4f + i:016x}"
-            row = {"image/key": key, "image/locale": langs[i % len(langs)]}
-            for lang in langs:
-                caps = [f"{lang} caption {k} of {i}" for k in range(1 + (i + len(lang)) % 2)]
-                row[lang] = {"caption": caps, "caption/tokenized": caps, "caption/tokenized/lowercase": caps}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            _write(os.path.join(root, "images", key + ".jpg"), _img(photos, i))
-    return str(root)
 
 
 def test_xm3600_jsonl_all_captions_per_language(tmp_path, photos):
-    b = read("xm3600", xm3600_replica(tmp_path, photos))
+    b = read("xm3600", R.xm3600(str(tmp_path), real(photos)))
     assert b.task == "multilingual" and len(b.items) == 4
     assert set(b.items[0].by_language) == {"en", "sw", "bn", "de"} and len(b.items[1].by_language["en"]) == 2
 
 
-REGIONS = ["af", "am", "as", "eu"]
 
-
-def dollar_street_replica(root, photos, n=24) -> str:
-    cols = ["id", "country.id", "country.name", "country.name_alias", "country.lat", "country.lng", "region.id", "topics",
-            "place", "income", "imageRelPath", "type"]
-    topics = [["toilet", "toilet paper"], ["stove"], ["toothbrush"], ["bed", "kids bed"]]
-    with open(os.path.join(root, "images_v2.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for i in range(n):
-            image_id = f"5d4be{i:019x}"
-            rel = f"assets/{image_id}/{image_id}.jpg"
-            country = ["Nigeria", "India", "Brazil"][i % 3]
-            w.writerow([image_id, country[:2].lower(), country, country, "0.0", "0.0", REGIONS[i % 4], str(topics[i % 4]),
-                        f"place{i}", str(30 + 40 * i), rel, "image"])
-            _write(os.path.join(root, rel), _img(photos, i))
-    return str(root)
 
 
 def test_dollar_street_topics_income_and_regions(tmp_path, photos):
-    b = read("dollar_street", dollar_street_replica(tmp_path, photos))
+    b = read("dollar_street", R.dollar_street(str(tmp_path), real(photos)))
     assert b.classnames == ["bed", "kids bed", "stove", "toilet", "toilet paper", "toothbrush"]
     first = b.items[0]
     assert {b.classnames[i] for i in first.labels} == {"toilet", "toilet paper"}
     assert first.fields == {"income": 30.0, "region": "af", "country": "Nigeria"}
 
 
-def geode_replica(root, photos) -> str:
-    with open(os.path.join(root, "index.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file_path", "object", "region", "ip_country"])
-        for i in range(24):
-            obj = ["bag", "cleaning_equipment", "house"][i % 3]
-            region = ["Africa", "EastAsia", "Europe"][i % 3 if i < 12 else (i + 1) % 3]
-            path = f"images/{obj}/{region}_{i:04d}.jpg"
-            w.writerow([path, obj, region, ["Nigeria", "Japan", "Italy"][i % 3]])
-            _write(os.path.join(root, path), _img(photos, i))
-    return str(root)
-
 
 def test_geode_index_csv(tmp_path, photos):
-    b = read("geode", geode_replica(tmp_path, photos))
+    b = read("geode", R.geode(str(tmp_path), real(photos)))
     assert b.classnames == ["bag", "cleaning equipment", "house"] and len(b.items) == 24
     assert b.items[1].fields == {"region": "EastAsia", "country": "Japan"}
 
 
-def gldv2_replica(root, photos) -> str:
-    ids = [f"{0x000014b1f770f640 + i * 0x10101:016x}" for i in range(6)]
-    with open(os.path.join(root, "train.csv"), "w", newline="") as f:
-        f.write("id,url,landmark_id\n")
-        for i, image_id in enumerate(ids):
-            f.write(f"{image_id},http://upload.wikimedia.org/x{i}.jpg,{[138982, 1924][i % 2]}\n")
-            _write(os.path.join(root, "train", image_id[0], image_id[1], image_id[2], image_id + ".jpg"), _img(photos, i))
-    with open(os.path.join(root, "train_label_to_category.csv"), "w") as f:
-        f.write("landmark_id,category\n1924,http://commons.wikimedia.org/wiki/Category:Elmore_Mountain\n"
-                "138982,http://commons.wikimedia.org/wiki/Category:Saint_Peter%27s_Basilica\n5,http://x/Category:Other\n")
-    return str(root)
-
 
 def test_gldv2_integer_landmark_ids_get_their_category_names(tmp_path, photos):
-    b = read("gldv2", gldv2_replica(tmp_path, photos))
+    b = read("gldv2", R.gldv2(str(tmp_path), real(photos)))
     assert b.classnames == ["Elmore Mountain", "Saint Peter's Basilica"] and len(b.items) == 6
     assert [min(it.labels) for it in b.items[:2]] == [1, 0]
 
 
+def test_every_replica_reads_back(tmp_path):
+    paths = R.write_replicas(str(tmp_path))
+    tasks = {kind: read(kind, path).task for kind, path in paths.items()}
+    assert tasks == {"imagenet": "classification", "coco": "retrieval", "karpathy": "retrieval", "xm3600": "multilingual",
+                     "dollar_street": "classification", "geode": "classification", "gldv2": "classification"}
+
+
 def test_missing_images_are_counted_and_a_wrong_file_is_an_error(tmp_path, photos):
-    root = coco_replica(tmp_path, photos)
+    root = R.coco(str(tmp_path), real(photos))
     os.remove(os.path.join(root, "val2017", f"{397133:012d}.jpg"))
     b = read("coco", root)
     assert len(b.items) == 3 and b.skipped == {"image file missing": 1}
@@ -358,11 +272,11 @@ def test_eval_measures_each_benchmark_as_shipped(ckpt, tmp_path, photos):
     roots = {k: tmp_path / k for k in ("coco", "xm", "ds", "geode", "inet", "bias")}
     for p in roots.values():
         p.mkdir()
-    coco_replica(roots["coco"], photos)
-    xm3600_replica(roots["xm"], photos)
-    dollar_street_replica(roots["ds"], photos)
-    geode_replica(roots["geode"], photos)
-    imagenet_kaggle(roots["inet"], photos)
+    R.coco(str(roots["coco"]), real(photos))
+    R.xm3600(str(roots["xm"]), real(photos))
+    R.dollar_street(str(roots["ds"]), real(photos))
+    R.geode(str(roots["geode"]), real(photos))
+    R.imagenet_kaggle(str(roots["inet"]), real(photos))
     for i in range(5):
         _write(str(roots["bias"] / f"{i}.jpg"), _img(photos, i + 3))
     r = _eval(ckpt["ckpt"], tmp_path / "report", "--benchmark", f"coco={roots['coco']}", "--benchmark", f"xm3600={roots['xm']}",
@@ -395,7 +309,7 @@ def test_eval_measures_each_benchmark_as_shipped(ckpt, tmp_path, photos):
 
 def test_eval_errors_name_the_fix(ckpt, tmp_path, photos):
     (tmp_path / "c").mkdir()
-    root = coco_replica(tmp_path / "c", photos)
+    root = R.coco(str(tmp_path / "c"), real(photos))
     r = _eval(ckpt["ckpt"], tmp_path / "r", "--retrieval", os.path.join(root, "annotations", "captions_val2017.json"))
     assert r.returncode == 2 and "--benchmark" in r.stderr and "Traceback" not in r.stderr
     r = _eval(ckpt["ckpt"], tmp_path / "r", "--benchmark", f"xm3600={root}")

@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from webli_io.siglip.evaluate import recall_at_k
 from webli_io.siglip.evalsuite import group_summary, topk_accuracy
+from webli_io.siglip.evaluate import recall_at_k
 
 
 def test_recall_counts_the_rank_of_the_match():

@@ -210,3 +210,25 @@ def parse_spec(spec: str) -> Tuple[str, str]:
         raise ValueError(f"--benchmark {spec!r}: write KIND=PATH with KIND one of {', '.join(KINDS)}")
     return kind, path
 
+
+
+def evaluate_checkpoint(checkpoint: str, benchmarks: Dict[str, str], *, templates: Sequence[str] = (), shots: int = 10,
+                        bias_images: Sequence[str] = (), device: Any = None, classnames: Any = None, labels: Any = None,
+                        split: str = "test") -> Dict[str, Any]:
+    """The Python face of ``webli-io eval --benchmark``: ``benchmarks`` maps a kind to its
+    path (``{"coco": "~/data/coco", "xm3600": "..."}``); returns the report's parts
+    (``{"benchmarks": {name: part}, "representation_bias": ...}``)."""
+    from .benchmarks import read
+    from .dist import device_for
+    from .evalsuite import load_checkpoint
+    from .prompts import IMAGENET_TEMPLATES
+
+    benches = [read(kind, path, classnames=classnames, labels=labels, split=split) for kind, path in benchmarks.items()]
+    dev = device_for(device)
+    model, tokenizer, image_size = load_checkpoint(checkpoint, dev)
+    towers = Towers(model, tokenizer, image_size, dev)
+    out: Dict[str, Any] = {"benchmarks": {b.name: {**run(towers, b, list(templates) or IMAGENET_TEMPLATES, shots), "source": b.source}
+                                          for b in benches}}
+    if bias_images:
+        out["representation_bias"] = representation_bias(towers, list(bias_images))
+    return out

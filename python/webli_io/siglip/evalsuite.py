@@ -130,7 +130,9 @@ def retrieval(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[s
     several texts), as big_vision's ``image_text_retrieval`` ranks them."""
     from .metrics import retrieval_recall
 
-    tiles, texts, owner = [], [], []
+    tiles: List[np.ndarray] = []
+    texts: List[str] = []
+    owner: List[int] = []
     for img, text, meta in _samples(shards, image_size):
         caps = _captions(meta, text)
         if caps:

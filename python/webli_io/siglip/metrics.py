@@ -19,7 +19,7 @@ scores and labels (no model, no files), each tested against hand-computed values
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Sequence, Set
+from typing import Any, Dict, List, Sequence, Set, Union
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def income_quartiles(incomes: Sequence[float]) -> np.ndarray:
     return np.searchsorted(edges, x, side="left")
 
 
-def per_group(correct: Sequence[bool], groups: Sequence[Any]) -> Dict[str, Dict[str, float]]:
+def per_group(correct: Union[Sequence[bool], np.ndarray], groups: Sequence[Any]) -> Dict[str, Dict[str, float]]:
     """Accuracy and count per group value: ``{group: {"accuracy": a, "n": n}}`` (sorted)."""
     c = np.asarray(correct, dtype=np.float64)
     out: Dict[str, Dict[str, float]] = {}
@@ -100,7 +100,7 @@ def worst_and_spread(values: Dict[str, float]) -> Dict[str, Any]:
     return {"worst_group": worst, "worst": values[worst], "best_group": best, "spread": values[best] - values[worst]}
 
 
-def fewshot_indices(labels: Sequence[int], shots: int, seed: int, num_classes: int) -> np.ndarray:
+def fewshot_indices(labels: Union[Sequence[int], np.ndarray], shots: int, seed: int, num_classes: int) -> np.ndarray:
     """big_vision's draw of the few-shot training set: per class, the first ``shots`` of a
     ``np.random.default_rng(seed).permutation`` of that class's indices, classes in order."""
     y = np.asarray(labels)
