@@ -153,24 +153,55 @@ def test_score_does_not_hide_damage_merge_names_or_write_over_its_input(trained,
     assert (src / "good.tar").read_bytes() == before
 
 
-def test_attention_overlays_a_relevance_map(trained, tmp_path):
+def test_attention_shows_the_map_heads_weights(trained, tmp_path):
     from PIL import Image
+
+    from webli_io.siglip import evalsuite as ev
 
     img = tmp_path / "red.jpg"
     im = Image.new("RGB", (128, 96), (240, 240, 240))
     im.paste((220, 20, 20), (0, 0, 64, 48))
     im.save(img, quality=92)
-    r = subprocess.run([sys.executable, "-m", "webli_io", "attention", trained["ckpt"], str(img), "--text", "a red square",
-                        "-o", str(tmp_path / "maps"), "--json"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "webli_io", "attention", trained["ckpt"], str(img), "-o", str(tmp_path / "maps"), "--json"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    (out,) = json.loads(r.stdout)["written"]
+    report = json.loads(r.stdout)
+    (out,) = report["written"]
+    assert report["kind"] == "attention" and out.endswith(".attention.png")
     with Image.open(out) as o:
         assert o.size == (128, 96) and o.format == "PNG"
+    model, tok, size = ev.load_checkpoint(trained["ckpt"], torch.device("cpu"))
+    w = ev.attention_map(model, size, img.read_bytes(), torch.device("cpu"))
+    # The weights themselves: a distribution over the patches, not rescaled per image.
+    assert w.shape == (size // 8, size // 8) and abs(float(w.sum()) - 1) < 1e-5 and (w >= 0).all()
+    assert report["maps"][0]["max_weight"] == pytest.approx(float(w.max()), abs=1e-6)
+    # A caption does not steer a MAP head: refused with the fix.
+    r = subprocess.run([sys.executable, "-m", "webli_io", "attention", trained["ckpt"], str(img), "--text", "a red square",
+                        "-o", str(tmp_path / "maps")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "drop --text" in r.stderr
+
+
+def test_the_mean_pooled_variant_trains_and_gets_relevance_maps(tmp_path):
+    from PIL import Image
+
+    from webli_io.sample_data import write_sample_dataset
     from webli_io.siglip import evalsuite as ev
 
-    model, tok, size = ev.load_checkpoint(trained["ckpt"], torch.device("cpu"))
+    shards = write_sample_dataset(str(tmp_path / "data"), num_shards=1, samples_per_shard=24)
+    r = subprocess.run([sys.executable, "-m", "webli_io", "train", *shards, "--steps", "2", "--image-size", "32", "--batch-size", "8",
+                        "--no-eval", "--pooling", "mean", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ckpt = str(tmp_path / "run" / "checkpoint.pt")
+    model, tok, size = ev.load_checkpoint(ckpt, torch.device("cpu"))
+    assert model.image.head is None and model.cfg.pool == "mean" and model.cfg.ln_eps == 1e-5
+    img = tmp_path / "x.jpg"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(img)
+    r = subprocess.run([sys.executable, "-m", "webli_io", "attention", ckpt, str(img), "--text", "a red square", "-o",
+                        str(tmp_path / "maps"), "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kind"] == "relevance"
     rel = ev.relevance_map(model, tok, size, img.read_bytes(), None, torch.device("cpu"))
-    assert rel.shape == (size // 8, size // 8) and rel.min() == 0.0 and rel.max() == 1.0
+    assert rel.shape == (size // 8, size // 8)
 
 
 def test_study_runs_the_grid_with_one_budget(trained, tmp_path):

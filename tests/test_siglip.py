@@ -13,7 +13,7 @@ import pytest
 import torch
 from _helpers import free_port
 
-from webli_io.siglip.config import MODELS, PUBLISHED_IMAGE_PARAMS_M
+from webli_io.siglip.config import MODELS, PUBLISHED_IMAGE_PARAMS_M, with_pooling
 from webli_io.siglip.model import SigLIP, count_params
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -23,10 +23,13 @@ import _siglip_ranks  # noqa: E402
 @pytest.mark.parametrize("name", sorted(PUBLISHED_IMAGE_PARAMS_M))
 def test_the_papers_image_towers_have_their_published_sizes(name):
     with torch.device("meta"):  # counted, not allocated
-        model = SigLIP(MODELS[name], 224, 259)
+        model = SigLIP(with_pooling(MODELS[name], "mean"), 224, 259)
+        siglip = SigLIP(MODELS[name], 224, 259)
     image_m = count_params(model.image) / 1e6
     assert abs(image_m - PUBLISHED_IMAGE_PARAMS_M[name]) / PUBLISHED_IMAGE_PARAMS_M[name] < 0.02, (name, image_m)
     assert count_params(model.text) > 0.3 * count_params(model.image)
+    if name == "so400m14":  # published with its MAP head: 428M
+        assert abs(count_params(siglip.image) / 1e6 - 428) / 428 < 0.01
 
 
 def test_distributed_loss_and_gradients_equal_one_process_on_the_whole_batch(tmp_path):

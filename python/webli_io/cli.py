@@ -316,7 +316,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import expand_shards
 
     device = device_for(args.device)
-    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
+    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device, args.tokenizer)
     templates = args.template or list(SETS[args.templates] if args.benchmark else ev.DEFAULT_TEMPLATES)
     report: dict = {"checkpoint": args.checkpoint, "image_size": image_size, "templates": templates}
     towers = eb.Towers(model, tokenizer, image_size, device)
@@ -352,14 +352,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .siglip import evalsuite as ev
     from .siglip.dist import device_for
 
+    if args.keep_fraction is not None and not 0 < args.keep_fraction <= 1:
+        raise ValueError(f"--keep-fraction must be in (0, 1], not {args.keep_fraction}")
+    if args.keep_fraction is not None and args.report is not None:
+        raise ValueError("give --report T or --keep-fraction F, not both (the fraction sets the threshold)")
     device = device_for(args.device)
-    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
+    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device, args.tokenizer)
     shards = expand_shards(args.shards)
     done = ev.score_shards(model, tokenizer, image_size, shards, args.out, device, field=args.field)
     result: dict = {k: v for k, v in done.items() if k != "shards"}
     result["out"] = args.out
-    if args.report is not None:
-        result["report"] = ev.filter_report(done["shards"], args.report, args.field, args.group_field or ["language"])
+    threshold = args.report
+    if args.keep_fraction is not None:
+        threshold = ev.threshold_for(done["shards"], args.keep_fraction, args.field)
+        result["keep_fraction"] = {"fraction": args.keep_fraction, "threshold": threshold}
+    if threshold is not None:
+        result["report"] = ev.filter_report(done["shards"], threshold, args.field, args.group_field or ["language"])
     # A damaged source is not copied (the copy would look whole): named, and the exit code says so.
     failed = 1 if done["damaged"] else 0
     for d in done["damaged"]:
@@ -369,28 +377,42 @@ def cmd_score(args: argparse.Namespace) -> int:
         return failed
     print(f"{done['samples']} samples scored ({done['unscored']} without a decodable image or caption: {args.field} null) -> {args.out}/")
     for group, shares in result.get("report", {}).get("kept_share", {}).items():
-        print(f"kept at {args.field} >= {args.report}, by {group}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+        print(f"kept at {args.field} >= {threshold:.4f}, by {group}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     note(f"use it: WebLIStream('{args.out}', min_score={{'{args.field}': THRESHOLD}})")
     return failed
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .siglip import evalsuite as ev
     from .siglip.dist import device_for
 
     device = device_for(args.device)
-    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device)
+    model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device, args.tokenizer)
+    attention = model.image.head is not None
+    if attention and args.text:
+        raise ValueError("a SigLIP (MAP head) model attends with a learned probe, not with a caption: drop --text to see "
+                         "its attention (--text applies to the mean-pooled variant's relevance maps)")
     os.makedirs(args.out, exist_ok=True)
-    written = []
+    written, stats = [], []
     for path in args.images:
         with open(path, "rb") as f:
             data = f.read()
-        rel = ev.relevance_map(model, tokenizer, image_size, data, args.text, device)
-        out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".relevance.png")
-        ev.overlay(data, rel, out)
+        if attention:
+            w = ev.attention_map(model, image_size, data, device)
+            out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".attention.png")
+            ev.overlay(data, ev.attention_display(w), out)
+            p = w.flatten()
+            entropy = float(-(p * np.log2(np.clip(p, 1e-12, None))).sum())
+            stats.append({"image": path, "max_weight": float(p.max()), "entropy_bits": entropy, "uniform_bits": float(np.log2(p.size))})
+        else:
+            rel = ev.relevance_map(model, tokenizer, image_size, data, args.text, device)
+            out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".relevance.png")
+            ev.overlay(data, rel, out)
         written.append(out)
     if args.json:
-        print(json.dumps({"written": written}))
+        print(json.dumps({"written": written, "kind": "attention" if attention else "relevance", "maps": stats}))
     else:
         print("\n".join(written))
     return 0
@@ -534,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         "group, worst group, spread). Writes OUT/report.json, report.md and PNG charts.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    evp.add_argument("checkpoint", help="a checkpoint.pt of `webli-io train`")
+    evp.add_argument("checkpoint", help="a checkpoint.pt of `webli-io train`, or released SigLIP weights (with --tokenizer)")
     evp.add_argument("-o", "--out", required=True, help="folder for report.json, report.md and the charts")
     evp.add_argument("--benchmark", action="append", default=None, metavar="KIND=PATH",
                      help="a benchmark as downloaded (repeatable): imagenet=DIR (class folders, or the flat val folder "
@@ -562,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     evp.add_argument("--groups", nargs="+", default=None, help="shards whose json has a label and a group field")
     evp.add_argument("--label-field", default="label", help="json field with the class name (--groups)")
     evp.add_argument("--group-field", default="region", help="json field with the group (--groups)")
+    evp.add_argument("--tokenizer", default=None, help="override the checkpoint's tokenizer; released SigLIP weights "
+                     "(OpenCLIP, Hugging Face, big_vision .npz as CHECKPOINT) need theirs: siglip:PATH/spiece.model")
     evp.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     evp.add_argument("--json", action="store_true", help="print report.json on stdout")
     evp.set_defaults(func=cmd_eval)
@@ -578,7 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sc.add_argument("shards", nargs="+", help="shards to score (tar or Parquet; paths, globs, folders)")
-    sc.add_argument("--checkpoint", required=True, help="a checkpoint.pt of `webli-io train`")
+    sc.add_argument("--checkpoint", required=True, help="a checkpoint.pt of `webli-io train`, or released SigLIP weights "
+                    "(an OpenCLIP ViT-*-SigLIP state dict, a Hugging Face SiglipModel folder, a big_vision .npz) with --tokenizer")
+    sc.add_argument("--tokenizer", default=None, help="the tokenizer of released weights (siglip:PATH/spiece.model)")
+    sc.add_argument("--keep-fraction", type=float, default=None, metavar="F",
+                    help="report the threshold that keeps the best-aligned fraction F of the pairs, and what it keeps per group")
     sc.add_argument("-o", "--out", required=True, help="folder for the scored shards")
     sc.add_argument("--field", default="alignment_score", help="the metadata field to write")
     sc.add_argument("--report", type=float, default=None, metavar="T", help="also report the share kept at score >= T")
@@ -590,15 +618,17 @@ def build_parser() -> argparse.ArgumentParser:
     at = sub.add_parser(
         "attention",
         parents=[common],
-        help="relevance maps of the image tower over image patches, overlaid on each image as PNG",
-        description="For each image, the image tower's per-patch relevance (each patch token's similarity to the "
-        "caption given by --text, or to the image's own pooled embedding), overlaid in red on the image: the "
-        "paper's attention figure, for any checkpoint.",
+        help="the MAP head's attention over image patches, overlaid on each image as PNG",
+        description="For each image, a SigLIP model's MAP-head attention over the patches (the weights, averaged over "
+        "heads, on one scale for every image and model: full red at 4x the uniform weight), overlaid on the image: "
+        "the paper's attention figure. A mean-pooled checkpoint has no attention: it gets relevance maps instead "
+        "(each patch token's similarity to --text, or to the image's own embedding).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    at.add_argument("checkpoint", help="a checkpoint.pt of `webli-io train`")
+    at.add_argument("checkpoint", help="a checkpoint.pt of `webli-io train`, or released SigLIP weights (with --tokenizer)")
     at.add_argument("images", nargs="+", help="image files")
-    at.add_argument("--text", default=None, help="a caption: relevance to it (default: to the image's own embedding)")
+    at.add_argument("--text", default=None, help="mean-pooled checkpoints: relevance to this caption (default: to the image's own embedding)")
+    at.add_argument("--tokenizer", default=None, help="the tokenizer of released weights (siglip:PATH/spiece.model)")
     at.add_argument("-o", "--out", required=True, help="folder for the PNGs")
     at.add_argument("--device", default=None)
     at.add_argument("--json", action="store_true")

@@ -67,6 +67,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true", help="print the split of step time: data wait, host->device, compute")
     p.add_argument("--tokenizer", default="bytes",
                    help="'bytes' (UTF-8 bytes, no training), or a SentencePiece model file (mT5's spiece.model, or one from `webli-io tokenizer`)")
+    p.add_argument("--pooling", default="siglip", choices=["siglip", "mean"],
+                   help="'siglip': the MAP head over the image patches and the text read at its last token, LayerNorm eps "
+                   "1e-6, tanh GELU, as big_vision's SigLIP (loads and exports OpenCLIP / Hugging Face weights); 'mean': "
+                   "mean pooling and a projection (this package's earlier towers)")
     p.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimiser step (gradient accumulation)")
     p.add_argument("--clip-grad", type=float, default=1.0, help="clip the global gradient norm to this (0: off)")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing: recompute each layer in backward (less memory)")

@@ -17,7 +17,7 @@ Sources:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 
 @dataclass
@@ -34,6 +34,15 @@ class ModelConfig:
     #: MLP widths (None: 4 x width).
     mlp: Optional[int] = None
     text_mlp: Optional[int] = None
+    #: SigLIP as big_vision defines it (the default): the image tower pooled by a MAP head (a
+    #: learned probe attending over the patches, then an MLP) with no projection after it, the
+    #: text tower read at its last token with no padding mask (the text is padded to max_len),
+    #: LayerNorm eps 1e-6, tanh-approximated GELU. ``pool="mean"``, ``text_pool="mean"``,
+    #: ``ln_eps=1e-5``, ``act="gelu"`` is this package's earlier variant (:data:`MEAN_VARIANT`).
+    pool: str = "map"
+    text_pool: str = "last"
+    ln_eps: float = 1e-6
+    act: str = "gelu_tanh"
 
     @property
     def mlp_width(self) -> int:
@@ -50,6 +59,26 @@ def _vit(width: int, depth: int, heads: int, patch: int, mlp: int, text: tuple) 
                        text_mlp=tm, embed=width)
 
 
+#: The settings of the earlier mean-pooled variant; a checkpoint without ``pool`` in its config
+#: was written by it.
+MEAN_VARIANT: Dict[str, Any] = {"pool": "mean", "text_pool": "mean", "ln_eps": 1e-5, "act": "gelu"}
+POOLINGS = ("siglip", "mean")
+
+
+def model_config(saved: Dict[str, Any]) -> ModelConfig:
+    """A checkpoint's ``config`` dict → ModelConfig (earlier checkpoints: the mean variant)."""
+    return ModelConfig(**{**MEAN_VARIANT, **saved} if "pool" not in saved else saved)
+
+
+def with_pooling(cfg: ModelConfig, pooling: str) -> ModelConfig:
+    """``cfg`` as SigLIP (``"siglip"``) or as the mean-pooled variant (``"mean"``)."""
+    from dataclasses import replace
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+    return cfg if pooling == "siglip" else replace(cfg, **MEAN_VARIANT)
+
+
 _TEXT_B, _TEXT_L, _TEXT_SO = (768, 12, 12, 3072), (1024, 24, 16, 4096), (1152, 27, 16, 4304)
 
 MODELS: Dict[str, ModelConfig] = {
@@ -61,8 +90,8 @@ MODELS: Dict[str, ModelConfig] = {
     "so400m14": _vit(1152, 27, 16, 14, 4304, _TEXT_SO),
 }
 
-#: Published image-tower parameter counts (millions, at 224 px, without a classification head):
-#: what the test checks ``model.py`` against. So400m/14 is published at 428M with its MAP
-#: pooling head (attention 4 x 1152² + MLP 2 x 1152 x 4304 = 15.2M); this tower pools by the
-#: mean, so the figure to match is 428 - 15 = 413.
+#: Published image-tower parameter counts (millions, at 224 px, without a classification head)
+#: of the mean-pooled variant: what the test checks ``model.py`` against (ViT's B/16 86M, L/16
+#: 304M, H/14 632M; So400m/14's published 428M less its MAP head, 15.2M). With the MAP head the
+#: test compares with the real ``transformers`` SiglipVisionModel of the same size.
 PUBLISHED_IMAGE_PARAMS_M = {"b16": 86, "l16": 304, "h14": 632, "so400m14": 413}

@@ -16,7 +16,7 @@ of :mod:`.metrics`, named as the paper and big_vision name them.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -214,7 +214,7 @@ def parse_spec(spec: str) -> Tuple[str, str]:
 
 def evaluate_checkpoint(checkpoint: str, benchmarks: Dict[str, str], *, templates: Sequence[str] = (), shots: int = 10,
                         bias_images: Sequence[str] = (), device: Any = None, classnames: Any = None, labels: Any = None,
-                        split: str = "test") -> Dict[str, Any]:
+                        split: str = "test", tokenizer: Optional[str] = None) -> Dict[str, Any]:
     """The Python face of ``webli-io eval --benchmark``: ``benchmarks`` maps a kind to its
     path (``{"coco": "~/data/coco", "xm3600": "..."}``); returns the report's parts
     (``{"benchmarks": {name: part}, "representation_bias": ...}``)."""
@@ -225,8 +225,8 @@ def evaluate_checkpoint(checkpoint: str, benchmarks: Dict[str, str], *, template
 
     benches = [read(kind, path, classnames=classnames, labels=labels, split=split) for kind, path in benchmarks.items()]
     dev = device_for(device)
-    model, tokenizer, image_size = load_checkpoint(checkpoint, dev)
-    towers = Towers(model, tokenizer, image_size, dev)
+    model, tok, image_size = load_checkpoint(checkpoint, dev, tokenizer)
+    towers = Towers(model, tok, image_size, dev)
     out: Dict[str, Any] = {"benchmarks": {b.name: {**run(towers, b, list(templates) or IMAGENET_TEMPLATES, shots), "source": b.source}
                                           for b in benches}}
     if bias_images:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import model_config
 from .evaluate import to_device_images
 from .model import SigLIP
 from .tokenizers import load_tokenizer
@@ -60,16 +60,37 @@ def group_summary(per_group: Dict[str, float]) -> Dict[str, Any]:
 # -- the model ---------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str, device: torch.device) -> Tuple[SigLIP, Any, int]:
-    """A trainer checkpoint → (model in eval mode, its tokenizer, its image size)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = ModelConfig(**ckpt["config"])
-    args = ckpt.get("args", {})
-    image_size = int(args.get("image_size", 224))
-    tokenizer = load_tokenizer(args.get("tokenizer", "bytes"), cfg.max_len)
-    model = SigLIP(cfg, image_size, tokenizer.vocab_size)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), tokenizer, image_size
+def load_checkpoint(path: str, device: torch.device, tokenizer: Optional[str] = None) -> Tuple[SigLIP, Any, int]:
+    """A trainer checkpoint, or released SigLIP weights (an OpenCLIP ``ViT-*-SigLIP`` state dict,
+    a Hugging Face ``SiglipModel`` folder or file, a big_vision ``.npz``: :mod:`.convert`) →
+    (model in eval mode, its tokenizer, its image size). ``tokenizer`` overrides the
+    checkpoint's; released weights need it (``siglip:PATH/spiece.model``)."""
+    from .convert import load_any
+
+    ckpt = None
+    if os.path.isfile(path) and path.endswith((".pt", ".pth", ".ckpt")):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(ckpt, dict) and "config" in ckpt and "model" in ckpt:
+        cfg = model_config(ckpt["config"])
+        args = ckpt.get("args", {})
+        image_size = int(args.get("image_size", 224))
+        spec = tokenizer or args.get("tokenizer", "bytes")
+        if spec != "bytes" and not spec.startswith("siglip:") and not os.path.isabs(spec) and not os.path.exists(spec):
+            beside = os.path.join(os.path.dirname(os.path.abspath(path)), spec)
+            spec = beside if os.path.exists(beside) else spec  # an earlier checkpoint's relative path
+        tok = load_tokenizer(spec, cfg.max_len)
+        model = SigLIP(cfg, image_size, tok.vocab_size)
+        model.load_state_dict(ckpt["model"])
+        return model.to(device).eval(), tok, image_size
+    model, image_size, layout = load_any(path)
+    if tokenizer is None:
+        raise ValueError(f"{path} holds released {layout} SigLIP weights: give their tokenizer with --tokenizer "
+                         f"siglip:PATH (the SentencePiece model the weights were trained with)")
+    tok = load_tokenizer(tokenizer, model.cfg.max_len)
+    if tok.vocab_size > model.text.embed.num_embeddings:
+        raise ValueError(f"the tokenizer has {tok.vocab_size} ids but the text tower {model.text.embed.num_embeddings}: "
+                         f"not the tokenizer of these weights")
+    return model.to(device).eval(), tok, image_size
 
 
 @torch.no_grad()
@@ -432,6 +453,20 @@ def _metas(shard: str, fields: Sequence[str]) -> Iterator[Dict[str, Any]]:
         yield from table.to_pylist()
 
 
+def threshold_for(shards: Sequence[str], keep_fraction: float, field: str = "alignment_score") -> float:
+    """The score threshold that keeps ``keep_fraction`` of the pairs (of all pairs, counting
+    unscored ones, which a ``min_score`` filter drops, as not kept): the ``1 - keep_fraction``
+    quantile of the scores, with the unscored pairs below every score."""
+    scores = [m.get(field) for s in shards for m in _metas(s, [field])]
+    got = sorted(float(x) for x in scores if isinstance(x, (int, float)))
+    if not got:
+        raise ValueError(f"no pair has a {field!r} score")
+    keep = max(1, int(round(keep_fraction * len(scores))))
+    if keep > len(got):
+        raise ValueError(f"--keep-fraction {keep_fraction} keeps {keep} pairs but only {len(got)} of {len(scores)} have a score")
+    return got[len(got) - keep]
+
+
 def filter_report(shards: Sequence[str], threshold: float, field: str = "alignment_score",
                   group_fields: Sequence[str] = ("language",)) -> Dict[str, Any]:
     """For a threshold, the share of samples kept per value of each group field (the language is
@@ -456,12 +491,35 @@ def filter_report(shards: Sequence[str], threshold: float, field: str = "alignme
 # -- relevance maps (the paper's attention figure) ---------------------------------------------
 
 
+ATTENTION_SATURATION = 4.0  # overlays: full red at 4x the uniform weight, for every image and model
+
+
+@torch.no_grad()
+def attention_map(model: SigLIP, image_size: int, image: bytes, device: torch.device) -> np.ndarray:
+    """The MAP head's attention over the patches, ``[grid, grid]``, averaged over its heads: the
+    weights themselves (they sum to 1; uniform is ``1 / patches``), not rescaled per image, so
+    maps compare across images and models."""
+    from .. import decode_resize
+
+    tile = decode_resize(image, image_size, "squash")
+    x = to_device_images(torch.from_numpy(tile[None]).permute(0, 3, 1, 2).contiguous(), device)
+    w = model.image.attention(x)[0].float().cpu().numpy()
+    grid = int(round(len(w) ** 0.5))
+    return w.reshape(grid, grid)
+
+
+def attention_display(w: np.ndarray) -> np.ndarray:
+    """Attention weights → [0, 1] for an overlay on one fixed scale (:data:`ATTENTION_SATURATION`)."""
+    return np.clip(w * w.size / ATTENTION_SATURATION, 0.0, 1.0)
+
+
 @torch.no_grad()
 def relevance_map(model: SigLIP, tokenizer: Any, image_size: int, image: bytes, text: Optional[str], device: torch.device) -> np.ndarray:
     """Per-patch relevance, ``[grid, grid]`` in [0, 1]: each patch token's (final norm, projection)
     cosine similarity with the caption's embedding (``text``), or with the image's own pooled
-    embedding (no text). The towers pool by the mean, so this is a relevance map, not a
-    class-token attention map."""
+    embedding (no text). For the mean-pooled variant, whose patch tokens share the embedding
+    space through the projection: a relevance map, not attention (SigLIP models have
+    :func:`attention_map`)."""
     from .. import decode_resize
 
     tile = decode_resize(image, image_size, "squash")

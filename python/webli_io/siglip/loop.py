@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from . import dist as d
-from .config import MODELS
+from .config import MODELS, model_config, with_pooling
 from .evaluate import evaluate, to_device_images
 from .model import SigLIP, count_params
 from .schedule import lr_at
@@ -73,7 +73,13 @@ def _check_resume_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) -> No
     """A resume with another model size, image size or tokenizer is a clear error naming the
     checkpoint's settings, not a size-mismatch traceback from ``load_state_dict``."""
     saved = ckpt.get("args") or {}
-    wrong = [(flag, saved[k], getattr(args, k)) for k, flag in SHAPE_SETTINGS if k in saved and saved[k] != getattr(args, k)]
+
+    def same(k: str, a: Any, b: Any) -> bool:  # a tokenizer file is the same file, however named
+        if k == "tokenizer" and isinstance(a, str) and isinstance(b, str) and os.path.isfile(b):
+            return os.path.abspath(a) == os.path.abspath(b)
+        return bool(a == b)
+
+    wrong = [(flag, saved[k], getattr(args, k)) for k, flag in SHAPE_SETTINGS if k in saved and not same(k, saved[k], getattr(args, k))]
     if wrong:
         given = ", ".join(f"{flag} {now} (the checkpoint's: {then})" for flag, then, now in wrong)
         fix = " ".join(f"{flag} {then}" for flag, then, _ in wrong)
@@ -118,7 +124,8 @@ def train(args: argparse.Namespace, log=_stderr) -> Dict[str, Any]:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
             _check_resume_settings(args, ckpt)
         shards, eval_shards = _shards(args, ckpt)
-        cfg = MODELS[args.model]
+        # A resume rebuilds the checkpoint's own towers (an earlier one's: the mean variant).
+        cfg = model_config(ckpt["config"]) if ckpt is not None else with_pooling(MODELS[args.model], args.pooling)
         tokenizer = load_tokenizer(args.tokenizer, cfg.max_len)
         model = SigLIP(cfg, args.image_size, tokenizer.vocab_size, checkpointing=args.checkpointing).to(device)
         if args.compile:
@@ -153,6 +160,9 @@ def train(args: argparse.Namespace, log=_stderr) -> Dict[str, Any]:
 
         # The command line as plain data (a checkpoint is loaded with weights_only: no functions).
         plain_args = {k: v for k, v in vars(args).items() if v is None or isinstance(v, (str, int, float, bool, list))}
+        tok_spec = plain_args.get("tokenizer")
+        if isinstance(tok_spec, str) and os.path.isfile(tok_spec):
+            plain_args["tokenizer"] = os.path.abspath(tok_spec)  # the checkpoint is evaluated from other folders
 
         def save() -> None:
             # Every rank's stream position (each knows its own readers), merged; written once.

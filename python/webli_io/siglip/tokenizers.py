@@ -106,9 +106,58 @@ def read_captions(shards: Sequence[str], limit: int = 1_000_000) -> Iterable[Tup
                 return
 
 
-def load_tokenizer(spec: str, max_len: int = 64):
-    """``"bytes"`` or the path of a SentencePiece model."""
-    return ByteTokenizer(max_len) if spec == "bytes" else SentencePieceTokenizer(spec, max_len)
+class SigLIPTokenizer:
+    """A released SigLIP model's SentencePiece model (``--tokenizer siglip:PATH``) applied as
+    Hugging Face's ``SiglipTokenizer`` and big_vision apply it: lowercased, punctuation removed,
+    whitespace collapsed; the model's own ids (no shift), EOS appended, cut at ``max_len`` and
+    padded to it with EOS (SigLIP's pad token is ``</s>``; the text tower reads the last
+    position with no mask)."""
+
+    def __init__(self, path: str, max_len: int = 64) -> None:
+        spm = require("sentencepiece", "sentencepiece (for --tokenizer siglip:MODEL)", "train")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"SentencePiece model not found: {path!r}")
+        self.name = "siglip:" + path
+        self.path = path
+        self.sp = spm.SentencePieceProcessor(model_file=path)
+        if self.sp.eos_id() < 0:
+            raise ValueError(f"{path}: the SentencePiece model has no EOS piece, which SigLIP's text tower needs")
+        self.max_len = max_len
+        self.vocab_size = self.sp.get_piece_size()
+        self.eos = self.pad = self.sp.eos_id()
+
+    @staticmethod
+    def canonicalize(text: str) -> str:
+        import re
+        import string
+
+        return re.sub(r"\s+", " ", text.lower().translate(str.maketrans("", "", string.punctuation))).strip()
+
+    def ids(self, text: str) -> List[int]:
+        return list(self.sp.encode(self.canonicalize(text)))[: self.max_len - 1] + [self.eos]
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        out = torch.full((len(texts), self.max_len), self.pad, dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids = self.ids(t)
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def __getstate__(self) -> Dict[str, object]:
+        return {"path": self.path, "max_len": self.max_len}
+
+    def __setstate__(self, state: Dict[str, object]) -> None:
+        self.__init__(state["path"], state["max_len"])  # type: ignore[misc, arg-type]
+
+
+def load_tokenizer(spec: str, max_len: int = 64) -> Any:
+    """``"bytes"``, the path of a SentencePiece model (ids + 1, 0 padding: for training here), or
+    ``"siglip:PATH"`` (a released SigLIP model's own ids and padding)."""
+    if spec == "bytes":
+        return ByteTokenizer(max_len)
+    if spec.startswith("siglip:"):
+        return SigLIPTokenizer(spec[len("siglip:"):], max_len)
+    return SentencePieceTokenizer(spec, max_len)
 
 
 def balanced_sample(captions: Iterable[Tuple[str, str]], seed: int = 0) -> Tuple[List[str], Dict[str, int]]:
