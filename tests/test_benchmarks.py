@@ -324,3 +324,12 @@ def test_eval_under_a_launcher_measures_the_whole_set_once(ckpt, tmp_path):
     r = _eval(ckpt["ckpt"], tmp_path / "r0", "--retrieval", *ckpt["shards"], env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["retrieval"]["pairs"] == 80  # both shards, not rank 0's half
+
+
+def test_identical_captions_can_be_one_answer():
+    # Images 0 and 1 share the caption "red sky"; image 1's best text is image 0's copy of it.
+    sim = np.array([[0.9, 0.8, 0.1], [0.9, 0.2, 0.1], [0.1, 0.2, 0.9]])
+    texts = ["red sky", "red sky", "blue sky"]
+    assert M.retrieval_recall(sim, [0, 1, 2], ks=(1,))["i2t"][1] == pytest.approx(2 / 3)
+    r = M.retrieval_recall(sim, [0, 1, 2], ks=(1,), texts=texts)
+    assert r["i2t"][1] == 1.0 and r["t2i"][1] == 1.0  # text 1's best image is 0, which has "red sky" too

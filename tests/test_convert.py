@@ -182,3 +182,69 @@ def test_eval_and_score_run_released_hugging_face_weights(tmp_path, photos):
     t = out["keep_fraction"]["threshold"]
     kept = out["report"]["kept_share"]["language"]
     assert out["samples"] == 20 and isinstance(t, float) and 0 < max(kept.values()) <= 1
+
+
+def _to_big_vision_npz(sd, heads: int, text_heads: int):
+    """Hugging Face SigLIP weights written in big_vision's checkpoint layout, as its released
+    ``.npz`` files hold them (and transformers' ``convert_siglip_to_hf.py`` reads them): flax
+    kernels ``[in, out]``, the patch kernel ``[ph, pw, 3, D]``, attention ``query/key/value``
+    kernels ``[D, heads, head_dim]`` and ``out`` ``[heads, head_dim, D]``, ``params/t``/``params/b``."""
+    out = {}
+
+    def dense(dst, w, b):
+        out[f"{dst}/kernel"], out[f"{dst}/bias"] = w.T.numpy(), b.numpy()
+
+    def ln(dst, src):
+        out[f"{dst}/scale"], out[f"{dst}/bias"] = sd[f"{src}.weight"].numpy(), sd[f"{src}.bias"].numpy()
+
+    def attn(dst, q, k, v, o, h):
+        for name, (w, b) in zip(("query", "key", "value"), (q, k, v)):
+            d = w.shape[1]
+            out[f"{dst}/{name}/kernel"] = w.T.reshape(d, h, d // h).numpy()
+            out[f"{dst}/{name}/bias"] = b.reshape(h, -1).numpy()
+        ow, ob = o
+        out[f"{dst}/out/kernel"] = ow.T.reshape(h, -1, ow.shape[0]).numpy()
+        out[f"{dst}/out/bias"] = ob.numpy()
+
+    v, t = "vision_model.", "text_model."
+    out["params/img/embedding/kernel"] = sd[f"{v}embeddings.patch_embedding.weight"].permute(2, 3, 1, 0).numpy()
+    out["params/img/embedding/bias"] = sd[f"{v}embeddings.patch_embedding.bias"].numpy()
+    out["params/img/pos_embedding"] = sd[f"{v}embeddings.position_embedding.weight"][None].numpy()
+    ln("params/img/Transformer/encoder_norm", f"{v}post_layernorm")
+    out["params/img/MAPHead_0/probe"] = sd[f"{v}head.probe"].numpy()
+    qkv_w, qkv_b = sd[f"{v}head.attention.in_proj_weight"].chunk(3), sd[f"{v}head.attention.in_proj_bias"].chunk(3)
+    attn("params/img/MAPHead_0/MultiHeadDotProductAttention_0", *zip(qkv_w, qkv_b),
+         (sd[f"{v}head.attention.out_proj.weight"], sd[f"{v}head.attention.out_proj.bias"]), heads)
+    ln("params/img/MAPHead_0/LayerNorm_0", f"{v}head.layernorm")
+    dense("params/img/MAPHead_0/MlpBlock_0/Dense_0", sd[f"{v}head.mlp.fc1.weight"], sd[f"{v}head.mlp.fc1.bias"])
+    dense("params/img/MAPHead_0/MlpBlock_0/Dense_1", sd[f"{v}head.mlp.fc2.weight"], sd[f"{v}head.mlp.fc2.bias"])
+    out["params/txt/Embed_0/embedding"] = sd[f"{t}embeddings.token_embedding.weight"].numpy()
+    out["params/txt/pos_embedding"] = sd[f"{t}embeddings.position_embedding.weight"][None].numpy()
+    ln("params/txt/Encoder_0/encoder_norm", f"{t}final_layer_norm")
+    dense("params/txt/head", sd[f"{t}head.weight"], sd[f"{t}head.bias"])
+    for src, dst, h in ((v, "params/img/Transformer/encoderblock_", heads), (t, "params/txt/Encoder_0/encoderblock_", text_heads)):
+        for i in range(2):
+            s, d = f"{src}encoder.layers.{i}.", f"{dst}{i}/"
+            ln(f"{d}LayerNorm_0", f"{s}layer_norm1")
+            ln(f"{d}LayerNorm_1", f"{s}layer_norm2")
+            attn(f"{d}MultiHeadDotProductAttention_0", *[(sd[f"{s}self_attn.{x}_proj.weight"], sd[f"{s}self_attn.{x}_proj.bias"]) for x in "qkv"],
+                 (sd[f"{s}self_attn.out_proj.weight"], sd[f"{s}self_attn.out_proj.bias"]), h)
+            dense(f"{d}MlpBlock_0/Dense_0", sd[f"{s}mlp.fc1.weight"], sd[f"{s}mlp.fc1.bias"])
+            dense(f"{d}MlpBlock_0/Dense_1", sd[f"{s}mlp.fc2.weight"], sd[f"{s}mlp.fc2.bias"])
+    out["params/t"], out["params/b"] = sd["logit_scale"].numpy(), sd["logit_bias"].numpy()
+    return out
+
+
+@torch.no_grad()
+def test_big_vision_npz_gives_the_same_embeddings(tmp_path):
+    import numpy as np
+
+    from webli_io.siglip.convert import load_any
+
+    ref, _ = _hf_tiny()
+    np.savez(tmp_path / "siglip.npz", **_to_big_vision_npz({k: v.detach() for k, v in ref.state_dict().items()}, 4, 4))
+    ours, size, layout = load_any(str(tmp_path / "siglip.npz"))
+    assert layout == "big_vision" and size == 32 and ours.cfg.heads == 4 and ours.cfg.act == "gelu_tanh"
+    images, ids = _inputs(32, 300, 16, seed=9)
+    assert torch.allclose(ours.image(images), _features(ref.get_image_features(pixel_values=images)), atol=TOL)
+    assert torch.allclose(ours.text(ids), _features(ref.get_text_features(input_ids=ids)), atol=TOL)

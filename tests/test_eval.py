@@ -222,17 +222,45 @@ def test_study_runs_the_grid_with_one_budget(trained, tmp_path):
     r = subprocess.run([sys.executable, "-m", "webli_io", "study", train_shard, "-o", str(out), "--subsets", "0.5", "1.0",
                         "--filter-field", "width", "--filter-min", "500", "--mixture", "webli-100b", "--steps", "2",
                         "--batch-size", "4", "--eval-retrieval", held_out, "--eval-multilingual", xm, "--eval-groups", groups_shard,
-                        "--json"],
+                        "--seeds", "0", "1", "--json"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     study = json.loads(r.stdout)
     rows = study["rows"]
-    assert len(rows) == 8 and {(x["subset"], x["filter"], x["mixture"]) for x in rows} == {
+    assert len(rows) == 16 and len(study["cells"]) == 8 and {(x["subset"], x["filter"], x["mixture"]) for x in rows} == {
         (s, f, m) for s in (0.5, 1.0) for f in (False, True) for m in (False, True)}
     assert all(x["steps"] == 2 for x in rows), "the same budget in every cell"
     assert all(0 <= x["multilingual_worst_r1"] <= x["multilingual_mean_r1"] <= 1 for x in rows)
     assert all(0 <= x["groups_worst"] <= 1 and 0 <= x["groups_spread"] <= 1 for x in rows)
-    assert sum(line.startswith("| subset ") for line in (out / "study.md").read_text().splitlines()) == 8 and (out / "study.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "study.md").read_text()
+    assert sum(line.startswith("| subset ") for line in md.splitlines()) == 8 * 3 and (out / "study.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Recall@1 per language" in md and "Accuracy per group" in md and set(study["cells"][0]["per_language"]) == {"en", "te"}
+
+
+def test_study_under_torchrun_with_seeds_and_intervals(trained, tmp_path, photos):
+    """Every rank runs the command: the cells train across both ranks, rank 0 evaluates the whole
+    held-out data once (a benchmark as shipped too) and writes the study; several seeds give an
+    interval."""
+    from tests._helpers import free_port
+    from tests.test_benchmarks import real
+    from webli_io.siglip import replicas as R
+
+    train_shard, held_out = trained["shards"][0], trained["shards"][1]
+    coco = R.coco(str(tmp_path / "coco"), real(photos))
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "webli_io",
+           "study", train_shard, "-o", str(out), "--subsets", "1.0", "--steps", "2", "--batch-size", "4", "--seeds", "0", "1", "2",
+           "--lr", "5e-4", "--warmup", "1", "--eval-retrieval", held_out, "--benchmark", f"coco={coco}", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = json.loads((out / "study.json").read_text())
+    (cell,) = study["cells"]
+    assert cell["seeds"] == [0, 1, 2] and len(study["rows"]) == 3
+    m = cell["metrics"]["retrieval_i2t_r1"]
+    assert m["n"] == 3 and m["ci95"] is not None and "coco_i2t_r1" in cell["metrics"]
+    ckpt = torch.load(out / "s1-f0-m0-seed0" / "checkpoint.pt", weights_only=True)
+    assert ckpt["world_size"] == 2 and ckpt["args"]["lr"] == 5e-4 and ckpt["args"]["warmup"] == 1
+    assert "±" in (out / "study.md").read_text()
 
 
 def test_score_reads_and_writes_img2dataset_parquet(trained, img2dataset_out, tmp_path):

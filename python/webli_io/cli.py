@@ -420,6 +420,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from . import expand_shards
+    from .siglip.evalbench import parse_spec
     from .siglip.study import run_study
 
     shards = expand_shards(args.shards)
@@ -427,15 +428,22 @@ def cmd_study(args: argparse.Namespace) -> int:
              "multilingual": expand_shards(args.eval_multilingual) if args.eval_multilingual else None,
              "classify": args.eval_classify, "classnames": args.classnames,
              "groups": expand_shards(args.eval_groups) if args.eval_groups else None,
-             "group_field": args.group_field, "label_field": args.label_field}
-    if not any(evals[k] for k in ("retrieval", "multilingual", "classify", "groups")):
-        raise ValueError("give one or more of --eval-retrieval, --eval-multilingual, --eval-classify, --eval-groups (held-out data)")
+             "group_field": args.group_field, "label_field": args.label_field,
+             "benchmarks": [parse_spec(s) for s in args.benchmark or []]}
+    if not any(evals[k] for k in ("retrieval", "multilingual", "classify", "groups", "benchmarks")):
+        raise ValueError("give one or more of --benchmark KIND=PATH, --eval-retrieval, --eval-multilingual, --eval-classify, "
+                         "--eval-groups (held-out data)")
     if (args.filter_field is None) != (args.filter_min is None):
         raise ValueError("give --filter-field and --filter-min together (e.g. alignment_score from `webli-io score`)")
     train_argv = ["--model", args.model, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                  "--image-size", str(args.image_size), "--seed", str(args.seed), "--log-every", str(max(1, args.steps))]
+                  "--image-size", str(args.image_size), "--log-every", str(max(1, args.steps)), "--lr", str(args.lr),
+                  "--warmup", str(args.warmup), "--resize", args.resize, "--tokenizer", args.tokenizer, "--pooling", args.pooling,
+                  *(["--device", args.device] if args.device else [])]
+    seeds = args.seeds if args.seeds else [args.seed]
     study = run_study(shards, args.out, subsets=args.subsets, filter_field=args.filter_field, filter_min=args.filter_min,
-                      mixture=args.mixture, manifest=args.manifest, train_argv=train_argv, evals=evals, log=note)
+                      mixture=args.mixture, manifest=args.manifest, train_argv=train_argv, evals=evals, log=note, seeds=seeds)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0  # rank 0 wrote and prints the study
     if args.json:
         print(json.dumps(study, indent=2))
     else:
@@ -662,7 +670,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--steps", type=positive, default=100, help="the same budget for every cell")
     st.add_argument("--batch-size", type=positive, default=16)
     st.add_argument("--image-size", type=positive, default=32)
-    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--seed", type=int, default=0, help="the seed of every cell (one run each)")
+    st.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="train every cell once per seed: the table gives the mean and a 95%% interval (e.g. --seeds 0 1 2)")
+    st.add_argument("--lr", type=float, default=1e-3)
+    st.add_argument("--warmup", type=int, default=50)
+    st.add_argument("--resize", default="squash", choices=RESIZE_MODES)
+    st.add_argument("--tokenizer", default="bytes", help="as `webli-io train --tokenizer`")
+    st.add_argument("--pooling", default="siglip", choices=["siglip", "mean"], help="as `webli-io train --pooling`")
+    st.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    st.add_argument("--benchmark", action="append", default=None, metavar="KIND=PATH",
+                    help="a benchmark as downloaded, as `webli-io eval --benchmark` (repeatable)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_study)
 

@@ -46,7 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--resize", default="random_resized_crop", choices=RESIZE_MODES)
+    p.add_argument("--resize", default="squash", choices=RESIZE_MODES,
+                   help="how images become tiles: 'squash' is SigLIP's plain resize to the square (big_vision's "
+                   "decode|resize), the default; random_resized_crop is torchvision's Inception-style augmentation")
     p.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS, help="the resize filter, as Pillow's")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)

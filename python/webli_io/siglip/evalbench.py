@@ -232,3 +232,25 @@ def evaluate_checkpoint(checkpoint: str, benchmarks: Dict[str, str], *, template
     if bias_images:
         out["representation_bias"] = representation_bias(towers, list(bias_images))
     return out
+
+
+def headline(name: str, part: Dict[str, Any]) -> Dict[str, float]:
+    """A benchmark part's numbers as flat ``{name_metric: value}`` (the study's columns)."""
+    out: Dict[str, float] = {}
+    if "i2t_r10" in part:
+        out.update({f"{name}_i2t_r1": part["i2t_r1"], f"{name}_t2i_r1": part["t2i_r1"]})
+    elif "per_language" in part:
+        for d in ("i2t_r1", "t2i_r1"):
+            out[f"{name}_{d}_mean"] = part[d]["mean"]
+            if part[d]["low_resource_mean"] is not None:
+                out[f"{name}_{d}_low_resource"] = part[d]["low_resource_mean"]
+    else:
+        out[f"{name}_top1"] = part["top1"]
+        if "income" in part:
+            out[f"{name}_income_disparity"] = part["income"]["disparity"]
+        if "region" in part:
+            out[f"{name}_region_worst"] = part["region"]["worst"]
+        for key, g in part.get("geolocalisation", {}).items():
+            if "mean" in g:
+                out[f"{name}_geoloc_{key}"] = g["mean"]
+    return out

@@ -148,7 +148,8 @@ def _captions(meta: Dict[str, Any], text: str) -> List[str]:
 
 def retrieval(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], device: torch.device) -> Dict[str, Any]:
     """Recall@1/5/10 both ways on shards of pairs (a sample's json ``captions`` list gives it
-    several texts), as big_vision's ``image_text_retrieval`` ranks them."""
+    several texts), as big_vision's ``image_text_retrieval`` ranks them, identical captions
+    counting as one answer."""
     from .metrics import retrieval_recall
 
     tiles: List[np.ndarray] = []
@@ -163,7 +164,7 @@ def retrieval(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[s
     if not tiles:
         raise ValueError("retrieval: no sample of the shards has an image and a caption")
     sim = (_embed_images(model, tiles, device) @ _embed_texts(model, tokenizer, texts, device).T).cpu().numpy()
-    r = retrieval_recall(sim, owner)
+    r = retrieval_recall(sim, owner, texts=texts)  # identical captions are one answer (shards may repeat them)
     return {"pairs": len(tiles), "texts": len(texts), **{f"i2t_r{k}": v for k, v in r["i2t"].items()},
             **{f"t2i_r{k}": v for k, v in r["t2i"].items()}}
 
@@ -193,7 +194,7 @@ def multilingual(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequenc
         idx = [i for i, c in enumerate(captions) if lang in c]
         texts = [t for i in idx for t in captions[i][lang]]
         owner = [j for j, i in enumerate(idx) for _ in captions[i][lang]]
-        r = retrieval_recall(images[idx] @ _embed_texts(model, tokenizer, texts, device).cpu().numpy().T, owner, ks=(1,))
+        r = retrieval_recall(images[idx] @ _embed_texts(model, tokenizer, texts, device).cpu().numpy().T, owner, ks=(1,), texts=texts)
         i2t[lang], t2i[lang] = r["i2t"][1], r["t2i"][1]
     per_lang = {k: (i2t[k] + t2i[k]) / 2 for k in i2t}
     s = group_summary(per_lang)

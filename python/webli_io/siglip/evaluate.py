@@ -38,7 +38,8 @@ def evaluate(model: SigLIP, shards: List[str], image_size: int, device: torch.de
     model.eval()
     xs, ys = [], []
     n = 0
-    for b in WebLIStream(shards, batch_size=128, image_size=image_size, layout="NCHW", resize="squash"):
+    # rank=0, world_size=1: rank 0 evaluates every held-out pair, whatever RANK the launcher set.
+    for b in WebLIStream(shards, batch_size=128, image_size=image_size, layout="NCHW", resize="squash", rank=0, world_size=1):
         images = to_device_images(torch.as_tensor(b["images"]), device)
         x, y = model.embed(images, tokenizer(b["texts"]).to(device))
         xs.append(x.float())

@@ -19,7 +19,7 @@ scores and labels (no model, no files), each tested against hand-computed values
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Sequence, Set, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
@@ -32,11 +32,17 @@ FEWSHOT_BIAS = 100.0
 FEWSHOT_SEEDS = (0, 1, 2)
 
 
-def retrieval_recall(sim: np.ndarray, text_image: Sequence[int], ks: Sequence[int] = RECALL_KS) -> Dict[str, Dict[int, float]]:
+def retrieval_recall(sim: np.ndarray, text_image: Sequence[int], ks: Sequence[int] = RECALL_KS,
+                     texts: Optional[Sequence[str]] = None) -> Dict[str, Dict[int, float]]:
     """Recall@k both ways from ``sim`` ``[images, texts]`` (higher: closer) and ``text_image``,
     the image index of each text (many texts may name one image), as big_vision's
     ``image_text_retrieval`` computes it: ``{"i2t": {k: r}, "t2i": {k: r}}``. Ties rank the
-    earlier index first (a stable sort)."""
+    earlier index first (a stable sort).
+
+    With ``texts`` (the strings), identical captions are one answer: an image's hit is any text
+    equal to one of its captions, a caption's hit any image that has it. That is for shards
+    whose images share captions (the sample data's classes); the benchmarks are scored without
+    it, as big_vision scores them."""
     sim = np.asarray(sim, dtype=np.float64)
     owner = np.asarray(text_image)
     if sim.ndim != 2 or sim.shape[1] != len(owner):
@@ -44,8 +50,16 @@ def retrieval_recall(sim: np.ndarray, text_image: Sequence[int], ks: Sequence[in
     n_img = sim.shape[0]
     per_image = np.argsort(-sim, axis=1, kind="stable")  # [images, texts]
     per_text = np.argsort(-sim, axis=0, kind="stable")  # [images, texts]
-    i2t = {k: float((owner[per_image[:, :k]] == np.arange(n_img)[:, None]).any(axis=1).mean()) for k in ks}
-    t2i = {k: float((per_text[:k, :] == owner[None]).any(axis=0).mean()) for k in ks}
+    if texts is None:
+        i2t = {k: float((owner[per_image[:, :k]] == np.arange(n_img)[:, None]).any(axis=1).mean()) for k in ks}
+        t2i = {k: float((per_text[:k, :] == owner[None]).any(axis=0).mean()) for k in ks}
+        return {"i2t": i2t, "t2i": t2i}
+    ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    tid = np.array([ids[t] for t in texts])
+    has = np.zeros((n_img, len(ids)), dtype=bool)  # image i has a caption equal to string s
+    has[owner, tid] = True
+    i2t = {k: float(np.mean([has[i, tid[per_image[i, :k]]].any() for i in range(n_img)])) for k in ks}
+    t2i = {k: float(np.mean([has[per_text[:k, j], tid[j]].any() for j in range(len(tid))])) for k in ks}
     return {"i2t": i2t, "t2i": t2i}
 
 
