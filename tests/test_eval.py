@@ -237,19 +237,20 @@ def test_study_runs_the_grid_with_one_budget(trained, tmp_path):
     assert "Recall@1 per language" in md and "Accuracy per group" in md and set(study["cells"][0]["per_language"]) == {"en", "te"}
 
 
-def test_study_under_torchrun_with_seeds_and_intervals(trained, tmp_path, photos):
+def test_study_under_torchrun_with_seeds_and_intervals(tmp_path, photos):
     """Every rank runs the command: the cells train across both ranks, rank 0 evaluates the whole
     held-out data once (a benchmark as shipped too) and writes the study; several seeds give an
     interval."""
     from tests._helpers import free_port
     from tests.test_benchmarks import real
+    from webli_io.sample_data import write_sample_dataset
     from webli_io.siglip import replicas as R
 
-    train_shard, held_out = trained["shards"][0], trained["shards"][1]
+    *train_shards, held_out = write_sample_dataset(str(tmp_path / "data"), num_shards=3, samples_per_shard=24, bad_samples=False)
     coco = R.coco(str(tmp_path / "coco"), real(photos))
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "webli_io",
-           "study", train_shard, "-o", str(out), "--subsets", "1.0", "--steps", "2", "--batch-size", "4", "--seeds", "0", "1", "2",
+           "study", *train_shards, "-o", str(out), "--subsets", "1.0", "--steps", "2", "--batch-size", "4", "--seeds", "0", "1", "2",
            "--lr", "5e-4", "--warmup", "1", "--eval-retrieval", held_out, "--benchmark", f"coco={coco}", "--device", "cpu"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
