@@ -35,7 +35,7 @@ use crate::rng::{seed_for, SplitMix64};
 use crate::sample::{is_table_shard, row_to_sample, to_sample, Sample, TableReader};
 use crate::select::Selector;
 use crate::source::{open_shard_at, open_shard_counted};
-use crate::stats::{Counter, Stats};
+use crate::stats::{Counter, CpuStamp, Stats};
 use crate::tar::read_samples_from;
 
 /// What one reader does this epoch: its part of the work, decided by the layout (which reader
@@ -729,8 +729,8 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
         index - 1
     };
     let mut alive = true;
-    let mut blocked = Duration::ZERO;
-    let start_time = Instant::now();
+    let mut blocked = 0u64;
+    let start_cpu = CpuStamp::now();
     // What every sample of the shard goes through, whatever the shard's format.
     let mut handle = |sample: Option<Sample>, i: u64| -> bool {
         if let Some(mut sample) = sample {
@@ -745,9 +745,9 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
             }
             sample.index = i;
             sample.lang = sample_lang(&sample.meta, &lang_fields);
-            let t = Instant::now();
+            let t = CpuStamp::now();
             alive = out(sample);
-            blocked += t.elapsed();
+            blocked += t.elapsed_ns();
         }
         alive
     };
@@ -811,7 +811,7 @@ fn read_shard(cfg: &Job, shard: &str, stats: &Stats, view: View<'_>, out: &mut d
         stats.add(Counter::RemoteRetry, retries.load(std::sync::atomic::Ordering::Relaxed));
         result
     };
-    stats.add(Counter::NsRead, start_time.elapsed().saturating_sub(blocked).as_nanos() as u64);
+    stats.add(Counter::NsRead, start_cpu.elapsed_ns().saturating_sub(blocked));
     if result.is_err() {
         stats.problem(Counter::Panic, shard, "", "panic while reading the shard");
     }
@@ -1007,7 +1007,7 @@ type Prepared = Result<(Tile, Option<Fingerprint>), DecodeError>;
 fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
     let (d, r, near) = (&cfg.settings.decode, &cfg.settings.resize, &cfg.settings.near);
     let run = || -> Prepared {
-        let t0 = Instant::now();
+        let t0 = CpuStamp::now();
         let seed = seed_for(cfg.plan.sample_seed, &sample.key);
         // Images are fingerprinted whole (blocklist, near-dedup): then the whole is decoded.
         let fingerprints = cfg.blocklist.is_some() || near.near_dedup;
@@ -1038,9 +1038,9 @@ fn prepare(sample: &Sample, cfg: &Job, stats: Option<&Stats>) -> Prepared {
                 return Err(DecodeError { counter: Counter::Blocklisted, message: format!("matches blocklist image {id}") });
             }
         }
-        let t1 = Instant::now();
+        let t1 = CpuStamp::now();
         if let Some(st) = stats {
-            st.add(Counter::NsDecode, (t1 - t0).as_nanos() as u64);
+            st.time(Counter::NsDecode, t0);
         }
         let crop = decoded.locate(crop_box(r, fw, fh, seed));
         let s = r.image_size as usize;
@@ -1106,7 +1106,7 @@ fn batch_loop(cfg: &Job, stats: &Stats, pool: rayon::ThreadPool, rx: Receiver<Sa
     let keep_for_padding = (plan.cycle || plan.pad) && plan.limit > 0;
     let mut recent: std::collections::VecDeque<(Sample, Tile)> = Default::default();
     let send = |items: Vec<(Sample, Tile)>| -> bool {
-        let t = Instant::now();
+        let t = CpuStamp::now();
         let batch = assemble(items, st.resize.image_size, &st.batch, &st.read.extra_members);
         stats.time(Counter::NsBatch, t);
         tx.send(batch).is_ok()

@@ -98,7 +98,9 @@ pub enum Counter {
     IndexStale,
     /// A shard index not used: damaged, of another version, or unreadable.
     IndexUnusable,
-    // --- time spent per stage, in nanoseconds of thread time (summed over threads) ---
+    // --- time spent per stage, in nanoseconds of CPU time of the threads doing it (summed over
+    // threads; `CLOCK_THREAD_CPUTIME_ID` on Linux, so a descheduled or blocked thread adds
+    // nothing; wall time elsewhere) ---
     /// Reading shards: I/O, tar headers, grouping, sample rules (not time blocked on a full queue).
     NsRead,
     /// Decoding images.
@@ -278,9 +280,9 @@ impl Stats {
         }
     }
 
-    /// Add the time since `start` to a stage's `Ns*` counter.
-    pub fn time(&self, counter: Counter, start: std::time::Instant) {
-        self.add(counter, start.elapsed().as_nanos() as u64);
+    /// Add this thread's CPU time since `start` to a stage's `Ns*` counter.
+    pub fn time(&self, counter: Counter, start: CpuStamp) {
+        self.add(counter, start.elapsed_ns());
     }
 
     pub fn get(&self, counter: Counter) -> u64 {
@@ -300,6 +302,23 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stage_time_is_cpu_time_not_waiting() {
+        // A thread that sleeps (as a descheduled or blocked one waits) adds no stage time;
+        // one that computes does.
+        let t = CpuStamp::now();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(t.elapsed_ns() < 50_000_000, "{} ns of CPU while asleep", t.elapsed_ns());
+        let t = CpuStamp::now();
+        let mut x = 0u64;
+        let wall = std::time::Instant::now();
+        while wall.elapsed() < std::time::Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        assert!(t.elapsed_ns() > 0, "{x}");
+    }
 
     #[test]
     fn the_fatal_reason_is_its_own_even_when_the_problem_list_is_full() {
@@ -342,4 +361,39 @@ mod tests {
             assert_eq!(*c as usize, i, "Counter::ALL must follow the enum order");
         }
     }
+}
+
+/// A point in this thread's CPU time: what the per-stage counters measure. On Linux it is
+/// `CLOCK_THREAD_CPUTIME_ID` (the time the thread ran, not the time it waited to be scheduled
+/// or blocked on a queue, so `ns_decode` per image is the decoder's cost even on a busy
+/// machine); elsewhere a monotonic wall clock.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuStamp(u64);
+
+impl CpuStamp {
+    pub fn now() -> Self {
+        CpuStamp(thread_cpu_ns())
+    }
+
+    /// Nanoseconds of this thread's CPU time since the stamp (taken on the same thread).
+    pub fn elapsed_ns(self) -> u64 {
+        thread_cpu_ns().saturating_sub(self.0)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the pointer it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_ns() -> u64 {
+    use std::sync::OnceLock;
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
 }

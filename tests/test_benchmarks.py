@@ -333,3 +333,22 @@ def test_identical_captions_can_be_one_answer():
     assert M.retrieval_recall(sim, [0, 1, 2], ks=(1,))["i2t"][1] == pytest.approx(2 / 3)
     r = M.retrieval_recall(sim, [0, 1, 2], ks=(1,), texts=texts)
     assert r["i2t"][1] == 1.0 and r["t2i"][1] == 1.0  # text 1's best image is 0, which has "red sky" too
+
+
+def test_class_embeddings_are_the_normalised_mean_of_normalised_templates():
+    from webli_io.siglip.evalbench import Towers
+
+    vectors = {"a photo of a cat.": [1.0, 0.0], "cat": [0.0, 1.0], "a photo of a dog.": [0.6, 0.8], "dog": [0.6, 0.8]}
+
+    class Constructed(Towers):  # texts -> the constructed (already unit) embeddings above
+        def __init__(self):
+            pass
+
+        def texts(self, texts):
+            return np.array([vectors[t] for t in texts])
+
+    c = Constructed().classes(["cat", "dog"], ["a photo of a {}.", "{}"])
+    assert np.allclose(c[0], [2**-0.5, 2**-0.5]) and np.allclose(c[1], [0.6, 0.8])
+    from webli_io.siglip.prompts import IMAGENET_TEMPLATES
+
+    assert len(IMAGENET_TEMPLATES) == 80 and len(set(IMAGENET_TEMPLATES)) == 80 and all("{}" in t for t in IMAGENET_TEMPLATES)

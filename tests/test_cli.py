@@ -51,14 +51,21 @@ def test_bench_runs_and_reports_ratios(tmp_path):
     ips = result["images_per_second"]
     assert ips["webli-io (threads)"] > 0 and ips["webli-io (2 workers)"] > 0
     assert result["images"] == 27 and "scikit-image" in result["source"]
-    # The realistic web set: quality 75/90/95 x three size bands, each reported, sizes as named.
+    # The realistic web set: quality 75/90/95 x three size bands, each reported, sizes as named;
+    # then img2dataset's default output (256 px, border, q95) and 384/512 beside it, made by
+    # img2dataset's own resizer.
     sets = result["sets"]
-    assert len(sets) == 9 and {n.split()[0] for n in sets} == {"q75", "q90", "q95"}
+    assert len(sets) == 12 and {n.split()[0] for n in sets} == {"q75", "q90", "q95", "img2dataset"}
     for name, row in sets.items():
-        lo, hi = map(float, name.split()[1].split("-"))
         assert row["images"] == 3 and row["webli_io"] > 0
+        if name.startswith("img2dataset"):
+            side = int(name.split()[1])
+            assert row["mean_megapixels"] == round(side * side / 1e6, 2), (name, row)
+            continue
+        lo, hi = map(float, name.split()[1].split("-"))
         assert lo * 0.95 <= row["mean_megapixels"] <= hi * 1.05, (name, row)
-    assert len(list((tmp_path / "j").glob("*/*.jpg"))) == 27
+    assert "img2dataset's Resizer" in result["source"]
+    assert len(list((tmp_path / "j").glob("*/*.jpg"))) == 36
     modes = result["modes"]
     assert set(modes) >= {"squash", "center_crop", "center_crop, whole decode", "random_resized_crop",
                           "random_resized_crop, whole decode", "squash, fast_decode"} and min(modes.values()) > 0

@@ -248,3 +248,36 @@ def test_big_vision_npz_gives_the_same_embeddings(tmp_path):
     images, ids = _inputs(32, 300, 16, seed=9)
     assert torch.allclose(ours.image(images), _features(ref.get_image_features(pixel_values=images)), atol=TOL)
     assert torch.allclose(ours.text(ids), _features(ref.get_text_features(input_ids=ids)), atol=TOL)
+
+
+def test_score_with_an_openclip_clip_model_as_external_scorer(tmp_path):
+    """The paper's filter scores with a CLIP model, not the one being studied: any OpenCLIP
+    architecture, weights from a local file (here a random ViT-B-32 written by open_clip)."""
+    import json
+    import subprocess
+    import sys
+
+    open_clip = pytest.importorskip("open_clip")
+    from webli_io.sample_data import write_sample_dataset
+    from webli_io.siglip.evalsuite import load_checkpoint
+
+    torch.manual_seed(0)
+    clip = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    torch.save(clip.state_dict(), tmp_path / "vit-b-32.bin")
+    spec = f"openclip:ViT-B-32:{tmp_path / 'vit-b-32.bin'}"
+    towers, tok, size = load_checkpoint(spec, torch.device("cpu"))
+    assert size == 224 and tok(["a cat"]).shape == (1, 77)
+    x = torch.rand(1, 3, 224, 224) * 2 - 1
+    with torch.no_grad():  # webli-io's [-1, 1] tiles, re-normalised with CLIP's own mean and std
+        mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+        assert torch.allclose(towers.image(x), clip.encode_image(((x + 1) / 2 - mean) / std), atol=1e-5)
+    shards = write_sample_dataset(str(tmp_path / "data"), num_shards=1, samples_per_shard=12, bad_samples=False)
+    run = [sys.executable, "-m", "webli_io", "score", *shards, "-o", str(tmp_path / "scored"), "--json"]
+    r = subprocess.run([*run, "--checkpoint", spec, "--keep-fraction", "0.5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["samples"] == 12 and out["unscored"] == 0 and -1 <= out["keep_fraction"]["threshold"] <= 1
+    for bad, msg in (("openclip:ViT-B-32:laion2b_s34b_b79k", "local file"), ("openclip:NoSuchNet:x.bin", "not an OpenCLIP")):
+        r = subprocess.run([*run[:-3], "-o", str(tmp_path / "s2"), "--checkpoint", bad], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -156,6 +156,7 @@ def test_score_does_not_hide_damage_merge_names_or_write_over_its_input(trained,
 def test_attention_shows_the_map_heads_weights(trained, tmp_path):
     from PIL import Image
 
+    from webli_io.siglip import attention as at
     from webli_io.siglip import evalsuite as ev
 
     img = tmp_path / "red.jpg"
@@ -171,7 +172,7 @@ def test_attention_shows_the_map_heads_weights(trained, tmp_path):
     with Image.open(out) as o:
         assert o.size == (128, 96) and o.format == "PNG"
     model, tok, size = ev.load_checkpoint(trained["ckpt"], torch.device("cpu"))
-    w = ev.attention_map(model, size, img.read_bytes(), torch.device("cpu"))
+    w = at.attention_map(model, size, img.read_bytes(), torch.device("cpu"))
     # The weights themselves: a distribution over the patches, not rescaled per image.
     assert w.shape == (size // 8, size // 8) and abs(float(w.sum()) - 1) < 1e-5 and (w >= 0).all()
     assert report["maps"][0]["max_weight"] == pytest.approx(float(w.max()), abs=1e-6)
@@ -185,6 +186,7 @@ def test_the_mean_pooled_variant_trains_and_gets_relevance_maps(tmp_path):
     from PIL import Image
 
     from webli_io.sample_data import write_sample_dataset
+    from webli_io.siglip import attention as at
     from webli_io.siglip import evalsuite as ev
 
     shards = write_sample_dataset(str(tmp_path / "data"), num_shards=1, samples_per_shard=24)
@@ -200,7 +202,7 @@ def test_the_mean_pooled_variant_trains_and_gets_relevance_maps(tmp_path):
                         str(tmp_path / "maps"), "--json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["kind"] == "relevance"
-    rel = ev.relevance_map(model, tok, size, img.read_bytes(), None, torch.device("cpu"))
+    rel = at.relevance_map(model, tok, size, img.read_bytes(), None, torch.device("cpu"))
     assert rel.shape == (size // 8, size // 8)
 
 

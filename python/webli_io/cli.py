@@ -212,10 +212,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         paths, source = expand_shards(args.shards), "your shards"
     else:
-        n = args.per_set * len(bench.QUALITIES) * len(bench.BANDS)
-        with progress(total=n, desc="writing the web set", unit="img", disable=args.json) as bar:
+        n = args.per_set * (len(bench.QUALITIES) * len(bench.BANDS) + len(bench.I2D_SIZES))
+        with progress(total=n, desc="writing the web and img2dataset sets", unit="img", disable=args.json) as bar:
             sets, source = bench.write_web_set(args.data, args.per_set, photos_dir=args.photos, progress=bar)
-        paths = [p for ps in sets.values() for p in ps]
+        # The pipelines' table runs on the web set; every set (img2dataset's too) gets its own row.
+        web = [bench.set_name(q, b) for q in bench.QUALITIES for b in bench.BANDS]
+        paths = [p for name in web for p in sets[name]]
         if args.export_jpegs:
             folders = bench.export_jpegs(sets, args.export_jpegs)
             note(f"wrote the JPEGs of {len(folders)} sets under {args.export_jpegs}/ "
@@ -350,6 +352,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from . import expand_shards
     from .siglip import evalsuite as ev
+    from .siglip import score as sc
     from .siglip.dist import device_for
 
     if args.keep_fraction is not None and not 0 < args.keep_fraction <= 1:
@@ -359,15 +362,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     device = device_for(args.device)
     model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device, args.tokenizer)
     shards = expand_shards(args.shards)
-    done = ev.score_shards(model, tokenizer, image_size, shards, args.out, device, field=args.field)
+    done = sc.score_shards(model, tokenizer, image_size, shards, args.out, device, field=args.field)
     result: dict = {k: v for k, v in done.items() if k != "shards"}
     result["out"] = args.out
     threshold = args.report
     if args.keep_fraction is not None:
-        threshold = ev.threshold_for(done["shards"], args.keep_fraction, args.field)
+        threshold = sc.threshold_for(done["shards"], args.keep_fraction, args.field)
         result["keep_fraction"] = {"fraction": args.keep_fraction, "threshold": threshold}
     if threshold is not None:
-        result["report"] = ev.filter_report(done["shards"], threshold, args.field, args.group_field or ["language"])
+        result["report"] = sc.filter_report(done["shards"], threshold, args.field, args.group_field or ["language"])
     # A damaged source is not copied (the copy would look whole): named, and the exit code says so.
     failed = 1 if done["damaged"] else 0
     for d in done["damaged"]:
@@ -385,11 +388,17 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_attention(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .siglip import attention as at
     from .siglip import evalsuite as ev
     from .siglip.dist import device_for
 
     device = device_for(args.device)
     model, tokenizer, image_size = ev.load_checkpoint(args.checkpoint, device, args.tokenizer)
+    from .siglip.model import SigLIP
+
+    if not isinstance(model, SigLIP):
+        raise ValueError(f"{args.checkpoint}: attention maps are drawn for webli-io's and released SigLIP models, "
+                         f"not for an OpenCLIP model")
     attention = model.image.head is not None
     if attention and args.text:
         raise ValueError("a SigLIP (MAP head) model attends with a learned probe, not with a caption: drop --text to see "
@@ -400,16 +409,16 @@ def cmd_attention(args: argparse.Namespace) -> int:
         with open(path, "rb") as f:
             data = f.read()
         if attention:
-            w = ev.attention_map(model, image_size, data, device)
+            w = at.attention_map(model, image_size, data, device)
             out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".attention.png")
-            ev.overlay(data, ev.attention_display(w), out)
+            at.overlay(data, at.attention_display(w), out)
             p = w.flatten()
             entropy = float(-(p * np.log2(np.clip(p, 1e-12, None))).sum())
             stats.append({"image": path, "max_weight": float(p.max()), "entropy_bits": entropy, "uniform_bits": float(np.log2(p.size))})
         else:
-            rel = ev.relevance_map(model, tokenizer, image_size, data, args.text, device)
+            rel = at.relevance_map(model, tokenizer, image_size, data, args.text, device)
             out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".relevance.png")
-            ev.overlay(data, rel, out)
+            at.overlay(data, rel, out)
         written.append(out)
     if args.json:
         print(json.dumps({"written": written, "kind": "attention" if attention else "relevance", "maps": stats}))
@@ -610,8 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sc.add_argument("shards", nargs="+", help="shards to score (tar or Parquet; paths, globs, folders)")
-    sc.add_argument("--checkpoint", required=True, help="a checkpoint.pt of `webli-io train`, or released SigLIP weights "
-                    "(an OpenCLIP ViT-*-SigLIP state dict, a Hugging Face SiglipModel folder, a big_vision .npz) with --tokenizer")
+    sc.add_argument("--checkpoint", required=True, help="a checkpoint.pt of `webli-io train`, released SigLIP weights "
+                    "(an OpenCLIP ViT-*-SigLIP state dict, a Hugging Face SiglipModel folder, a big_vision .npz) with "
+                    "--tokenizer, or any OpenCLIP model as openclip:ARCH:WEIGHTS (e.g. a CLIP scorer: "
+                    "openclip:ViT-B-32:vit-b-32.bin)")
     sc.add_argument("--tokenizer", default=None, help="the tokenizer of released weights (siglip:PATH/spiece.model)")
     sc.add_argument("--keep-fraction", type=float, default=None, metavar="F",
                     help="report the threshold that keeps the best-aligned fraction F of the pairs, and what it keeps per group")

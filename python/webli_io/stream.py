@@ -1187,7 +1187,10 @@ class WebLIStream(IterableDataset):
     def stats(self) -> Dict[str, int]:
         """Counters summed over this process and its DataLoader workers since construction
         (or ``reset_stats``): samples read and yielded, and every skip or repair by reason
-        (with ``decode_device="cuda"`` also ``gpu_decode_fallbacks`` and ``gpu_decode_failed``)."""
+        (with ``decode_device="cuda"`` also ``gpu_decode_fallbacks`` and ``gpu_decode_failed``).
+        ``ns_read``, ``ns_decode``, ``ns_resize``, ``ns_batch``: each stage's CPU time in
+        nanoseconds, summed over the threads doing it (on Linux the threads' own CPU clocks: a
+        thread waiting to be scheduled, or blocked on a queue, adds nothing)."""
         return {**self._shared.total(), **self._gpu_counts}
 
     def reset_stats(self) -> None:

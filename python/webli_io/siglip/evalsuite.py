@@ -16,17 +16,16 @@ normalised template embeddings; retrieval ranks every candidate of the set; reca
 share of queries whose match is among the k best. It writes ``report.json``, ``report.md`` and
 PNG bar charts (per language, per group), drawn with Pillow.
 
-Also here: ``webli-io score`` (each pair's image–caption alignment, written as a metadata field
-for ``min_score``, and what a threshold keeps per language or group) and ``webli-io attention``
-(per-patch relevance maps over the images).
+Beside it: :mod:`.score` (``webli-io score``: each pair's alignment as a metadata field for
+``min_score``, and what a threshold keeps), :mod:`.attention` (``webli-io attention``), and
+:mod:`.evalbench` (the benchmarks as they ship, ``--benchmark``).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -63,10 +62,14 @@ def group_summary(per_group: Dict[str, float]) -> Dict[str, Any]:
 def load_checkpoint(path: str, device: torch.device, tokenizer: Optional[str] = None) -> Tuple[SigLIP, Any, int]:
     """A trainer checkpoint, or released SigLIP weights (an OpenCLIP ``ViT-*-SigLIP`` state dict,
     a Hugging Face ``SiglipModel`` folder or file, a big_vision ``.npz``: :mod:`.convert`) →
-    (model in eval mode, its tokenizer, its image size). ``tokenizer`` overrides the
+    (model in eval mode, its tokenizer, its image size), or any OpenCLIP model
+    (``openclip:ARCH:WEIGHTS``, :mod:`.openclip_towers`). ``tokenizer`` overrides the
     checkpoint's; released weights need it (``siglip:PATH/spiece.model``)."""
     from .convert import load_any
+    from .openclip_towers import PREFIX, load
 
+    if path.startswith(PREFIX):
+        return load(path, device)  # type: ignore[return-value]  # the same two towers, OpenCLIP's
     ckpt = None
     if os.path.isfile(path) and path.endswith((".pt", ".pth", ".ckpt")):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -322,226 +325,3 @@ def write_report(report: Dict[str, Any], out: str) -> List[str]:
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines))
     return charts
-
-
-# -- alignment scores (the paper's quality filter) ---------------------------------------------
-
-
-@torch.no_grad()
-def score_shards(model: SigLIP, tokenizer: Any, image_size: int, shards: Sequence[str], out_dir: str, device: torch.device,
-                 field: str = "alignment_score") -> Dict[str, Any]:
-    """Write a copy of each tar shard to ``out_dir`` whose samples' ``json`` gain ``field``: the
-    cosine similarity of the image and caption embeddings (None where the image does not decode
-    or there is no caption: a ``min_score`` filter then drops the sample, failing closed). The
-    members are read and written back by ``prepare``'s rules, as they were.
-
-    A shard that cannot be read whole (truncated, corrupt) is not copied (a copy of the samples
-    before the damage would look whole): it is listed in ``damaged`` with the reason. Two inputs
-    of one file name, and an ``out_dir`` that holds an input, are refused before anything is
-    written; a second run into the same ``out_dir`` fails at once (a lock per folder)."""
-    from .._files import folder_lock, refuse_in_place
-    from ..prepare import _output_name
-
-    names = [_output_name(s) for s in shards]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"two input shards have the file name {twice[0]!r}: their copies would overwrite each other in "
-                         f"{out_dir!r}; score them into separate folders")
-    refuse_in_place(shards, out_dir, "score")
-    done: Dict[str, Any] = {"shards": [], "samples": 0, "unscored": 0, "field": field, "damaged": []}
-    with folder_lock(out_dir, "score"):
-        for shard in shards:
-            _score_one(model, tokenizer, image_size, shard, out_dir, device, field, done)
-    return done
-
-
-def _score_one(model: SigLIP, tokenizer: Any, image_size: int, shard: str, out_dir: str, device: torch.device,
-               field: str, done: Dict[str, Any]) -> None:
-    import tarfile
-    import time
-
-    from .. import _core
-    from .._files import atomic_file
-    from ..prepare import _damage, _output_name, parse_members, write_sample
-
-    if _core.is_table_shard(shard):
-        return _score_table(model, tokenizer, image_size, shard, out_dir, device, field, done)
-    read = _core.TarSamples(shard)
-    samples = [(key, list(members)) for key, members in read]
-    damage = _damage(read)
-    if damage is not None:
-        # A copy of what was read would look whole: the shard is not copied, and named.
-        done["damaged"].append({"source": shard, "error": damage, "samples_read": len(samples)})
-        return
-    parsed = [parse_members(members) for _, members in samples]
-    scores = _scores(model, tokenizer, image_size, device, [(p.image, p.text) for p in parsed])
-    path = os.path.join(out_dir, _output_name(shard))
-    now = int(time.time())
-    with atomic_file(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT) as t:
-        for (key, members), p, score in zip(samples, parsed, scores):
-            write_sample(t, key, members, p.json_ext, {**p.meta, field: score}, now)
-    done["shards"].append(path)
-    done["samples"] += len(samples)
-    done["unscored"] += sum(x is None for x in scores)
-
-
-def _scores(model: SigLIP, tokenizer: Any, image_size: int, device: torch.device,
-            pairs: Sequence[Tuple[Optional[bytes], Optional[str]]]) -> List[Optional[float]]:
-    """Each (image bytes, caption) pair's cosine similarity; None where either is unusable."""
-    from .. import decode_resize
-
-    scores: List[Optional[float]] = [None] * len(pairs)
-    for start in range(0, len(pairs), 64):
-        tiles, texts, where = [], [], []
-        for i in range(start, min(start + 64, len(pairs))):
-            image, text = pairs[i]
-            if not image or not isinstance(text, str) or not text.strip():
-                continue
-            try:
-                tiles.append(decode_resize(image, image_size, "center_crop"))
-            except ValueError:
-                continue
-            texts.append(text.strip())
-            where.append(i)
-        if tiles:
-            sims = (_embed_images(model, tiles, device) * _embed_texts(model, tokenizer, texts, device)).sum(dim=1).tolist()
-            for i, sim in zip(where, sims):
-                scores[i] = round(float(sim), 6)
-    return scores
-
-
-def _score_table(model: SigLIP, tokenizer: Any, image_size: int, shard: str, out_dir: str, device: torch.device,
-                 field: str, done: Dict[str, Any]) -> None:
-    """:func:`_score_one` for a Parquet shard: a copy with the column `field` set."""
-    from ..parquet import CAPTION_COLUMNS, IMAGE_COLUMNS, TableDamage, first_column, rewrite
-    from ..prepare import _output_name
-
-    unscored = [0]
-
-    def annotate(table: Any) -> Dict[str, list]:
-        image = first_column(table.schema, IMAGE_COLUMNS, binary=True)
-        caption = first_column(table.schema, CAPTION_COLUMNS, binary=False)
-        images = table.column(image).to_pylist() if image else [None] * table.num_rows
-        texts = table.column(caption).to_pylist() if caption else [None] * table.num_rows
-        scores = _scores(model, tokenizer, image_size, device, list(zip(images, texts)))
-        unscored[0] += sum(x is None for x in scores)
-        return {field: scores}
-
-    path = os.path.join(out_dir, _output_name(shard))
-    try:
-        copied = rewrite(shard, path, annotate, keep_damaged=False)
-    except TableDamage as e:
-        done["damaged"].append({"source": shard, "error": str(e), "samples_read": None})
-        return
-    done["shards"].append(path)
-    done["samples"] += copied["written"]
-    done["unscored"] += unscored[0]
-
-
-def _metas(shard: str, fields: Sequence[str]) -> Iterator[Dict[str, Any]]:
-    """Each sample's metadata (of a Parquet shard: the named columns it has), in shard order."""
-    from .. import _core
-    from ..prepare import parse_members
-
-    if not _core.is_table_shard(shard):
-        for _, members in _core.TarSamples(shard):
-            yield parse_members(members).meta
-        return
-    from ..parquet import row_groups, schema_of
-
-    names = [f for f in dict.fromkeys(fields) if schema_of(shard).get_field_index(f) >= 0]
-    for table in row_groups(shard, names):
-        yield from table.to_pylist()
-
-
-def threshold_for(shards: Sequence[str], keep_fraction: float, field: str = "alignment_score") -> float:
-    """The score threshold that keeps ``keep_fraction`` of the pairs (of all pairs, counting
-    unscored ones, which a ``min_score`` filter drops, as not kept): the ``1 - keep_fraction``
-    quantile of the scores, with the unscored pairs below every score."""
-    scores = [m.get(field) for s in shards for m in _metas(s, [field])]
-    got = sorted(float(x) for x in scores if isinstance(x, (int, float)))
-    if not got:
-        raise ValueError(f"no pair has a {field!r} score")
-    keep = max(1, int(round(keep_fraction * len(scores))))
-    if keep > len(got):
-        raise ValueError(f"--keep-fraction {keep_fraction} keeps {keep} pairs but only {len(got)} of {len(scores)} have a score")
-    return got[len(got) - keep]
-
-
-def filter_report(shards: Sequence[str], threshold: float, field: str = "alignment_score",
-                  group_fields: Sequence[str] = ("language",)) -> Dict[str, Any]:
-    """For a threshold, the share of samples kept per value of each group field (the language is
-    normalised): what the filter would cost each language or culture, before anyone applies it."""
-    from .. import _core
-
-    counts: Dict[str, Dict[str, List[int]]] = {g: {} for g in group_fields}
-    for shard in shards:
-        for meta in _metas(shard, [field, *group_fields]):
-            score = meta.get(field)
-            kept = isinstance(score, (int, float)) and score >= threshold
-            for g in group_fields:
-                value = meta.get(g)
-                value = _core.normalize_lang(value) if g in ("language", "lang") and isinstance(value, str) else str(value)
-                c = counts[g].setdefault(value, [0, 0])
-                c[0] += int(kept)
-                c[1] += 1
-    return {"threshold": threshold, "field": field,
-            "kept_share": {g: {v: round(k / n, 4) for v, (k, n) in sorted(vals.items())} for g, vals in counts.items()}}
-
-
-# -- relevance maps (the paper's attention figure) ---------------------------------------------
-
-
-ATTENTION_SATURATION = 4.0  # overlays: full red at 4x the uniform weight, for every image and model
-
-
-@torch.no_grad()
-def attention_map(model: SigLIP, image_size: int, image: bytes, device: torch.device) -> np.ndarray:
-    """The MAP head's attention over the patches, ``[grid, grid]``, averaged over its heads: the
-    weights themselves (they sum to 1; uniform is ``1 / patches``), not rescaled per image, so
-    maps compare across images and models."""
-    from .. import decode_resize
-
-    tile = decode_resize(image, image_size, "squash")
-    x = to_device_images(torch.from_numpy(tile[None]).permute(0, 3, 1, 2).contiguous(), device)
-    w = model.image.attention(x)[0].float().cpu().numpy()
-    grid = int(round(len(w) ** 0.5))
-    return w.reshape(grid, grid)
-
-
-def attention_display(w: np.ndarray) -> np.ndarray:
-    """Attention weights → [0, 1] for an overlay on one fixed scale (:data:`ATTENTION_SATURATION`)."""
-    return np.clip(w * w.size / ATTENTION_SATURATION, 0.0, 1.0)
-
-
-@torch.no_grad()
-def relevance_map(model: SigLIP, tokenizer: Any, image_size: int, image: bytes, text: Optional[str], device: torch.device) -> np.ndarray:
-    """Per-patch relevance, ``[grid, grid]`` in [0, 1]: each patch token's (final norm, projection)
-    cosine similarity with the caption's embedding (``text``), or with the image's own pooled
-    embedding (no text). For the mean-pooled variant, whose patch tokens share the embedding
-    space through the projection: a relevance map, not attention (SigLIP models have
-    :func:`attention_map`)."""
-    from .. import decode_resize
-
-    tile = decode_resize(image, image_size, "squash")
-    x = to_device_images(torch.from_numpy(tile[None]).permute(0, 3, 1, 2).contiguous(), device)
-    tower = model.image
-    tokens = tower.patch(x).flatten(2).transpose(1, 2) + tower.pos
-    feats = F.normalize(tower.proj(tower.norm(tower.encoder(tokens))), dim=-1)[0]  # [patches, D]
-    target = _embed_texts(model, tokenizer, [text], device)[0] if text else F.normalize(feats.mean(0), dim=-1)
-    rel = (feats.float() @ target.float()).cpu().numpy()
-    grid = int(round(len(rel) ** 0.5))
-    rel = rel.reshape(grid, grid)
-    lo, hi = float(rel.min()), float(rel.max())
-    return (rel - lo) / (hi - lo) if hi > lo else np.zeros_like(rel)
-
-
-def overlay(image: bytes, rel: np.ndarray, path: str) -> None:
-    """The image with the relevance map over it in red (brighter: more relevant), as PNG."""
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(image)).convert("RGB")
-    heat = Image.fromarray((rel * 255).astype(np.uint8), "L").resize(img.size, Image.Resampling.BILINEAR)
-    red = Image.new("RGB", img.size, (255, 30, 30))
-    alpha = heat.point(lambda v: int(v * 0.6))
-    Image.composite(red, img, alpha).save(path)
