@@ -352,3 +352,17 @@ def test_class_embeddings_are_the_normalised_mean_of_normalised_templates():
     from webli_io.siglip.prompts import IMAGENET_TEMPLATES
 
     assert len(IMAGENET_TEMPLATES) == 80 and len(set(IMAGENET_TEMPLATES)) == 80 and all("{}" in t for t in IMAGENET_TEMPLATES)
+
+
+def test_a_hostile_annotation_file_cannot_point_outside_the_benchmark(tmp_path, photos):
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(_img(photos, 0))  # an image outside the benchmark's folder
+    root = tmp_path / "ds"
+    R.dollar_street(str(root), real(photos), n=4)
+    rows = (root / "images_v2.csv").read_text().splitlines()
+    rows[1] = rows[1].replace(rows[1].split(",")[-2], "../secret.jpg")
+    rows[2] = rows[2].replace(rows[2].split(",")[-2], str(secret))
+    (root / "images_v2.csv").write_text("\n".join(rows) + "\n")
+    b = read("dollar_street", str(root))
+    assert len(b.items) == 2 and b.skipped == {"image path outside the benchmark": 2}
+    assert all(str(secret) != it.image and ".." not in it.image for it in b.items)

@@ -107,6 +107,23 @@ def _find(path: str, names: Sequence[str], what: str) -> str:
     raise BenchmarkError(f"{what}: none of {', '.join(names)} in {path!r}")
 
 
+def _inside(rel: str) -> bool:
+    """Whether a path a benchmark's file names stays inside the benchmark's folder: relative, no
+    ``..`` part, no NUL (a hostile annotation file cannot point the reader at other files; the
+    check is on the name, so a dataset folder that is itself a symlink still reads)."""
+    if not rel or "\0" in rel or os.path.isabs(rel) or rel.startswith(("~", "\\")):
+        return False
+    return ".." not in os.path.normpath(rel).replace("\\", "/").split("/")
+
+
+def _named(bench: Benchmark, top: str, rel: str) -> Optional[str]:
+    """``top/rel`` when ``rel`` stays inside (else counted, and None)."""
+    if not _inside(rel):
+        bench.skip("image path outside the benchmark")
+        return None
+    return os.path.join(top, rel)
+
+
 def _present(bench: Benchmark, item: Item) -> bool:
     if os.path.isfile(item.image):
         return True
@@ -266,7 +283,10 @@ def coco(path: str) -> Benchmark:
         caps.setdefault(a["image_id"], []).append(str(a["caption"]).strip())
     bench = Benchmark("coco", "retrieval", [], source={"annotations": ann, "images": images_dir})
     for img in sorted(data["images"], key=lambda x: x["id"]):
-        item = Item(os.path.join(images_dir, img["file_name"]), captions=caps.get(img["id"], []))
+        where = _named(bench, images_dir, str(img.get("file_name", "")))
+        if where is None:
+            continue
+        item = Item(where, captions=caps.get(img["id"], []))
         if not item.captions:
             bench.skip("no caption")
         elif _present(bench, item):
@@ -288,7 +308,9 @@ def karpathy(path: str, split: str = "test") -> Benchmark:
     for img in data["images"]:
         if img.get("split") != split:
             continue
-        rel = os.path.join(img.get("filepath", ""), img["filename"])
+        rel = os.path.join(str(img.get("filepath", "")), str(img.get("filename", "")))
+        if _named(bench, top, rel) is None:
+            continue
         where = next((os.path.join(d, rel) for d in image_dirs if os.path.isfile(os.path.join(d, rel))), os.path.join(top, rel))
         item = Item(where, captions=[str(s.get("raw", "")).strip() for s in img.get("sentences", []) if s.get("raw")])
         if not item.captions:
@@ -368,7 +390,10 @@ def dollar_street(path: str) -> Benchmark:
         if not topics:
             bench.skip("no topic")
             continue
-        item = Item(os.path.join(top, r["imageRelPath"]), labels=frozenset(index[t] for t in topics),
+        where = _named(bench, top, r["imageRelPath"])
+        if where is None:
+            continue
+        item = Item(where, labels=frozenset(index[t] for t in topics),
                     fields={"income": income, "region": r["region.id"], "country": r["country.name"]})
         if _present(bench, item):
             bench.items.append(item)
@@ -386,7 +411,9 @@ def geode(path: str) -> Benchmark:
         if not r["object"]:
             bench.skip("no object")
             continue
-        p = r["file_path"] if os.path.isabs(r["file_path"]) else os.path.join(top, r["file_path"])
+        p = _named(bench, top, r["file_path"])
+        if p is None:
+            continue
         if not os.path.isfile(p) and os.path.isfile(os.path.join(top, "images", r["file_path"])):
             p = os.path.join(top, "images", r["file_path"])
         item = Item(p, labels=frozenset({index[r["object"]]}), fields={"region": r["region"], "country": r["ip_country"]})
