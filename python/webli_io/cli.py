@@ -565,8 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         parents=[common],
         help="evaluate a checkpoint: zero-shot classification, retrieval, multilingual retrieval, subgroups",
-        description="Evaluate a trainer checkpoint on data you bring, in the layouts of the real benchmarks: "
-        "--classify DIR (ImageNet's layout: one folder per class; --classnames FILE maps folder<TAB>name), "
+        description="Evaluate a checkpoint (of `webli-io train`, released SigLIP weights, or openclip:ARCH:WEIGHTS) the way "
+        "the WebLI-100B paper and big_vision measure: --benchmark KIND=PATH reads ImageNet, COCO, Flickr30k (karpathy), "
+        "Crossmodal-3600, Dollar Street, GeoDE and GLDv2 from the files they ship as (retrieval over every caption, "
+        "per-language recall both ways with low-resource means, zero-shot over the whole vocabulary with CLIP's 80 "
+        "templates, income quartiles and the signed richest - poorest disparity, 10-shot geo-localisation); "
+        "--bias-images DIR the gender representation bias. On your own shards and folders: --classify DIR (ImageNet's layout: one folder per class; --classnames FILE maps folder<TAB>name), "
         "--retrieval SHARDS (COCO/Flickr style: recall@1/5/10 both ways), --multilingual SHARDS (Crossmodal-3600 "
         "style: each sample's json has captions {language: caption}; recall@1 per language, mean, worst), "
         "--groups SHARDS (Dollar Street / GeoDE style: json fields --label-field and --group-field; accuracy per "
